@@ -1,0 +1,87 @@
+"""Models: one module per family. ``build_model`` turns the config into a module, after
+``check_compatible`` has made sure the model, the attention and the task fit together."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+from torch import nn
+
+from attnlstm.attention import make_attention
+from attnlstm.errors import ConfigError
+from attnlstm.models.common import ModelOutput
+from attnlstm.models.ffattn import FeedForwardPooling
+from attnlstm.models.lstm import LSTMPooling
+from attnlstm.tasks.base import TaskSpec
+
+__all__ = ["MODEL_FAMILIES", "ModelOutput", "build_model", "check_compatible"]
+
+#: model name -> (what it predicts, which attention it takes: "none", "any", "query_free")
+MODEL_FAMILIES: dict[str, tuple[str, str]] = {
+    "lstm": ("value", "none"),
+    "lstm_attn": ("value", "any"),
+    "ffattn": ("value", "query_free"),
+    "mean": ("value", "none"),
+}
+_TARGET_WORDS = {"value": "one value per sequence"}
+
+
+def check_compatible(model_cfg: DictConfig, attention_method: str, spec: TaskSpec) -> None:
+    """Raise :class:`ConfigError` with a plain sentence if the model cannot run as configured."""
+    name = str(model_cfg.name)
+    if name not in MODEL_FAMILIES:
+        raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODEL_FAMILIES)}")
+    predicts, takes = MODEL_FAMILIES[name]
+    if spec.target != predicts:
+        fitting = sorted(m for m, (p, _) in MODEL_FAMILIES.items() if p == spec.target)
+        raise ConfigError(
+            f"model={name} predicts {_TARGET_WORDS.get(predicts, predicts)}, but this task needs"
+            f" {_TARGET_WORDS.get(spec.target, spec.target)}; models that fit it:"
+            f" {', '.join(fitting) or 'none yet'}"
+        )
+    if takes == "none" and attention_method != "none":
+        raise ConfigError(
+            f"model={name} uses no attention, but attention={attention_method} was chosen; use"
+            f" model=lstm_attn to pool LSTM states with {attention_method} attention, or drop the"
+            " attention override"
+        )
+    if takes == "any" and attention_method == "none":
+        raise ConfigError(
+            f"model={name} pools its states with attention, but attention=none was chosen; pick"
+            " an attention method (e.g. attention=dot) or use model=lstm for no attention"
+        )
+    if takes == "query_free" and attention_method != "feedforward":
+        raise ConfigError(
+            f"model={name} has no query to attend with, so it needs attention=feedforward (got"
+            f" attention={attention_method}); use model=lstm_attn for query-based attention"
+        )
+    if name in ("ffattn", "mean") and model_cfg.bidirectional:
+        raise ConfigError(f"model={name} has no recurrence, so model.bidirectional must be false")
+    for key in ("hidden_size", "num_layers", "head_size"):
+        if model_cfg[key] <= 0:
+            raise ConfigError(f"model.{key} must be positive, got {model_cfg[key]}")
+    if not 0.0 <= model_cfg.dropout < 1.0:
+        raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
+
+
+def build_model(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpec) -> nn.Module:
+    """The model named by ``model_cfg.name`` for a task of shape ``spec``."""
+    method = str(attention_cfg.method)
+    check_compatible(model_cfg, method, spec)
+    name = str(model_cfg.name)
+    activation = str(model_cfg.output_activation)
+    if name in ("lstm", "lstm_attn"):
+        state_size = model_cfg.hidden_size * (2 if model_cfg.bidirectional else 1)
+        attention = None if name == "lstm" else make_attention(
+            method, state_size, state_size, attention_cfg.hidden_dim
+        )
+        return LSTMPooling(
+            spec.input_size, spec.output_size, model_cfg.hidden_size, model_cfg.num_layers,
+            model_cfg.bidirectional, model_cfg.dropout, model_cfg.head_size, activation, attention,
+        )
+    attention = None if name == "mean" else make_attention(
+        method, None, model_cfg.hidden_size, attention_cfg.hidden_dim
+    )
+    return FeedForwardPooling(
+        spec.input_size, spec.output_size, model_cfg.hidden_size, model_cfg.num_layers,
+        model_cfg.dropout, model_cfg.head_size, activation, attention,
+    )

@@ -1,0 +1,61 @@
+"""LSTM sequence-to-value models: ``lstm`` (last state) and ``lstm_attn`` (attention pooling)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from attnlstm.attention import Attention
+from attnlstm.batch import lengths_to_mask
+from attnlstm.models.common import Head, ModelOutput
+from attnlstm.models.recurrent import MaskedLSTM
+
+
+class LSTMPooling(nn.Module):
+    """An LSTM whose states are summarised into one vector, then an MLP head.
+
+    Without attention (``lstm``): features = h_T, the last layer's final state (forward and
+    backward halves concatenated when bidirectional).
+    With attention (``lstm_attn``): (c, alpha) = attention(h_T or None, [h_1..h_T], mask) and
+    features = [c; h_T]: query-based methods use h_T as the query, ``feedforward`` none.
+
+    Padding never reaches a real step's state (:class:`MaskedLSTM`) and is masked in the
+    attention: a sequence gives the same output alone as padded next to longer ones.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        hidden_size: int,
+        num_layers: int,
+        bidirectional: bool,
+        dropout: float,
+        head_size: int,
+        output_activation: str,
+        attention: Attention | None,
+    ) -> None:
+        super().__init__()
+        self.lstm = MaskedLSTM(input_size, hidden_size, num_layers, bidirectional, dropout)
+        state_size = self.lstm.output_size
+        self.attention = attention
+        self.dropout = nn.Dropout(dropout)
+        feature_size = state_size * (2 if attention is not None else 1)
+        self.head = Head(feature_size, head_size, output_size, dropout, output_activation)
+
+    def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> ModelOutput:
+        """inputs (B, T, F); lengths (B,) on the CPU or None (every step is data).
+
+        Returns prediction (B, output_size) and attention weights (B, T) (or None).
+        """
+        states, last = self.lstm(inputs, lengths)  # B x T x S, B x S
+        mask = None if lengths is None else lengths_to_mask(lengths.to(inputs.device),
+                                                            inputs.size(1))
+        weights = None
+        if self.attention is None:
+            features = last
+        else:
+            query = last if self.attention.uses_query else None
+            context, weights = self.attention(query, self.dropout(states), mask)
+            features = torch.cat([context, last], dim=-1)
+        return ModelOutput(self.head(self.dropout(features)), weights)

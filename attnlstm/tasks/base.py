@@ -1,0 +1,91 @@
+"""What every task gives the trainer: data, loss, metrics and the shape of model it needs."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a model must read and produce for a task.
+
+    Attributes:
+        input_size: features per input step.
+        output_size: values predicted per sequence.
+        target: what is predicted: ``"value"`` = one output vector per sequence.
+    """
+
+    input_size: int
+    output_size: int
+    target: Literal["value"] = "value"
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """The validation metric that picks the best checkpoint and drives early stopping."""
+
+    metric: str
+    mode: Literal["min", "max"]
+
+    def better(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if self.mode == "max" else value < best
+
+
+class Meter(ABC):
+    """Accumulates a metric over the batches of one evaluation."""
+
+    @abstractmethod
+    def update(self, output: Any, batch: Any) -> None: ...
+
+    @abstractmethod
+    def compute(self) -> dict[str, float]: ...
+
+
+class Task(ABC):
+    """A problem: its data, its loss, its metrics. Knows nothing of models' insides."""
+
+    name: str
+    spec: TaskSpec
+    monitor: Monitor
+    #: metrics reported by :meth:`new_meter`, ``loss`` included
+    metric_names: tuple[str, ...]
+
+    @abstractmethod
+    def train_batches(self, epoch: int) -> Iterator[Any]:
+        """The batches of one training epoch (CPU tensors)."""
+
+    @abstractmethod
+    def num_train_batches(self) -> int: ...
+
+    @abstractmethod
+    def eval_batches(self, split: Literal["val", "test"]) -> Iterable[Any]:
+        """The fixed batches of a split (CPU tensors)."""
+
+    def forward(self, model: nn.Module, batch: Any) -> Any:
+        """Feed ``batch`` to ``model``; stateful tasks override this to carry state."""
+        return model(batch.inputs, batch.lengths)
+
+    @abstractmethod
+    def loss(self, output: Any, batch: Any) -> Tensor:
+        """Mean loss of a batch (the quantity minimised)."""
+
+    @abstractmethod
+    def new_meter(self) -> Meter: ...
+
+    def is_solved(self, metrics: dict[str, float]) -> bool:
+        """Whether ``metrics`` (of one split) count as solving the task."""
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        """RNG and other state needed to resume the training stream exactly."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None

@@ -1,0 +1,230 @@
+"""The addition and multiplication long-term-memory problems, as Raffel & Ellis (2016) made them.
+
+Each step carries (value, marker). Values are U[-1, 1] (addition) or U[0, 1] (multiplication)
+up to the sequence's length and 0 after it. Markers are -1 at the first and last steps, 1 at two
+marked steps N1 and N2, and 0 elsewhere: N1 is drawn from 1..9 and N2 from
+``range(1, N1) + range(N1 + 1, int(L/2 - 1))`` (their ``lstm_problems`` code). Targets:
+
+    addition:        y = 0.5 + (X1 + X2) / 4
+    multiplication:  y = X1 * X2
+
+Fixed-length mode pads every batch to ``ceil(1.1 T0)`` (in floating point, as their code: 111
+for T0 = 100) and draws each sequence's length from ``[T0, ceil(1.1 T0))``. Variable-length mode
+draws one length per training batch from ``[min_length, max_length]``; its fixed sets hold
+batches at lengths ``linspace(min_length, max_length, n_batches)``.
+
+Accuracy is the share of sequences with ``|prediction - target| < tolerance`` (0.04).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from attnlstm.batch import SequenceBatch
+from attnlstm.config import LongMemoryProblem, LongMemoryTaskConfig
+from attnlstm.errors import ConfigError
+from attnlstm.tasks.base import Meter, Monitor, Task, TaskSpec
+
+#: the shortest sequence on which both markers and the end marker fit (N1 <= 9 < L - 1)
+MIN_SEQUENCE_LENGTH = 11
+
+
+def padded_length(min_length: int) -> int:
+    """Raffel & Ellis's padded length, ``int(np.ceil(1.1 * min_length))``."""
+    return math.ceil(1.1 * min_length)
+
+
+def generate(
+    problem: LongMemoryProblem | str,
+    lengths: Tensor,
+    padded_to: int,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """Generate one batch of the ``problem``.
+
+    Args:
+        problem: ``addition`` or ``multiplication``.
+        lengths: (B,) int64, each >= MIN_SEQUENCE_LENGTH and <= ``padded_to``.
+        padded_to: T, the padded length.
+        generator: the random stream.
+
+    Returns:
+        inputs (B, T, 2) float32 with channels (value, marker), and targets (B,) float32.
+    """
+    problem = LongMemoryProblem(problem)
+    n = lengths.numel()
+    if n and (int(lengths.min()) < MIN_SEQUENCE_LENGTH or int(lengths.max()) > padded_to):
+        raise ValueError(
+            f"lengths must lie in [{MIN_SEQUENCE_LENGTH}, {padded_to}], got"
+            f" [{int(lengths.min())}, {int(lengths.max())}]"
+        )
+    low, high = (-1.0, 1.0) if problem is LongMemoryProblem.addition else (0.0, 1.0)
+    values = torch.rand(n, padded_to, generator=generator) * (high - low) + low
+    steps = torch.arange(padded_to)
+    values = values * (steps.unsqueeze(0) < lengths.unsqueeze(1))  # zero beyond each length
+
+    # N1 in 1..9; N2 uniform over range(1, N1) + range(N1 + 1, int(L/2 - 1))
+    first = torch.randint(1, 10, (n,), generator=generator)
+    upper = torch.div(lengths, 2, rounding_mode="floor") - 1  # int(L/2 - 1) for L >= 2
+    below = first - 1  # size of range(1, N1)
+    above = (upper - first - 1).clamp(min=0)  # size of range(N1 + 1, upper)
+    pick = (torch.rand(n, generator=generator) * (below + above)).long()
+    pick = torch.minimum(pick, below + above - 1)  # guard the float edge
+    second = torch.where(pick < below, pick + 1, pick + 2)
+
+    rows = torch.arange(n)
+    markers = torch.zeros(n, padded_to)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    markers[rows, 0] = -1.0
+    markers[rows, lengths - 1] = -1.0
+
+    x1, x2 = values[rows, first], values[rows, second]
+    targets = 0.5 + (x1 + x2) / 4.0 if problem is LongMemoryProblem.addition else x1 * x2
+    return torch.stack([values, markers], dim=-1), targets
+
+
+class RegressionMeter(Meter):
+    """Mean squared error and accuracy (|error| < tolerance) over sequences."""
+
+    def __init__(self, tolerance: float) -> None:
+        self.tolerance = tolerance
+        self.squared_error = 0.0
+        self.correct = 0
+        self.count = 0
+
+    def update(self, output: Any, batch: SequenceBatch) -> None:
+        error = output.prediction.squeeze(-1).float() - batch.targets
+        self.squared_error += float(error.pow(2).sum())
+        self.correct += int((error.abs() < self.tolerance).sum())
+        self.count += error.numel()
+
+    def compute(self) -> dict[str, float]:
+        count = max(self.count, 1)
+        return {"loss": self.squared_error / count, "accuracy": self.correct / count}
+
+
+class LongMemoryTask(Task):
+    """Addition or multiplication with fresh training sequences every epoch and fixed,
+    seeded test (and optional validation) sets."""
+
+    metric_names = ("loss", "accuracy")
+    monitor = Monitor("accuracy", "max")
+    spec = TaskSpec(input_size=2, output_size=1, target="value")
+
+    def __init__(self, cfg: LongMemoryTaskConfig, seed: int) -> None:
+        self.cfg = cfg
+        self.name = LongMemoryProblem(cfg.name).value
+        self._validate()
+        self.min_length = cfg.min_length
+        if cfg.variable_length:
+            self.max_length = cfg.max_length or cfg.min_length
+        else:
+            self.max_length = padded_length(cfg.min_length) - 1
+        self._train_generator = torch.Generator().manual_seed(seed)
+        self._splits: dict[str, list[SequenceBatch]] = {}
+
+    def _validate(self) -> None:
+        cfg = self.cfg
+        if cfg.min_length < MIN_SEQUENCE_LENGTH:
+            raise ConfigError(
+                f"task.min_length={cfg.min_length} is too short: the markers need sequences of"
+                f" at least {MIN_SEQUENCE_LENGTH} steps"
+            )
+        if cfg.max_length is not None and not cfg.variable_length:
+            raise ConfigError(
+                "task.max_length applies to the variable-length mode; set"
+                " task.variable_length=true or drop task.max_length (fixed-length sequences"
+                " have lengths in [T0, 1.1 T0))"
+            )
+        if cfg.variable_length and cfg.max_length is not None and cfg.max_length < cfg.min_length:
+            raise ConfigError(
+                f"task.max_length={cfg.max_length} is below task.min_length={cfg.min_length}"
+            )
+        for key in ("batch_size", "batches_per_epoch", "eval_size", "eval_batch_size"):
+            if getattr(cfg, key) <= 0:
+                raise ConfigError(f"task.{key} must be positive, got {getattr(cfg, key)}")
+        if cfg.eval_size % cfg.eval_batch_size:
+            raise ConfigError(
+                f"task.eval_size={cfg.eval_size} must be a multiple of"
+                f" task.eval_batch_size={cfg.eval_batch_size}"
+            )
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _batch(self, lengths: Tensor, padded_to: int, generator: torch.Generator) -> SequenceBatch:
+        inputs, targets = generate(self.cfg.name, lengths, padded_to, generator)
+        return SequenceBatch(inputs, targets, lengths if self.cfg.mask_padding else None)
+
+    def _training_batch(self) -> SequenceBatch:
+        cfg, gen = self.cfg, self._train_generator
+        if cfg.variable_length:
+            length = int(torch.randint(self.min_length, self.max_length + 1, (1,), generator=gen))
+            lengths = torch.full((cfg.batch_size,), length, dtype=torch.long)
+            return self._batch(lengths, length, gen)
+        lengths = torch.randint(self.min_length, self.max_length + 1, (cfg.batch_size,),
+                                generator=gen)
+        return self._batch(lengths, self.max_length + 1, gen)
+
+    def train_batches(self, epoch: int) -> Iterator[SequenceBatch]:
+        for _ in range(self.cfg.batches_per_epoch):
+            yield self._training_batch()
+
+    def num_train_batches(self) -> int:
+        return self.cfg.batches_per_epoch
+
+    def _fixed_set(self, seed: int) -> list[SequenceBatch]:
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(seed)
+        n_batches = cfg.eval_size // cfg.eval_batch_size
+        if cfg.variable_length:
+            spaced = torch.linspace(self.min_length, self.max_length, n_batches,
+                                    dtype=torch.float64)
+            return [
+                self._batch(torch.full((cfg.eval_batch_size,), int(length), dtype=torch.long),
+                            int(length), gen)
+                for length in spaced.long().tolist()
+            ]
+        return [
+            self._batch(
+                torch.randint(self.min_length, self.max_length + 1, (cfg.eval_batch_size,),
+                              generator=gen),
+                self.max_length + 1,
+                gen,
+            )
+            for _ in range(n_batches)
+        ]
+
+    def eval_batches(self, split: Literal["val", "test"]) -> list[SequenceBatch]:
+        if split not in ("val", "test"):
+            raise ValueError(f"unknown split {split!r}; expected 'val' or 'test'")
+        if split == "val" and not self.cfg.separate_validation:
+            split = "test"  # the paper validates (and stops) on its fixed test set
+        if split not in self._splits:
+            seed = self.cfg.data_seed + (1 if split == "val" else 0)
+            self._splits[split] = self._fixed_set(seed)
+        return self._splits[split]
+
+    # -- loss and metrics -------------------------------------------------------------------
+
+    def loss(self, output: Any, batch: SequenceBatch) -> Tensor:
+        """Mean squared error, as the paper."""
+        return torch.nn.functional.mse_loss(output.prediction.squeeze(-1), batch.targets)
+
+    def new_meter(self) -> RegressionMeter:
+        return RegressionMeter(self.cfg.tolerance)
+
+    def is_solved(self, metrics: dict[str, float]) -> bool:
+        """Solved at 100% accuracy."""
+        return metrics.get("accuracy", 0.0) >= 1.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_generator": self._train_generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._train_generator.set_state(state["train_generator"])

@@ -1,0 +1,149 @@
+"""Entry point (``attnlstm-train``, ``python -m attnlstm``): compose -> build -> fit -> test.
+
+    attnlstm-train                                        # the default experiment
+    attnlstm-train model=lstm task=multiplication task.min_length=50
+    attnlstm-train -m attention=dot,general,concat,additive,feedforward
+    attnlstm-train resume=outputs/addition/lstm_attn-feedforward/<timestamp> trainer.max_epochs=20
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from attnlstm.config import GROUP_SCHEMAS, TrainConfig, register_configs
+from attnlstm.errors import ConfigError
+from attnlstm.models import build_model
+from attnlstm.paths import config_dir
+from attnlstm.tasks import build_task
+from attnlstm.training import Trainer, resolve_device
+from attnlstm.training.io import load_checkpoint
+
+log = logging.getLogger("attnlstm")
+
+#: groups whose choice is part of a run's identity: a resumed run keeps them
+_FIXED_ON_RESUME = ("task", "model", "attention", "optim", "experiment", "seed")
+
+
+def _run_dir(resume: str | None, default: str) -> str:
+    """``hydra.run.dir``: the run to resume, or a fresh timestamped folder."""
+    if resume in (None, ""):
+        return default
+    path = Path(str(resume)).expanduser()
+    if not (path / "last.pt").is_file():
+        raise ValueError(
+            f"resume={resume}: no last.pt there; resume takes the directory of an earlier run"
+            " (e.g. outputs/addition/lstm_attn-feedforward/<timestamp>)"
+        )
+    return str(path)
+
+
+def _hydra_subdir(resume: str | None) -> str:
+    """A resumed run keeps the ``.hydra/`` of its first session and writes its own beside it."""
+    if resume in (None, ""):
+        return ".hydra"
+    from datetime import datetime
+
+    return f".hydra-resume-{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
+
+
+register_configs()
+OmegaConf.register_new_resolver("attnlstm_run_dir", _run_dir, replace=True)
+OmegaConf.register_new_resolver("attnlstm_hydra_subdir", _hydra_subdir, replace=True)
+
+
+def config_for_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The stopped run's own config, with the command line's ``key=value`` overrides applied
+    (e.g. ``trainer.max_epochs=50``; a new ``device=`` is allowed too)."""
+    saved_path = run_dir / "config.yaml"
+    if saved_path.is_file():
+        saved = OmegaConf.load(saved_path)
+    else:
+        saved = OmegaConf.create(load_checkpoint(run_dir / "last.pt")["config"])
+    saved = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "resume":
+            continue
+        root = key.split(".", 1)[0]
+        if root in _FIXED_ON_RESUME:
+            raise ConfigError(
+                f"resume continues a run with its own config, so '{override}' cannot change it;"
+                " only trainer.*, device and similar keys may change (start a new run instead)"
+            )
+        OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False)
+    saved.resume = str(run_dir)
+    return saved
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Build the task, model and trainer from ``cfg`` and train in Hydra's run directory."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if cfg.resume:
+        cfg = config_for_resume(cfg, run_dir, list(hydra_cfg.overrides.task))
+    elif (run_dir / "last.pt").exists():
+        raise ConfigError(f"{run_dir} already holds a run; it is never overwritten")
+
+    torch.manual_seed(cfg.seed)
+    task = build_task(cfg.task, cfg.seed)
+    model = build_model(cfg.model, cfg.attention, task.spec)
+    device = resolve_device(cfg.device.type, cfg.device.index)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    parameters = sum(p.numel() for p in model.parameters())
+    log.info("run directory: %s", run_dir)
+    log.info("task %s, model %s, attention %s: %d parameters on %s",
+             cfg.task.name, cfg.model.name, cfg.attention.method, parameters, device)
+    trainer = Trainer(cfg, task, model, device, run_dir)
+    if cfg.resume:
+        trainer.resume(load_checkpoint(run_dir / "last.pt", device))
+    summary = trainer.run()
+    log.info("metrics: %s", run_dir / "metrics.json")
+    return summary
+
+
+def _remove_if_empty_run(run_dir: Path) -> None:
+    """Remove a run directory that this invocation created and that holds no results."""
+    leftovers = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+    if leftovers <= {".hydra", "train.log", "config.yaml"}:
+        for name in leftovers:
+            path = run_dir / name
+            if path.is_dir():
+                for child in path.iterdir():
+                    child.unlink()
+                path.rmdir()
+            else:
+                path.unlink()
+        run_dir.rmdir()
+        for parent in run_dir.parents:  # and the folders made for it, while empty
+            if parent == Path.cwd() or any(parent.iterdir()):
+                break
+            parent.rmdir()
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
+    try:
+        return run(cfg)
+    except ConfigError as error:
+        log.error("error: %s", error)
+        if not cfg.resume:
+            logging.shutdown()
+            _remove_if_empty_run(Path(HydraConfig.get().runtime.output_dir))
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console entry point."""
+    _hydra_main()
+
+
+__all__ = ["GROUP_SCHEMAS", "config_for_resume", "main", "run"]

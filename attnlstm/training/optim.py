@@ -1,0 +1,49 @@
+"""Optimisers and learning-rate schedules from the ``optim`` config."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from omegaconf import DictConfig
+
+from attnlstm.errors import ConfigError
+
+
+def build_optimizer(cfg: DictConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam (betas, weight decay) or SGD (momentum, Nesterov, weight decay)."""
+    if cfg.lr <= 0:
+        raise ConfigError(f"optim.lr must be positive, got {cfg.lr}")
+    name = str(cfg.name)
+    if name == "adam":
+        betas = tuple(cfg.betas)
+        if len(betas) != 2:
+            raise ConfigError(f"optim.betas needs two values, got {list(betas)}")
+        return torch.optim.Adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    if name == "sgd":
+        if cfg.nesterov and cfg.momentum <= 0:
+            raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    raise ConfigError(f"unknown optimizer {name!r}; choose adam or sgd")
+
+
+def build_scheduler(
+    cfg: DictConfig, optimizer: torch.optim.Optimizer, max_epochs: int, monitor_mode: str
+) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """The per-epoch schedule: none, step (x gamma every step_size epochs), cosine (to min_lr
+    over max_epochs) or plateau (x gamma after ``patience`` epochs without a better monitor)."""
+    name = str(cfg.scheduler)
+    if name == "none":
+        return None
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs,
+                                                          eta_min=cfg.min_lr)
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=monitor_mode, factor=cfg.gamma, patience=cfg.patience,
+            min_lr=cfg.min_lr,
+        )
+    raise ConfigError(f"unknown scheduler {name!r}; choose none, step, cosine or plateau")

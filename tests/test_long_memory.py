@@ -1,0 +1,180 @@
+"""The addition and multiplication generators follow Raffel & Ellis's definitions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from attnlstm.config import LongMemoryTaskConfig
+from attnlstm.errors import ConfigError
+from attnlstm.tasks.long_memory import LongMemoryTask, generate, padded_length
+
+
+def _check_sequence(inputs: torch.Tensor, target: float, length: int, problem: str) -> None:
+    values, markers = inputs[:, 0], inputs[:, 1]
+    assert markers[0] == -1 and markers[length - 1] == -1
+    marked = torch.nonzero(markers == 1).flatten().tolist()
+    assert len(marked) == 2, marked
+    # N1 in 1..9 and N2 in range(1, N1) + range(N1 + 1, int(L/2 - 1)): which is which cannot
+    # be told apart, but the smaller one is at most 9 and the larger below max(10, int(L/2 - 1))
+    first, second = marked
+    assert 1 <= first <= 9
+    assert first < second <= max(9, int(length / 2 - 1) - 1)
+    others = torch.ones_like(markers, dtype=torch.bool)
+    others[[0, length - 1, first, second]] = False
+    assert (markers[others] == 0).all()
+    assert (values[length:] == 0).all() and (markers[length:] == 0).all()
+    low = -1.0 if problem == "addition" else 0.0
+    assert values[:length].min() >= low and values[:length].max() <= 1.0
+    x1, x2 = float(values[first]), float(values[second])
+    expected = 0.5 + (x1 + x2) / 4 if problem == "addition" else x1 * x2
+    assert math.isclose(target, expected, rel_tol=1e-6, abs_tol=1e-7)
+
+
+@pytest.mark.parametrize("problem", ["addition", "multiplication"])
+def test_generated_sequences_follow_the_definition(problem: str) -> None:
+    lengths = torch.tensor([11, 12, 20, 50, 100, 110, 57, 64])
+    inputs, targets = generate(problem, lengths, 111, torch.Generator().manual_seed(3))
+    assert inputs.shape == (8, 111, 2) and targets.shape == (8,)
+    for i, length in enumerate(lengths.tolist()):
+        _check_sequence(inputs[i], float(targets[i]), length, problem)
+
+
+def test_marked_positions_cover_their_ranges() -> None:
+    lengths = torch.full((4000,), 100)
+    inputs, _ = generate("addition", lengths, 100, torch.Generator().manual_seed(0))
+    markers = inputs[..., 1]
+    first = (markers[:, :10] == 1).float().argmax(1)
+    assert set(first.tolist()) == set(range(1, 10))
+    positions = torch.nonzero(markers == 1)[:, 1]
+    # N2 is drawn from 1 .. int(100/2 - 1) - 1 = 48
+    assert int(positions.max()) == 48
+    assert int(positions.min()) == 1
+
+
+def test_values_are_uniform_over_their_range() -> None:
+    lengths = torch.full((200,), 100)
+    add, _ = generate("addition", lengths, 100, torch.Generator().manual_seed(0))
+    mul, _ = generate("multiplication", lengths, 100, torch.Generator().manual_seed(0))
+    assert abs(float(add[..., 0].mean())) < 0.02 and float(add[..., 0].min()) < -0.99
+    assert abs(float(mul[..., 0].mean()) - 0.5) < 0.02 and float(mul[..., 0].min()) >= 0
+
+
+def test_padded_length_is_the_papers() -> None:
+    # int(np.ceil(1.1 * T0)) in floating point, as their code
+    assert padded_length(50) == 56
+    assert padded_length(100) == 111
+    assert padded_length(1000) == 1100
+    assert padded_length(10000) == 11000
+
+
+def _task(seed: int = 0, **overrides) -> LongMemoryTask:
+    settings = {"min_length": 50, "batch_size": 20, "batches_per_epoch": 3, "eval_size": 60,
+                "eval_batch_size": 20, **overrides}
+    return LongMemoryTask(LongMemoryTaskConfig(**settings), seed)
+
+
+def test_fixed_length_batches() -> None:
+    task = _task()
+    batches = list(task.train_batches(1))
+    assert len(batches) == 3 == task.num_train_batches()
+    for batch in batches:
+        assert batch.inputs.shape == (20, 56, 2)
+        assert int(batch.lengths.min()) >= 50 and int(batch.lengths.max()) <= 55
+        for i in range(20):
+            _check_sequence(batch.inputs[i], float(batch.targets[i]), int(batch.lengths[i]),
+                            "addition")
+
+
+def test_fresh_training_sequences_every_epoch_and_seeded() -> None:
+    task = _task(seed=1)
+    epoch1 = [b.inputs for b in task.train_batches(1)]
+    epoch2 = [b.inputs for b in task.train_batches(2)]
+    assert not any(torch.equal(a, b) for a, b in zip(epoch1, epoch2, strict=True))
+    again = [b.inputs for b in _task(seed=1).train_batches(1)]
+    assert all(torch.equal(a, b) for a, b in zip(epoch1, again, strict=True))
+    other = [b.inputs for b in _task(seed=2).train_batches(1)]
+    assert not torch.equal(epoch1[0], other[0])
+
+
+def test_test_set_is_fixed_whatever_the_run_seed() -> None:
+    first = _task(seed=1).eval_batches("test")
+    second = _task(seed=99).eval_batches("test")
+    assert sum(len(b) for b in first) == 60
+    assert all(torch.equal(a.inputs, b.inputs) for a, b in zip(first, second, strict=True))
+    moved = _task(seed=1, data_seed=7).eval_batches("test")
+    assert not torch.equal(first[0].inputs, moved[0].inputs)
+
+
+def test_validation_is_the_test_set_unless_separate() -> None:
+    task = _task()
+    assert task.eval_batches("val") is task.eval_batches("test")
+    separate = _task(separate_validation=True)
+    assert not torch.equal(separate.eval_batches("val")[0].inputs,
+                           separate.eval_batches("test")[0].inputs)
+
+
+def test_variable_length_mode() -> None:
+    task = _task(variable_length=True, min_length=50, max_length=400, eval_batch_size=10)
+    for batch in task.train_batches(1):
+        length = batch.inputs.size(1)
+        assert 50 <= length <= 400
+        assert (batch.lengths == length).all()
+    lengths = [b.inputs.size(1) for b in task.eval_batches("test")]
+    expected = torch.linspace(50, 400, 6, dtype=torch.float64).long().tolist()
+    assert lengths == expected
+
+
+def test_unmasked_paper_padding() -> None:
+    batch = next(_task(mask_padding=False).train_batches(1))
+    assert batch.lengths is None and batch.mask is None
+    assert batch.inputs.shape[1] == 56
+
+
+def test_multiplication_targets() -> None:
+    batch = next(_task(name="multiplication").train_batches(1))
+    for i in range(20):
+        _check_sequence(batch.inputs[i], float(batch.targets[i]), int(batch.lengths[i]),
+                        "multiplication")
+
+
+def test_resume_state_continues_the_stream() -> None:
+    task = _task(seed=5)
+    list(task.train_batches(1))
+    state = {k: v.clone() for k, v in task.state_dict().items()}
+    expected = [b.inputs for b in task.train_batches(2)]
+    restored = _task(seed=0)
+    restored.load_state_dict(state)
+    got = [b.inputs for b in restored.train_batches(2)]
+    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"min_length": 5}, "too short"),
+        ({"max_length": 500}, "variable-length mode"),
+        ({"variable_length": True, "max_length": 20}, "below task.min_length"),
+        ({"eval_size": 50, "eval_batch_size": 20}, "multiple of"),
+        ({"batch_size": 0}, "task.batch_size must be positive"),
+    ],
+)
+def test_bad_settings_are_explained(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _task(**overrides)
+
+
+def test_accuracy_uses_the_tolerance() -> None:
+    task = _task()
+    batch = task.eval_batches("test")[0]
+    meter = task.new_meter()
+
+    class Output:
+        prediction = (batch.targets + torch.tensor([0.039, -0.041] * 10)).unsqueeze(-1)
+
+    meter.update(Output, batch)
+    metrics = meter.compute()
+    assert metrics["accuracy"] == 0.5
+    assert math.isclose(metrics["loss"], (0.039**2 + 0.041**2) / 2, rel_tol=1e-4)
