@@ -42,6 +42,7 @@ def run_cli(
     timeout: float = 240,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m <module> <args>`` in ``cwd``; output captured as text."""
+    cwd.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
@@ -55,8 +56,8 @@ def run_cli(
 
 
 def only_run_dir(root: Path) -> Path:
-    """The single run directory (holding config.yaml) under ``root``."""
-    runs = sorted(p.parent for p in root.rglob("config.yaml") if ".hydra" not in p.parts)
+    """The single run directory (holding metrics.json) under ``root``."""
+    runs = sorted(p.parent for p in root.rglob("metrics.json"))
     assert len(runs) == 1, runs
     return runs[0]
 

@@ -1,0 +1,130 @@
+"""Config groups compose, and bad overrides fail early with clear messages."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf.errors import ConfigAttributeError, ValidationError
+
+from attnlstm.errors import ConfigError
+from attnlstm.models import MODEL_FAMILIES, build_model
+from attnlstm.paths import config_dir
+from attnlstm.tasks import build_task
+from attnlstm.training.device import resolve_device
+from attnlstm.training.optim import build_optimizer, build_scheduler
+from tests.conftest import compose_config, run_cli
+
+GROUPS = ("task", "model", "attention", "device", "trainer", "optim", "experiment")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def test_every_group_has_options() -> None:
+    for group in GROUPS:
+        assert options(group), group
+    assert set(options("attention")) == {
+        "none", "dot", "scaled_dot", "general", "concat", "additive", "feedforward"}
+    assert set(options("model")) == set(MODEL_FAMILIES)
+
+
+def _expected_compatible(model: str, attention: str) -> bool:
+    takes = MODEL_FAMILIES[model][1]
+    return {"none": attention == "none", "any": attention != "none",
+            "query_free": attention == "feedforward"}[takes]
+
+
+@pytest.mark.parametrize(
+    ("task", "model", "attention"),
+    list(itertools.product(options("task"), options("model"), options("attention"))),
+)
+def test_every_task_model_attention_combination(task: str, model: str, attention: str) -> None:
+    """Each combination composes; it builds, or fails with a ConfigError sentence."""
+    cfg = compose_config([f"task={task}", f"model={model}", f"attention={attention}",
+                          "model.hidden_size=4", "model.head_size=4"])
+    assert str(cfg.model.name) == model and str(cfg.attention.method) == attention
+    spec = build_task(cfg.task, seed=0).spec
+    if _expected_compatible(model, attention):
+        build_model(cfg.model, cfg.attention, spec)
+    else:
+        with pytest.raises(ConfigError, match=f"model={model}"):
+            build_model(cfg.model, cfg.attention, spec)
+
+
+@pytest.mark.parametrize("group", ["device", "trainer", "optim", "experiment"])
+def test_every_other_option_composes_and_builds(group: str) -> None:
+    for option in options(group):
+        cfg = compose_config([f"{group}={option}"])
+        task = build_task(cfg.task, seed=0)
+        model = build_model(cfg.model, cfg.attention, task.spec)
+        optimizer = build_optimizer(cfg.optim, model.parameters())
+        build_scheduler(cfg.optim, optimizer, cfg.trainer.max_epochs, "max")
+        if str(cfg.device.type) != "cuda":
+            resolve_device(cfg.device.type, cfg.device.index)
+
+
+def test_model_choice_sets_its_attention() -> None:
+    assert str(compose_config(["model=lstm"]).attention.method) == "none"
+    assert str(compose_config(["model=mean"]).attention.method) == "none"
+    assert str(compose_config(["model=ffattn"]).attention.method) == "feedforward"
+    # the command line wins over a model's own choice
+    assert str(compose_config(["model=lstm", "attention=dot"]).attention.method) == "dot"
+
+
+def test_default_experiment() -> None:
+    cfg = compose_config()
+    assert str(cfg.task.name) == "addition" and cfg.task.min_length == 100
+    assert str(cfg.model.name) == "lstm_attn" and str(cfg.attention.method) == "feedforward"
+
+
+def test_typo_in_a_key_names_the_key() -> None:
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(["task.min_lenght=50"])
+    assert "min_lenght" in str(error.value.__cause__ or error.value)
+    assert isinstance(error.value.__cause__, ConfigAttributeError)
+    assert "LongMemoryTaskConfig" in str(error.value.__cause__)
+
+
+def test_wrong_type_names_the_key() -> None:
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(["model.hidden_size=big"])
+    cause = error.value.__cause__
+    assert isinstance(cause, ValidationError)
+    assert "model.hidden_size" in str(cause) and "Integer" in str(cause)
+
+
+def test_unknown_enum_value_lists_the_choices() -> None:
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(["optim.name=adamw"])
+    assert "expected one of [adam, sgd]" in str(error.value.__cause__)
+
+
+def test_unknown_group_option_lists_the_options() -> None:
+    with pytest.raises(MissingConfigException) as error:
+        compose_config(["attention=dott"])
+    message = str(error.value)
+    assert "attention/dott" in message
+    assert all(name in message for name in ("additive", "concat", "scaled_dot"))
+    options_listed = message.split("Available options")[1].split("Config search path")[0]
+    assert "schema" not in options_listed  # the schemas stay out of the option list
+
+
+def test_cli_rejects_bad_overrides_before_training(tmp_path: Path) -> None:
+    cases = {
+        "task.min_lenght=50": "Key 'min_lenght' not in 'LongMemoryTaskConfig'",
+        "trainer.max_epochs=ten": "trainer.max_epochs",
+        "device.type=tpu": "expected one of [auto, cpu, cuda]",
+        "model=transformer": "Available options in 'model'",
+        "model=lstm attention=dot": "model=lstm uses no attention",
+        "task.min_length=5": "too short",
+    }
+    for override, message in cases.items():
+        result = run_cli(override.split(), cwd=tmp_path, check=False)
+        assert result.returncode != 0, override
+        assert message in result.stdout + result.stderr, (override, result.stderr)
+        assert "epoch" not in result.stdout
+    assert not (tmp_path / "outputs").exists()  # nothing was left behind
