@@ -56,7 +56,8 @@ def find_runs(root: Path) -> list[Run]:
         config_path = run_dir / "config.yaml"
         config = (
             flatten_config(OmegaConf.to_container(OmegaConf.load(config_path)))
-            if config_path.is_file() else {}
+            if config_path.is_file()
+            else {}
         )
         runs.append(Run(run_dir, config, json.loads(metrics_path.read_text())))
     return runs
@@ -98,8 +99,9 @@ def build_table(
     for run in runs:
         final = run.final()
         name = str(run.path.relative_to(root)) if run.path != root else "."
-        rows.append([name, *(run.config.get(k) for k in keys),
-                     *(final.get(m) for m in metric_names)])
+        rows.append(
+            [name, *(run.config.get(k) for k in keys), *(final.get(m) for m in metric_names)]
+        )
     if sort_by is not None:
         column = header.index(sort_by)
         rows.sort(key=lambda row: _sort_key(row[column], descending))
@@ -136,8 +138,15 @@ def plot_validation_curves(runs: Sequence[Run], root: Path, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     keys = differing_keys(runs)
-    metrics = sorted({k for run in runs for rec in run.metrics.get("history", [])
-                      for k in rec if k.startswith("val/")})
+    metrics = sorted(
+        {
+            k
+            for run in runs
+            for rec in run.metrics.get("history", [])
+            for k in rec
+            if k.startswith("val/")
+        }
+    )
     if not metrics:
         raise SystemExit("attnlstm-compare: no validation history to plot")
     figure, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
@@ -163,18 +172,27 @@ def plot_validation_curves(runs: Sequence[Run], root: Path, path: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="attnlstm-compare", description=__doc__.split("\n\n")[0],
+        prog="attnlstm-compare",
+        description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("root", type=Path, help="a sweep folder, or any folder of runs")
-    parser.add_argument("--sort", dest="sort_by", default=None,
-                        help="metric or config key to sort by (default: the test monitor)")
+    parser.add_argument(
+        "--sort",
+        dest="sort_by",
+        default=None,
+        help="metric or config key to sort by (default: the test monitor)",
+    )
     order = parser.add_mutually_exclusive_group()
     order.add_argument("--ascending", dest="descending", action="store_false", default=None)
     order.add_argument("--descending", dest="descending", action="store_true")
     parser.add_argument("--format", choices=["markdown", "csv"], default="markdown")
-    parser.add_argument("--plot", type=Path, default=None,
-                        help="where to write the PNG (default: ROOT/val_curves.png)")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="where to write the PNG (default: ROOT/val_curves.png)",
+    )
     parser.add_argument("--no-plot", action="store_true", help="print the table only")
     args = parser.parse_args(argv)
 
@@ -184,8 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not runs:
         parser.error(f"no runs (folders with metrics.json) under {args.root}")
     header, rows = build_table(runs, args.root, args.sort_by, args.descending)
-    print(to_markdown(header, rows) if args.format == "markdown" else to_csv(header, rows),
-          end="" if args.format == "csv" else "\n")
+    print(
+        to_markdown(header, rows) if args.format == "markdown" else to_csv(header, rows),
+        end="" if args.format == "csv" else "\n",
+    )
     if not args.no_plot:
         path = plot_validation_curves(runs, args.root, args.plot or args.root / "val_curves.png")
         print(f"validation curves: {path}", file=sys.stderr)

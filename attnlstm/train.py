@@ -1,13 +1,14 @@
 """Entry point (``attnlstm-train``, ``python -m attnlstm``): compose -> build -> fit -> test.
 
-    attnlstm-train                                        # the default experiment
-    attnlstm-train model=lstm task=multiplication task.min_length=50
-    attnlstm-train -m attention=dot,general,concat,additive,feedforward
-    attnlstm-train resume=outputs/addition/lstm_attn-feedforward/<timestamp> trainer.max_epochs=20
+attnlstm-train                                        # the default experiment
+attnlstm-train model=lstm task=multiplication task.min_length=50
+attnlstm-train -m attention=dot,general,concat,additive,feedforward
+attnlstm-train resume=outputs/addition/lstm_attn-feedforward/<timestamp> trainer.max_epochs=20
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from attnlstm.config import GROUP_SCHEMAS, TrainConfig, register_configs
+from attnlstm.config import TrainConfig, register_configs
 from attnlstm.errors import ConfigError
 from attnlstm.models import build_model
 from attnlstm.paths import config_dir
@@ -54,7 +55,17 @@ def _hydra_subdir(resume: str | None) -> str:
     return f".hydra-resume-{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
 
 
+def _job_dirname(override_dirname: str) -> str:
+    """A multirun job's folder: Hydra's ``override_dirname``, shortened with a hash when it
+    would pass the 255-byte file-name limit."""
+    if len(override_dirname.encode()) <= 200:
+        return override_dirname or "no-overrides"
+    digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
+    return f"{override_dirname.encode()[:180].decode(errors='ignore')}...{digest}"
+
+
 register_configs()
+OmegaConf.register_new_resolver("attnlstm_job_dirname", _job_dirname, replace=True)
 OmegaConf.register_new_resolver("attnlstm_run_dir", _run_dir, replace=True)
 OmegaConf.register_new_resolver("attnlstm_hydra_subdir", _hydra_subdir, replace=True)
 
@@ -100,8 +111,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     parameters = sum(p.numel() for p in model.parameters())
     log.info("run directory: %s", run_dir)
-    log.info("task %s, model %s, attention %s: %d parameters on %s",
-             cfg.task.name, cfg.model.name, cfg.attention.method, parameters, device)
+    log.info(
+        "task %s, model %s, attention %s: %d parameters on %s",
+        cfg.task.name,
+        cfg.model.name,
+        cfg.attention.method,
+        parameters,
+        device,
+    )
     trainer = Trainer(cfg, task, model, device, run_dir)
     if cfg.resume:
         trainer.resume(load_checkpoint(run_dir / "last.pt", device))
@@ -139,6 +156,8 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
             logging.shutdown()
             _remove_if_empty_run(Path(HydraConfig.get().runtime.output_dir))
         sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)  # the trainer has saved what there was and said how to resume
 
 
 def main() -> None:
@@ -146,4 +165,4 @@ def main() -> None:
     _hydra_main()
 
 
-__all__ = ["GROUP_SCHEMAS", "config_for_resume", "main", "run"]
+__all__ = ["config_for_resume", "main", "run"]

@@ -38,15 +38,22 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def run_cli(
-    args: Sequence[str], cwd: Path, module: str = "attnlstm", check: bool = True,
+    args: Sequence[str],
+    cwd: Path,
+    module: str = "attnlstm",
+    check: bool = True,
     timeout: float = 240,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m <module> <args>`` in ``cwd``; output captured as text."""
     cwd.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, env=env,
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
     if check and result.returncode != 0:
         raise AssertionError(

@@ -51,8 +51,7 @@ def _hand_scores(method: str, attention: torch.nn.Module) -> list[float]:
         _set(attention.linear, [[1.0, 0.0, 1.0, 0.0], [0.0, 0.5, 0.0, -1.0]], [0.1, -0.2])
         _set(attention.v, [[1.0, 2.0]])
         return [
-            1.0 * math.tanh(q1 + k1 + 0.1) + 2.0 * math.tanh(0.5 * q2 - k2 - 0.2)
-            for k1, k2 in KEYS
+            1.0 * math.tanh(q1 + k1 + 0.1) + 2.0 * math.tanh(0.5 * q2 - k2 - 0.2) for k1, k2 in KEYS
         ]
     if method == "additive":
         # score = v . tanh(W q + U k), no biases

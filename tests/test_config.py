@@ -28,14 +28,24 @@ def test_every_group_has_options() -> None:
     for group in GROUPS:
         assert options(group), group
     assert set(options("attention")) == {
-        "none", "dot", "scaled_dot", "general", "concat", "additive", "feedforward"}
+        "none",
+        "dot",
+        "scaled_dot",
+        "general",
+        "concat",
+        "additive",
+        "feedforward",
+    }
     assert set(options("model")) == set(MODEL_FAMILIES)
 
 
 def _expected_compatible(model: str, attention: str) -> bool:
     takes = MODEL_FAMILIES[model][1]
-    return {"none": attention == "none", "any": attention != "none",
-            "query_free": attention == "feedforward"}[takes]
+    return {
+        "none": attention == "none",
+        "any": attention != "none",
+        "query_free": attention == "feedforward",
+    }[takes]
 
 
 @pytest.mark.parametrize(
@@ -44,8 +54,15 @@ def _expected_compatible(model: str, attention: str) -> bool:
 )
 def test_every_task_model_attention_combination(task: str, model: str, attention: str) -> None:
     """Each combination composes; it builds, or fails with a ConfigError sentence."""
-    cfg = compose_config([f"task={task}", f"model={model}", f"attention={attention}",
-                          "model.hidden_size=4", "model.head_size=4"])
+    cfg = compose_config(
+        [
+            f"task={task}",
+            f"model={model}",
+            f"attention={attention}",
+            "model.hidden_size=4",
+            "model.head_size=4",
+        ]
+    )
     assert str(cfg.model.name) == model and str(cfg.attention.method) == attention
     spec = build_task(cfg.task, seed=0).spec
     if _expected_compatible(model, attention):

@@ -71,8 +71,14 @@ def test_padded_length_is_the_papers() -> None:
 
 
 def _task(seed: int = 0, **overrides) -> LongMemoryTask:
-    settings = {"min_length": 50, "batch_size": 20, "batches_per_epoch": 3, "eval_size": 60,
-                "eval_batch_size": 20, **overrides}
+    settings = {
+        "min_length": 50,
+        "batch_size": 20,
+        "batches_per_epoch": 3,
+        "eval_size": 60,
+        "eval_batch_size": 20,
+        **overrides,
+    }
     return LongMemoryTask(LongMemoryTaskConfig(**settings), seed)
 
 
@@ -84,8 +90,9 @@ def test_fixed_length_batches() -> None:
         assert batch.inputs.shape == (20, 56, 2)
         assert int(batch.lengths.min()) >= 50 and int(batch.lengths.max()) <= 55
         for i in range(20):
-            _check_sequence(batch.inputs[i], float(batch.targets[i]), int(batch.lengths[i]),
-                            "addition")
+            _check_sequence(
+                batch.inputs[i], float(batch.targets[i]), int(batch.lengths[i]), "addition"
+            )
 
 
 def test_fresh_training_sequences_every_epoch_and_seeded() -> None:
@@ -112,8 +119,9 @@ def test_validation_is_the_test_set_unless_separate() -> None:
     task = _task()
     assert task.eval_batches("val") is task.eval_batches("test")
     separate = _task(separate_validation=True)
-    assert not torch.equal(separate.eval_batches("val")[0].inputs,
-                           separate.eval_batches("test")[0].inputs)
+    assert not torch.equal(
+        separate.eval_batches("val")[0].inputs, separate.eval_batches("test")[0].inputs
+    )
 
 
 def test_variable_length_mode() -> None:
@@ -136,8 +144,9 @@ def test_unmasked_paper_padding() -> None:
 def test_multiplication_targets() -> None:
     batch = next(_task(name="multiplication").train_batches(1))
     for i in range(20):
-        _check_sequence(batch.inputs[i], float(batch.targets[i]), int(batch.lengths[i]),
-                        "multiplication")
+        _check_sequence(
+            batch.inputs[i], float(batch.targets[i]), int(batch.lengths[i]), "multiplication"
+        )
 
 
 def test_resume_state_continues_the_stream() -> None:

@@ -28,11 +28,17 @@ VARIANTS = (
 
 
 def _model(name: str, attention: str, bidirectional: bool = False, layers: int = 1, hidden=8):
-    model_cfg = OmegaConf.create({
-        "name": name, "hidden_size": hidden, "num_layers": layers,
-        "bidirectional": bidirectional, "dropout": 0.0, "head_size": 8,
-        "output_activation": "none",
-    })
+    model_cfg = OmegaConf.create(
+        {
+            "name": name,
+            "hidden_size": hidden,
+            "num_layers": layers,
+            "bidirectional": bidirectional,
+            "dropout": 0.0,
+            "head_size": 8,
+            "output_activation": "none",
+        }
+    )
     attention_cfg = OmegaConf.create({"method": attention, "hidden_dim": None})
     return build_model(model_cfg, attention_cfg, SPEC)
 
@@ -49,11 +55,11 @@ def test_same_output_alone_and_padded(name, attention, bidirectional, layers) ->
     assert batched.prediction.shape == (3, 1)
     for i, length in enumerate(lengths.tolist()):
         alone = model(inputs[i : i + 1, :length], lengths[i : i + 1])
-        torch.testing.assert_close(batched.prediction[i], alone.prediction[0],
-                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(batched.prediction[i], alone.prediction[0], rtol=1e-5, atol=1e-6)
         if batched.attention is not None:
-            torch.testing.assert_close(batched.attention[i, :length], alone.attention[0],
-                                       rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(
+                batched.attention[i, :length], alone.attention[0], rtol=1e-5, atol=1e-6
+            )
             assert (batched.attention[i, length:] == 0).all()
 
 
@@ -77,8 +83,9 @@ def test_bidirectional_lstm_matches_packed_nn_lstm_states() -> None:
         for name, value in backward.named_parameters():
             getattr(reference, f"{name}_reverse").copy_(value)
     inputs, lengths = torch.randn(4, 9, 3), torch.tensor([9, 2, 5, 7])
-    packed = torch.nn.utils.rnn.pack_padded_sequence(inputs, lengths, batch_first=True,
-                                                     enforce_sorted=False)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        inputs, lengths, batch_first=True, enforce_sorted=False
+    )
     packed_out, (h_n, _) = reference(packed)
     padded_out, _ = torch.nn.utils.rnn.pad_packed_sequence(packed_out, batch_first=True)
     states, last = masked(inputs, lengths)
@@ -98,8 +105,9 @@ def test_ffattn_is_the_papers_network() -> None:
     """y = LReLU(w^T LReLU(W c + b) + b), c = sum_t softmax(tanh(w^T h_t + b)) h_t,
     h_t = LReLU(W x_t + b), worked out step by step from the parameters."""
     torch.manual_seed(0)
-    model = FeedForwardPooling(2, 1, 6, 1, 0.0, 5, "leaky_relu",
-                               _model("ffattn", "feedforward", hidden=6).attention)
+    model = FeedForwardPooling(
+        2, 1, 6, 1, 0.0, 5, "leaky_relu", _model("ffattn", "feedforward", hidden=6).attention
+    )
     x = torch.randn(1, 7, 2)
     lrelu = torch.nn.functional.leaky_relu
     dense, score, head = model.encoder[0], model.attention.linear, model.head
@@ -150,30 +158,54 @@ def test_incompatible_model_and_attention(name: str, attention: str, message: st
 
 
 def test_incompatible_model_and_task() -> None:
-    model_cfg = OmegaConf.create({"name": "lstm_attn", "hidden_size": 8, "num_layers": 1,
-                                  "bidirectional": False, "dropout": 0.0, "head_size": 8})
+    model_cfg = OmegaConf.create(
+        {
+            "name": "lstm_attn",
+            "hidden_size": 8,
+            "num_layers": 1,
+            "bidirectional": False,
+            "dropout": 0.0,
+            "head_size": 8,
+        }
+    )
     tagging = TaskSpec(input_size=2, output_size=5, target="tags")  # a per-step task
     with pytest.raises(ConfigError, match="predicts one value per sequence, but this task"):
         check_compatible(model_cfg, "dot", tagging)
 
 
-@pytest.mark.parametrize(("name", "attention"),
-                         [("lstm", "none"), ("lstm_attn", "dot"), ("lstm_attn", "feedforward"),
-                          ("ffattn", "feedforward"), ("mean", "none")])
+@pytest.mark.parametrize(
+    ("name", "attention"),
+    [
+        ("lstm", "none"),
+        ("lstm_attn", "dot"),
+        ("lstm_attn", "feedforward"),
+        ("ffattn", "feedforward"),
+        ("mean", "none"),
+    ],
+)
 @pytest.mark.parametrize("problem", ["addition", "multiplication"])
 def test_each_model_learns_each_task(name: str, attention: str, problem: str) -> None:
     """A few dozen Adam steps on a tiny problem lower the test loss."""
     torch.manual_seed(0)
-    task = LongMemoryTask(LongMemoryTaskConfig(
-        name=problem, min_length=20, batch_size=32, batches_per_epoch=40, eval_size=64,
-        eval_batch_size=32), seed=0)
+    task = LongMemoryTask(
+        LongMemoryTaskConfig(
+            name=problem,
+            min_length=20,
+            batch_size=32,
+            batches_per_epoch=40,
+            eval_size=64,
+            eval_batch_size=32,
+        ),
+        seed=0,
+    )
     model = _model(name, attention, hidden=16)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
 
     def test_loss() -> float:
         with torch.no_grad():
-            return sum(float(task.loss(task.forward(model, b), b))
-                       for b in task.eval_batches("test"))
+            return sum(
+                float(task.loss(task.forward(model, b), b)) for b in task.eval_batches("test")
+            )
 
     before = test_loss()
     for batch in task.train_batches(1):

@@ -27,8 +27,9 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def _events(run_dir: Path) -> EventAccumulator:
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0,
-                                                                "tensors": 0})
+    accumulator = EventAccumulator(
+        str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0}
+    )
     accumulator.Reload()
     return accumulator
 
@@ -39,8 +40,14 @@ def test_run_directory_layout(finished_run: tuple[Path, str]) -> None:
     assert re.fullmatch(
         r"addition/lstm_attn-feedforward/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}", str(relative)
     ), relative
-    for name in ("config.yaml", "metrics.json", "last.pt", "best.pt", "train.log",
-                 ".hydra/config.yaml"):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "last.pt",
+        "best.pt",
+        "train.log",
+        ".hydra/config.yaml",
+    ):
         assert (run_dir / name).exists(), name
     assert list(run_dir.glob("events.out.tfevents.*"))
     assert not list(run_dir.glob("*.tmp"))
@@ -71,8 +78,17 @@ def test_metrics_json(finished_run: tuple[Path, str]) -> None:
 def test_checkpoints_hold_everything_to_resume(finished_run: tuple[Path, str]) -> None:
     run_dir, _ = finished_run
     checkpoint = load_checkpoint(run_dir / "last.pt")  # weights_only=True
-    assert {"model", "optimizer", "scheduler", "rng", "task", "trainer", "epoch", "step",
-            "config"} <= set(checkpoint)
+    assert {
+        "model",
+        "optimizer",
+        "scheduler",
+        "rng",
+        "task",
+        "trainer",
+        "epoch",
+        "step",
+        "config",
+    } <= set(checkpoint)
     assert checkpoint["epoch"] == 2 and checkpoint["step"] == 12
     assert checkpoint["config"]["model"]["name"] == "lstm_attn"
     assert isinstance(checkpoint["rng"]["torch"], torch.Tensor)
@@ -86,8 +102,17 @@ def test_tensorboard_scalars_images_text(finished_run: tuple[Path, str]) -> None
     run_dir, _ = finished_run
     events = _events(run_dir)
     scalars = set(events.Tags()["scalars"])
-    for tag in ("train/loss", "train/lr", "train/grad_norm", "val/loss", "val/accuracy",
-                "test/loss", "test/accuracy", "perf/samples_per_s", "perf/epoch_time_s"):
+    for tag in (
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "val/loss",
+        "val/accuracy",
+        "test/loss",
+        "test/accuracy",
+        "perf/samples_per_s",
+        "perf/epoch_time_s",
+    ):
         assert tag in scalars, tag
     assert len(events.Scalars("train/loss")) == 12  # every step
     assert len(events.Scalars("val/accuracy")) == 2  # every epoch
@@ -107,11 +132,13 @@ def test_hparams_live_in_the_run_itself(finished_run: tuple[Path, str]) -> None:
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     start = plugin_data_pb2.HParamsPluginData.FromString(
-        plugin_tags["_hparams_/session_start_info"]).session_start_info
+        plugin_tags["_hparams_/session_start_info"]
+    ).session_start_info
     assert start.hparams["model.name"].string_value == "lstm_attn"
     assert start.hparams["task.min_length"].number_value == 20
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
-        plugin_tags["_hparams_/experiment"]).experiment
+        plugin_tags["_hparams_/experiment"]
+    ).experiment
     assert {m.name.tag for m in experiment.metric_infos} >= {"test/accuracy", "val/loss"}
     assert "config" in "".join(events.Tags()["tensors"])  # the resolved config as text
 
@@ -163,8 +190,9 @@ def test_never_overwrites_a_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "fixed"
     run_cli([*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"], tmp_path)
     before = (run_dir / "last.pt").read_bytes()
-    again = run_cli([*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"], tmp_path,
-                    check=False)
+    again = run_cli(
+        [*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"], tmp_path, check=False
+    )
     assert again.returncode == 2 and "already holds a run" in again.stdout
     assert (run_dir / "last.pt").read_bytes() == before
 
@@ -179,15 +207,27 @@ def test_stops_when_solved(tmp_path: Path) -> None:
 
 def test_early_stopping(tmp_path: Path) -> None:
     # a learning rate too small to change the accuracy: no improvement after epoch 1
-    run_cli([*TINY, "trainer.max_epochs=6", "trainer.early_stopping_patience=2",
-             "optim.lr=1e-12"], tmp_path)
+    run_cli(
+        [*TINY, "trainer.max_epochs=6", "trainer.early_stopping_patience=2", "optim.lr=1e-12"],
+        tmp_path,
+    )
     metrics = json.loads((only_run_dir(tmp_path / "outputs") / "metrics.json").read_text())
     assert metrics["stop_reason"] == "early_stopping" and metrics["epochs"] == 3
 
 
 def test_schedule_and_clipping_are_applied(tmp_path: Path) -> None:
-    run_cli([*TINY, "trainer.max_epochs=3", "optim.scheduler=step", "optim.step_size=1",
-             "optim.gamma=0.1", "trainer.grad_clip=0.001", "optim=sgd"], tmp_path)
+    run_cli(
+        [
+            *TINY,
+            "trainer.max_epochs=3",
+            "optim.scheduler=step",
+            "optim.step_size=1",
+            "optim.gamma=0.1",
+            "trainer.grad_clip=0.001",
+            "optim=sgd",
+        ],
+        tmp_path,
+    )
     run_dir = only_run_dir(tmp_path / "outputs")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [round(r["lr"], 6) for r in metrics["history"]] == [0.1, 0.01, 0.001]
@@ -199,8 +239,13 @@ def test_schedule_and_clipping_are_applied(tmp_path: Path) -> None:
 
 def test_interrupt_keeps_the_last_checkpoint_and_resumes(tmp_path: Path) -> None:
     args = [*TINY, "trainer.max_epochs=200", "task.batches_per_epoch=3"]
-    process = subprocess.Popen([sys.executable, "-m", "attnlstm", *args], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "attnlstm", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not list((tmp_path / "outputs").rglob("last.pt")) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -71,17 +71,34 @@ def build_model(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpec
     activation = str(model_cfg.output_activation)
     if name in ("lstm", "lstm_attn"):
         state_size = model_cfg.hidden_size * (2 if model_cfg.bidirectional else 1)
-        attention = None if name == "lstm" else make_attention(
-            method, state_size, state_size, attention_cfg.hidden_dim
+        attention = (
+            None
+            if name == "lstm"
+            else make_attention(method, state_size, state_size, attention_cfg.hidden_dim)
         )
         return LSTMPooling(
-            spec.input_size, spec.output_size, model_cfg.hidden_size, model_cfg.num_layers,
-            model_cfg.bidirectional, model_cfg.dropout, model_cfg.head_size, activation, attention,
+            spec.input_size,
+            spec.output_size,
+            model_cfg.hidden_size,
+            model_cfg.num_layers,
+            model_cfg.bidirectional,
+            model_cfg.dropout,
+            model_cfg.head_size,
+            activation,
+            attention,
         )
-    attention = None if name == "mean" else make_attention(
-        method, None, model_cfg.hidden_size, attention_cfg.hidden_dim
+    attention = (
+        None
+        if name == "mean"
+        else make_attention(method, None, model_cfg.hidden_size, attention_cfg.hidden_dim)
     )
     return FeedForwardPooling(
-        spec.input_size, spec.output_size, model_cfg.hidden_size, model_cfg.num_layers,
-        model_cfg.dropout, model_cfg.head_size, activation, attention,
+        spec.input_size,
+        spec.output_size,
+        model_cfg.hidden_size,
+        model_cfg.num_layers,
+        model_cfg.dropout,
+        model_cfg.head_size,
+        activation,
+        attention,
     )

@@ -48,8 +48,9 @@ class FeedForwardPooling(nn.Module):
     def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> ModelOutput:
         """inputs (B, T, F); lengths (B,) or None (every padded step is data, as the paper)."""
         hidden = self.encoder(inputs)  # B x T x D
-        mask = None if lengths is None else lengths_to_mask(lengths.to(inputs.device),
-                                                            inputs.size(1))
+        mask = (
+            None if lengths is None else lengths_to_mask(lengths.to(inputs.device), inputs.size(1))
+        )
         weights = None
         if self.attention is not None:
             context, weights = self.attention(None, hidden, mask)  # B x D, B x T

@@ -49,8 +49,9 @@ class LSTMPooling(nn.Module):
         Returns prediction (B, output_size) and attention weights (B, T) (or None).
         """
         states, last = self.lstm(inputs, lengths)  # B x T x S, B x S
-        mask = None if lengths is None else lengths_to_mask(lengths.to(inputs.device),
-                                                            inputs.size(1))
+        mask = (
+            None if lengths is None else lengths_to_mask(lengths.to(inputs.device), inputs.size(1))
+        )
         weights = None
         if self.attention is None:
             features = last

@@ -50,7 +50,11 @@ class MaskedLSTM(nn.Module):
     """
 
     def __init__(
-        self, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool,
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        bidirectional: bool,
         dropout: float,
     ) -> None:
         super().__init__()
@@ -58,8 +62,13 @@ class MaskedLSTM(nn.Module):
         self.hidden_size = hidden_size
         self.output_size = hidden_size * (2 if bidirectional else 1)
         if not bidirectional:  # one fused multi-layer kernel
-            self.lstm = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True,
-                                dropout=dropout if num_layers > 1 else 0.0)
+            self.lstm = nn.LSTM(
+                input_size,
+                hidden_size,
+                num_layers,
+                batch_first=True,
+                dropout=dropout if num_layers > 1 else 0.0,
+            )
             return
         self.forward_layers = nn.ModuleList()
         self.backward_layers = nn.ModuleList()

@@ -167,8 +167,9 @@ class LongMemoryTask(Task):
             length = int(torch.randint(self.min_length, self.max_length + 1, (1,), generator=gen))
             lengths = torch.full((cfg.batch_size,), length, dtype=torch.long)
             return self._batch(lengths, length, gen)
-        lengths = torch.randint(self.min_length, self.max_length + 1, (cfg.batch_size,),
-                                generator=gen)
+        lengths = torch.randint(
+            self.min_length, self.max_length + 1, (cfg.batch_size,), generator=gen
+        )
         return self._batch(lengths, self.max_length + 1, gen)
 
     def train_batches(self, epoch: int) -> Iterator[SequenceBatch]:
@@ -183,17 +184,22 @@ class LongMemoryTask(Task):
         gen = torch.Generator().manual_seed(seed)
         n_batches = cfg.eval_size // cfg.eval_batch_size
         if cfg.variable_length:
-            spaced = torch.linspace(self.min_length, self.max_length, n_batches,
-                                    dtype=torch.float64)
+            spaced = torch.linspace(
+                self.min_length, self.max_length, n_batches, dtype=torch.float64
+            )
             return [
-                self._batch(torch.full((cfg.eval_batch_size,), int(length), dtype=torch.long),
-                            int(length), gen)
+                self._batch(
+                    torch.full((cfg.eval_batch_size,), int(length), dtype=torch.long),
+                    int(length),
+                    gen,
+                )
                 for length in spaced.long().tolist()
             ]
         return [
             self._batch(
-                torch.randint(self.min_length, self.max_length + 1, (cfg.eval_batch_size,),
-                              generator=gen),
+                torch.randint(
+                    self.min_length, self.max_length + 1, (cfg.eval_batch_size,), generator=gen
+                ),
                 self.max_length + 1,
                 gen,
             )

@@ -23,8 +23,13 @@ def build_optimizer(cfg: DictConfig, params: Iterable[torch.nn.Parameter]) -> to
     if name == "sgd":
         if cfg.nesterov and cfg.momentum <= 0:
             raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
     raise ConfigError(f"unknown optimizer {name!r}; choose adam or sgd")
 
 
@@ -39,11 +44,15 @@ def build_scheduler(
     if name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs,
-                                                          eta_min=cfg.min_lr)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max_epochs, eta_min=cfg.min_lr
+        )
     if name == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=monitor_mode, factor=cfg.gamma, patience=cfg.patience,
+            optimizer,
+            mode=monitor_mode,
+            factor=cfg.gamma,
+            patience=cfg.patience,
             min_lr=cfg.min_lr,
         )
     raise ConfigError(f"unknown scheduler {name!r}; choose none, step, cosine or plateau")

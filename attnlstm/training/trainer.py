@@ -113,8 +113,12 @@ class Trainer:
         self.task.load_state_dict(checkpoint["task"])
         self.state = TrainState(**checkpoint["trainer"])
         self.resumed = True
-        log.info("resumed from %s at epoch %d, step %d", self.last_path, self.state.epoch,
-                 self.state.step)
+        log.info(
+            "resumed from %s at epoch %d, step %d",
+            self.last_path,
+            self.state.epoch,
+            self.state.step,
+        )
 
     def _save(self, improved: bool) -> None:
         save_checkpoint(self.checkpoint(), self.last_path)
@@ -135,8 +139,11 @@ class Trainer:
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"
-            log.warning("interrupted after epoch %d; continue with resume=%s", self.state.epoch,
-                        self.run_dir)
+            log.warning(
+                "interrupted after epoch %d; continue with resume=%s",
+                self.state.epoch,
+                self.run_dir,
+            )
             raise
         except TrainingDiverged as error:
             status = "diverged"
@@ -165,8 +172,11 @@ class Trainer:
         """Train until max_epochs, the task is solved, early stopping, or divergence."""
         cfg = self.trainer_cfg
         if self.state.stop_reason in ("solved", "early_stopping"):
-            log.info("this run already stopped (%s at epoch %d); nothing left to train",
-                     self.state.stop_reason, self.state.epoch)
+            log.info(
+                "this run already stopped (%s at epoch %d); nothing left to train",
+                self.state.stop_reason,
+                self.state.epoch,
+            )
             return
         self.state.stop_reason = None
         monitor = self.task.monitor
@@ -193,26 +203,38 @@ class Trainer:
                 self.state.solved_epoch = epoch
             self.state.epoch = epoch
 
-            record = {"epoch": epoch, "step": self.state.step, "lr": lr, "train/loss": train_loss,
-                      **{f"val/{k}": v for k, v in val.items()}, "epoch_time_s": epoch_time,
-                      "perf/samples_per_s": samples / train_time}
+            record = {
+                "epoch": epoch,
+                "step": self.state.step,
+                "lr": lr,
+                "train/loss": train_loss,
+                **{f"val/{k}": v for k, v in val.items()},
+                "epoch_time_s": epoch_time,
+                "perf/samples_per_s": samples / train_time,
+            }
             self.state.history.append(record)
             for key, value_ in record.items():
                 if key.startswith("val/"):
                     self.writer.add_scalar(key, value_, self.state.step)
             self.writer.add_scalar("perf/epoch_time_s", epoch_time, self.state.step)
             self.writer.add_scalar("perf/samples_per_s", samples / train_time, self.state.step)
-            self.writer.add_scalar("perf/updates_per_s",
-                                   self.task.num_train_batches() / train_time, self.state.step)
+            self.writer.add_scalar(
+                "perf/updates_per_s", self.task.num_train_batches() / train_time, self.state.step
+            )
             self.writer.add_scalar("train/epoch_loss", train_loss, self.state.step)
             self.writer.flush()
 
             self._save(improved)
             log.info(
                 "epoch %d/%d  train loss %.4g  %s  lr %.3g  %.1fs  %.0f samples/s%s",
-                epoch, cfg.max_epochs, train_loss,
+                epoch,
+                cfg.max_epochs,
+                train_loss,
                 "  ".join(f"val {k} {v:.4g}" for k, v in val.items()),
-                lr, epoch_time, samples / train_time, "  (best)" if improved else "",
+                lr,
+                epoch_time,
+                samples / train_time,
+                "  (best)" if improved else "",
             )
             self.write_metrics("running")
 
@@ -223,8 +245,7 @@ class Trainer:
             patience = cfg.early_stopping_patience
             if patience is not None and self.state.epochs_without_improvement >= patience:
                 self.state.stop_reason = "early_stopping"
-                log.info("early stopping: no better val %s for %d epochs", monitor.metric,
-                         patience)
+                log.info("early stopping: no better val %s for %d epochs", monitor.metric, patience)
                 break
         else:
             self.state.stop_reason = "max_epochs"
@@ -245,8 +266,11 @@ class Trainer:
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
         total_loss, batches, samples = 0.0, 0, 0
         bar = tqdm(
-            total=self.task.num_train_batches(), desc=f"epoch {epoch}", leave=False,
-            dynamic_ncols=True, disable=None if cfg.progress_bar else True,
+            total=self.task.num_train_batches(),
+            desc=f"epoch {epoch}",
+            leave=False,
+            dynamic_ncols=True,
+            disable=None if cfg.progress_bar else True,
         )
         with bar:
             for batch in self.task.train_batches(epoch):
@@ -269,8 +293,9 @@ class Trainer:
                 samples += len(batch)
                 if self.state.step % cfg.log_every_n_steps == 0:
                     self.writer.add_scalar("train/loss", loss_value, self.state.step)
-                    self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"],
-                                           self.state.step)
+                    self.writer.add_scalar(
+                        "train/lr", self.optimizer.param_groups[0]["lr"], self.state.step
+                    )
                     self.writer.add_scalar("train/grad_norm", float(grad_norm), self.state.step)
                 bar.update()
                 if batches % 20 == 0:
@@ -307,8 +332,11 @@ class Trainer:
         self.test_metrics = self.evaluate("test")
         for key, value in self.test_metrics.items():
             self.writer.add_scalar(f"test/{key}", value, self.state.step)
-        log.info("test (%s): %s", source.name,
-                 "  ".join(f"{k} {v:.4g}" for k, v in self.test_metrics.items()))
+        log.info(
+            "test (%s): %s",
+            source.name,
+            "  ".join(f"{k} {v:.4g}" for k, v in self.test_metrics.items()),
+        )
         return self.test_metrics
 
     def write_metrics(self, status: str) -> dict[str, Any]:
