@@ -17,6 +17,7 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from attnlstm.config import TrainConfig, register_configs
@@ -81,9 +82,9 @@ def config_for_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> D
     saved = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
-        if key == "resume":
-            continue
         root = key.split(".", 1)[0]
+        if key == "resume" or root == "hydra":
+            continue
         if root in _FIXED_ON_RESUME:
             raise ConfigError(
                 f"resume continues a run with its own config, so '{override}' cannot change it;"
@@ -151,10 +152,13 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
     try:
         return run(cfg)
     except ConfigError as error:
-        log.error("error: %s", error)
+        hydra_cfg = HydraConfig.get()
         if not cfg.resume:
-            logging.shutdown()
-            _remove_if_empty_run(Path(HydraConfig.get().runtime.output_dir))
+            _remove_if_empty_run(Path(hydra_cfg.runtime.output_dir))
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad combination does not stop a sweep
+            log.error("skipped job %s: %s", hydra_cfg.job.override_dirname, error)
+            return None
+        log.error("error: %s", error)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)  # the trainer has saved what there was and said how to resume
