@@ -159,6 +159,9 @@ def plot_validation_curves(runs: Sequence[Run], root: Path, path: Path) -> Path:
                 epochs, values = zip(*points, strict=True)
                 axis.plot(epochs, values, marker="o", markersize=3, label=label)
     for axis, metric in zip(axes[0], metrics, strict=True):
+        if "loss" in metric or "perplexity" in metric:
+            axis.set_yscale("log")
+        axis.xaxis.get_major_locator().set_params(integer=True)
         axis.set_xlabel("epoch")
         axis.set_title(metric)
         axis.grid(alpha=0.3)

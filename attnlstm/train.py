@@ -26,7 +26,7 @@ from attnlstm.models import build_model
 from attnlstm.paths import config_dir
 from attnlstm.tasks import build_task
 from attnlstm.training import Trainer, resolve_device
-from attnlstm.training.io import load_checkpoint
+from attnlstm.training.io import load_checkpoint, write_text
 
 log = logging.getLogger("attnlstm")
 
@@ -108,7 +108,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     task = build_task(cfg.task, cfg.seed)
     model = build_model(cfg.model, cfg.attention, task.spec)
     device = resolve_device(cfg.device.type, cfg.device.index)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
 
     parameters = sum(p.numel() for p in model.parameters())
     log.info("run directory: %s", run_dir)

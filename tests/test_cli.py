@@ -194,12 +194,12 @@ def test_long_job_names_are_shortened() -> None:
 
 
 def test_sweep_skips_an_incompatible_combination_and_goes_on(tmp_path: Path) -> None:
-    result = run_cli(["-m", *TINY, "trainer.max_epochs=1", "model=lstm,lstm_attn",
-                      "attention=dot"], tmp_path)
+    result = run_cli(
+        ["-m", *TINY, "trainer.max_epochs=1", "model=lstm,lstm_attn", "attention=dot"], tmp_path
+    )
     assert "skipped job" in result.stdout and "model=lstm uses no attention" in result.stdout
     finished = list((tmp_path / "outputs" / "multirun").rglob("metrics.json"))
     assert [p.parent.name.startswith("attention=dot") for p in finished] == [True]
     assert "model=lstm_attn" in finished[0].parent.name
-    jobs = [p for p in next((tmp_path / "outputs" / "multirun").iterdir()).iterdir()
-            if p.is_dir()]
+    jobs = [p for p in next((tmp_path / "outputs" / "multirun").iterdir()).iterdir() if p.is_dir()]
     assert len(jobs) == 1  # the skipped job left no folder behind

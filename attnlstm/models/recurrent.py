@@ -2,7 +2,8 @@
 
 On the CPU, ``pack_padded_sequence`` pushes ``nn.LSTM`` off its fast path: an update of the
 addition problem (B = 100, T = 111, H = 100) took 162 ms packed and 23 ms this way on a 2-core
-machine (``scripts/bench_lstm_packing.py``, numbers in the README). Packing is not needed for exactness:
+machine (``scripts/bench_lstm_packing.py``, numbers in the README). Packing is not needed
+for exactness:
 
 - forward direction: the state at step t depends on steps <= t only, so every real step is
   computed exactly and the final state of a sequence of length L is the output at step L - 1;

@@ -17,12 +17,14 @@ class TaskSpec:
     Attributes:
         input_size: features per input step.
         output_size: values predicted per sequence.
-        target: what is predicted: ``"value"`` = one output vector per sequence.
+        target: what is predicted, which models check before building:
+            ``"value"`` = one output vector per sequence (the only kind so far; per-step
+            ``"tags"``, next ``"tokens"`` and output ``"sequence"`` come with later tasks).
     """
 
     input_size: int
     output_size: int
-    target: Literal["value"] = "value"
+    target: str = "value"
 
 
 @dataclass(frozen=True)

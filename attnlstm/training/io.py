@@ -37,7 +37,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def write_text(text: str, path: Path) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def write_json(data: Any, path: Path) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    write_text(json.dumps(data, indent=2) + "\n", path)
