@@ -120,7 +120,7 @@ def test_ffattn_is_the_papers_network() -> None:
     # Lasagne's HeNormal(gain=1) / Normal(1/sqrt(D)) initialisation: std 1/sqrt(fan_in), b = 0
     big = FeedForwardPooling(2, 1, 400, 1, 0.0, 400, "leaky_relu", None)
     assert abs(float(big.head.hidden.weight.detach().std()) - 400**-0.5) < 0.002
-    assert float(big.head.hidden.bias.abs().max()) == 0.0
+    assert float(big.head.hidden.bias.detach().abs().max()) == 0.0
 
 
 def test_mean_baseline_averages_real_steps_only() -> None:
