@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -151,8 +152,18 @@ def test_built_wheel_finds_its_configs_from_another_directory(tmp_path: Path) ->
     )
     wheel = next(dist.glob("attnlstm-*.whl"))
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
+    # reuse this environment's torch, hydra, ... (not its editable attnlstm: a path listed in a
+    # .pth file is added to sys.path, but the .pth files inside it are not run)
+    venv_site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    Path(venv_site, "borrowed_dependencies.pth").write_text("\n".join(sorted(here)) + "\n")
     subprocess.run(
         [str(python), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)], check=True
     )

@@ -262,3 +262,49 @@ def test_interrupt_keeps_the_last_checkpoint_and_resumes(tmp_path: Path) -> None
     run_cli([f"resume={run_dir}", f"trainer.max_epochs={stopped_at + 1}"], tmp_path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs"] == stopped_at + 1
+
+
+def test_progress_bar_stays_quiet_when_output_is_not_a_terminal(tmp_path: Path) -> None:
+    args = [a for a in TINY if not a.startswith("trainer.progress_bar")]
+    result = run_cli([*args, "trainer.max_epochs=1", "trainer.progress_bar=true"], tmp_path)
+    assert "it/s" not in result.stderr and "epoch 1:" not in result.stderr
+    assert "epoch 1/1" in result.stdout  # the per-epoch line is still there
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses a Linux pseudo-terminal")
+def test_progress_bar_shows_on_a_terminal(tmp_path: Path) -> None:
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    args = [a for a in TINY if not a.startswith("trainer.progress_bar")]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "attnlstm",
+            *args,
+            "trainer.max_epochs=1",
+            "task.batches_per_epoch=200",
+            "trainer.progress_bar=true",
+        ],
+        stdout=terminal,
+        stderr=terminal,
+        cwd=tmp_path,
+    )
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=120) == 0
+    assert b"epoch 1:" in output and b"/200" in output and b"it/s" in output
