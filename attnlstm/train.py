@@ -47,9 +47,16 @@ def _run_dir(resume: str | None, default: str) -> str:
     return str(path)
 
 
-def _hydra_subdir(resume: str | None) -> str:
-    """A resumed run keeps the ``.hydra/`` of its first session and writes its own beside it."""
+def _hydra_subdir(resume: str | None, output_dir: str) -> str:
+    """``hydra.output_subdir``. A resumed run keeps the ``.hydra/`` of its first session and
+    writes its own beside it. Resolved before Hydra writes anything into ``output_dir``, so a
+    fresh run pointed at an earlier run's folder stops here, leaving that run untouched."""
     if resume in (None, ""):
+        if (Path(output_dir) / "last.pt").exists():
+            raise ValueError(
+                f"{output_dir} already holds a run; it is never overwritten (continue it with"
+                f" resume={output_dir}, or choose another hydra.run.dir)"
+            )
         return ".hydra"
     from datetime import datetime
 

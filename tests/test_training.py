@@ -189,12 +189,14 @@ def test_resume_refuses_to_change_the_run(tmp_path: Path) -> None:
 def test_never_overwrites_a_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "fixed"
     run_cli([*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"], tmp_path)
-    before = (run_dir / "last.pt").read_bytes()
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     again = run_cli(
-        [*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"], tmp_path, check=False
+        [*TINY, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"], tmp_path, check=False
     )
-    assert again.returncode == 2 and "already holds a run" in again.stdout
-    assert (run_dir / "last.pt").read_bytes() == before
+    assert again.returncode != 0
+    assert "already holds a run; it is never overwritten" in again.stdout + again.stderr
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert after == before  # not even .hydra/ or train.log was touched
 
 
 def test_stops_when_solved(tmp_path: Path) -> None:
