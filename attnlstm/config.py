@@ -56,6 +56,16 @@ class Activation(StrEnum):
     leaky_relu = "leaky_relu"
 
 
+class PoolingImplementation(StrEnum):
+    """How ``ffattn`` and ``mean`` pool over time: ``plain`` autograd, ``chunked`` (through
+    time, recomputing in the backward pass; see attnlstm/models/long_pooling.py), or ``auto``
+    (chunked where it is supported and the sequences are long)."""
+
+    auto = "auto"
+    plain = "plain"
+    chunked = "chunked"
+
+
 class LongMemoryProblem(StrEnum):
     addition = "addition"
     multiplication = "multiplication"
@@ -119,6 +129,8 @@ class SequenceModelConfig:
     dropout: float = 0.0
     head_size: int = 100
     output_activation: Activation = Activation.none
+    pooling: PoolingImplementation = PoolingImplementation.auto  # ffattn and mean
+    chunk_size: int = 2048  # steps per chunk of the chunked pooling
 
 
 @dataclass

@@ -59,6 +59,15 @@ def check_compatible(model_cfg: DictConfig, attention_method: str, spec: TaskSpe
     for key in ("hidden_size", "num_layers", "head_size"):
         if model_cfg[key] <= 0:
             raise ConfigError(f"model.{key} must be positive, got {model_cfg[key]}")
+    if model_cfg.get("chunk_size", 1) <= 0:
+        raise ConfigError(f"model.chunk_size must be positive, got {model_cfg.chunk_size}")
+    if str(model_cfg.get("pooling", "auto")) == "chunked" and (
+        name not in ("ffattn", "mean") or model_cfg.num_layers != 1 or model_cfg.dropout > 0
+    ):
+        raise ConfigError(
+            "model.pooling=chunked applies to ffattn and mean with one dense layer and no"
+            " dropout; use model.pooling=auto or plain"
+        )
     if not 0.0 <= model_cfg.dropout < 1.0:
         raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
 
@@ -101,4 +110,6 @@ def build_model(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpec
         model_cfg.head_size,
         activation,
         attention,
+        pooling=str(model_cfg.get("pooling", "auto")),
+        chunk_size=int(model_cfg.get("chunk_size", 2048)),
     )

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from attnlstm.attention import Attention
+from attnlstm.attention import Attention, FeedForwardAttention
 from attnlstm.batch import lengths_to_mask
+from attnlstm.errors import ConfigError
 from attnlstm.models.common import LEAKY_SLOPE, Head, ModelOutput, init_lasagne_he_normal
+from attnlstm.models.long_pooling import chunked_attention_pool, chunked_mean_pool
+
+#: ``pooling=auto`` switches to the chunked pooling from this many steps on (below it the
+#: plain computation is as fast; see scripts/bench_long.py)
+AUTO_CHUNKED_FROM_STEPS = 512
 
 
 class FeedForwardPooling(nn.Module):
@@ -19,6 +25,12 @@ class FeedForwardPooling(nn.Module):
 
     Shapes: inputs (B, T, F) -> h (B, T, D) -> c (B, D) -> y (B, output_size).
     Initialisation follows the authors' code: every weight N(0, 1/fan_in), biases 0.
+
+    ``pooling`` picks how h and c are computed: ``plain`` autograd keeps (B, T, D) tensors;
+    ``chunked`` fuses the dense layer with the pooling and works through time in chunks,
+    recomputing h in the backward pass (same numbers, far less memory, faster on long inputs;
+    one dense layer, the paper's scorer and no dropout between them); ``auto`` takes
+    ``chunked`` where it applies and the input has at least ``AUTO_CHUNKED_FROM_STEPS`` steps.
     """
 
     def __init__(
@@ -31,6 +43,8 @@ class FeedForwardPooling(nn.Module):
         head_size: int,
         output_activation: str,
         attention: Attention | None,
+        pooling: str = "auto",
+        chunk_size: int = 2048,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -43,14 +57,45 @@ class FeedForwardPooling(nn.Module):
         self.encoder = nn.Sequential(*layers)
         self.attention = attention
         self.head = Head(hidden_size, head_size, output_size, dropout, output_activation)
+        self.pooling = str(pooling)
+        self.chunk_size = chunk_size
+        self.chunkable = (
+            num_layers == 1
+            and dropout == 0.0
+            and (
+                attention is None
+                or (isinstance(attention, FeedForwardAttention) and attention.v is None)
+            )
+        )
+        if self.pooling == "chunked" and not self.chunkable:
+            raise ConfigError(
+                "chunked pooling needs one dense layer, no dropout and the paper's single-layer"
+                " feedforward scorer (or the mean); use pooling=plain or auto"
+            )
         init_lasagne_he_normal(self)
+
+    def uses_chunked(self, steps: int) -> bool:
+        """Whether an input of ``steps`` steps is pooled by the chunked implementation."""
+        if self.pooling == "auto":
+            return self.chunkable and steps >= AUTO_CHUNKED_FROM_STEPS
+        return self.pooling == "chunked"
 
     def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> ModelOutput:
         """inputs (B, T, F); lengths (B,) or None (every padded step is data, as the paper)."""
-        hidden = self.encoder(inputs)  # B x T x D
         mask = (
             None if lengths is None else lengths_to_mask(lengths.to(inputs.device), inputs.size(1))
         )
+        if self.uses_chunked(inputs.size(1)):
+            dense = self.encoder[0]
+            if self.attention is None:
+                context, weights = chunked_mean_pool(inputs, mask, dense, self.chunk_size), None
+            else:
+                context, weights = chunked_attention_pool(
+                    inputs, mask, dense, self.attention.linear, self.chunk_size
+                )
+            return ModelOutput(self.head(context), weights)
+
+        hidden = self.encoder(inputs)  # B x T x D
         weights = None
         if self.attention is not None:
             context, weights = self.attention(None, hidden, mask)  # B x D, B x T

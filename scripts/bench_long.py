@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Chunked vs. plain pooling on long sequences: seconds per training update and peak memory.
+
+One update = forward, backward and an Adam step of the ``ffattn`` (or ``mean``) model on a
+freshly generated batch of the addition problem, exactly as the trainer runs it. The two
+implementations alternate in one process (median over ``--repeats``); each one's peak memory
+is measured in a child process of its own, so the two cannot mix.
+
+    python scripts/bench_long.py                          # T0 = 1000 and 10000, batch 100
+    python scripts/bench_long.py --lengths 10000 --model mean --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import platform
+import resource
+import statistics
+import time
+
+import torch
+from omegaconf import OmegaConf
+
+from attnlstm.config import LongMemoryTaskConfig
+from attnlstm.models import build_model
+from attnlstm.tasks.long_memory import LongMemoryTask
+
+
+def make(model_name: str, pooling: str, min_length: int, batch: int, masked: bool):
+    torch.manual_seed(0)
+    attention = "feedforward" if model_name == "ffattn" else "none"
+    model_cfg = OmegaConf.create(
+        {
+            "name": model_name,
+            "hidden_size": 100,
+            "num_layers": 1,
+            "bidirectional": False,
+            "dropout": 0.0,
+            "head_size": 100,
+            "output_activation": "leaky_relu",
+            "pooling": pooling,
+            "chunk_size": 2048,
+        }
+    )
+    attention_cfg = OmegaConf.create({"method": attention, "hidden_dim": None})
+    task = LongMemoryTask(
+        LongMemoryTaskConfig(
+            min_length=min_length, batch_size=batch, batches_per_epoch=10**6, mask_padding=masked
+        ),
+        seed=0,
+    )
+    model = build_model(model_cfg, attention_cfg, task.spec)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return task, model, optimizer
+
+
+def update(task, model, optimizer, batch) -> float:
+    started = time.perf_counter()
+    loss = task.loss(task.forward(model, batch), batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return time.perf_counter() - started
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; unlike ru_maxrss, not inherited from the
+    parent across fork and exec)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+
+
+def peak_memory(args: tuple, queue: multiprocessing.Queue) -> None:
+    """Child process: peak RSS before the first update and after two updates, in MB."""
+    task, model, optimizer = make(*args)
+    batch = next(task.train_batches(1))
+    before = _peak_rss_mb()
+    for _ in range(2):
+        update(task, model, optimizer, batch)
+    queue.put((before, _peak_rss_mb()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1000, 10000], help="T0s")
+    parser.add_argument("--model", choices=["ffattn", "mean"], default="ffattn")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--masked",
+        action="store_true",
+        help="mask the padding (default: the paper's unmasked padding)",
+    )
+    args = parser.parse_args()
+
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    print(
+        f"model {args.model}, D = 100, batch {args.batch}, "
+        f"{'masked' if args.masked else 'unmasked (paper)'} padding, "
+        f"median of {args.repeats} updates\n"
+    )
+    print(
+        "| T0 | padded length | plain s/update | chunked s/update | speed-up |"
+        " plain peak MB | chunked peak MB |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    context = multiprocessing.get_context("spawn")
+    for min_length in args.lengths:
+        variants = {
+            pooling: make(args.model, pooling, min_length, args.batch, args.masked)
+            for pooling in ("plain", "chunked")
+        }
+        batch = next(variants["plain"][0].train_batches(1))
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for task, model, optimizer in variants.values():  # warm-up
+            update(task, model, optimizer, batch)
+        for _ in range(args.repeats):
+            for name, (task, model, optimizer) in variants.items():
+                times[name].append(update(task, model, optimizer, batch))
+        del variants
+        memory = {}
+        for pooling in ("plain", "chunked"):
+            queue = context.Queue()
+            child = context.Process(
+                target=peak_memory,
+                args=((args.model, pooling, min_length, args.batch, args.masked), queue),
+            )
+            child.start()
+            memory[pooling] = queue.get()
+            child.join()
+        baseline = min(memory["plain"][0], memory["chunked"][0])
+        plain, chunked = (statistics.median(times[n]) for n in ("plain", "chunked"))
+        print(
+            f"| {min_length} | {batch.inputs.size(1)} | {plain:.3f} | {chunked:.3f} |"
+            f" {plain / chunked:.1f}x | {memory['plain'][1]:.0f} |"
+            f" {memory['chunked'][1]:.0f} |"
+        )
+    print(
+        "\npeak MB = peak resident memory of a process that builds the model and runs two"
+        " updates (Python, torch and the batch included; such a process idles at about"
+        f" {baseline:.0f} MB)"
+    )
+
+
+if __name__ == "__main__":
+    main()
