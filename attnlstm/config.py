@@ -130,7 +130,7 @@ class SequenceModelConfig:
     head_size: int = 100
     output_activation: Activation = Activation.none
     pooling: PoolingImplementation = PoolingImplementation.auto  # ffattn and mean
-    chunk_size: int = 2048  # steps per chunk of the chunked pooling
+    chunk_size: int = 4096  # steps per chunk of the chunked pooling
 
 
 @dataclass

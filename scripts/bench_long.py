@@ -27,7 +27,7 @@ from attnlstm.models import build_model
 from attnlstm.tasks.long_memory import LongMemoryTask
 
 
-def make(model_name: str, pooling: str, min_length: int, batch: int, masked: bool):
+def make(model_name: str, pooling: str, min_length: int, batch: int, masked: bool, chunk_size: int):
     torch.manual_seed(0)
     attention = "feedforward" if model_name == "ffattn" else "none"
     model_cfg = OmegaConf.create(
@@ -40,7 +40,7 @@ def make(model_name: str, pooling: str, min_length: int, batch: int, masked: boo
             "head_size": 100,
             "output_activation": "leaky_relu",
             "pooling": pooling,
-            "chunk_size": 2048,
+            "chunk_size": chunk_size,
         }
     )
     attention_cfg = OmegaConf.create({"method": attention, "hidden_dim": None})
@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--model", choices=["ffattn", "mean"], default="ffattn")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--chunk-size", type=int, default=4096, help="steps per chunk")
     parser.add_argument(
         "--masked",
         action="store_true",
@@ -102,7 +103,7 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     )
     print(
-        f"model {args.model}, D = 100, batch {args.batch}, "
+        f"model {args.model}, D = 100, batch {args.batch}, chunks of {args.chunk_size} steps, "
         f"{'masked' if args.masked else 'unmasked (paper)'} padding, "
         f"median of {args.repeats} updates\n"
     )
@@ -114,7 +115,7 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     for min_length in args.lengths:
         variants = {
-            pooling: make(args.model, pooling, min_length, args.batch, args.masked)
+            pooling: make(args.model, pooling, min_length, args.batch, args.masked, args.chunk_size)
             for pooling in ("plain", "chunked")
         }
         batch = next(variants["plain"][0].train_batches(1))
@@ -130,7 +131,10 @@ def main() -> None:
             queue = context.Queue()
             child = context.Process(
                 target=peak_memory,
-                args=((args.model, pooling, min_length, args.batch, args.masked), queue),
+                args=(
+                    (args.model, pooling, min_length, args.batch, args.masked, args.chunk_size),
+                    queue,
+                ),
             )
             child.start()
             memory[pooling] = queue.get()

@@ -111,5 +111,5 @@ def build_model(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpec
         activation,
         attention,
         pooling=str(model_cfg.get("pooling", "auto")),
-        chunk_size=int(model_cfg.get("chunk_size", 2048)),
+        chunk_size=int(model_cfg.get("chunk_size", 4096)),
     )

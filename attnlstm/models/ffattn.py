@@ -44,7 +44,7 @@ class FeedForwardPooling(nn.Module):
         output_activation: str,
         attention: Attention | None,
         pooling: str = "auto",
-        chunk_size: int = 2048,
+        chunk_size: int = 4096,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []

@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Our Raffel & Ellis Table 1 beside theirs, from the run directories of a sweep.
+
+Reads every run (a folder with ``metrics.json`` and ``config.yaml``) under the given folders,
+groups them into cells (problem, model, T0), keeps the best learning rate of each cell (fewest
+epochs to 100% test accuracy; if none solved it, the best test accuracy) and prints markdown:
+each cell as ``ours (paper)``, an epoch count when solved, else the test accuracy reached and
+after how many epochs. Variable-length runs get a table of their own. A run stopped by hand
+counts with its last validation accuracy (the validation set is the fixed test set in the
+paper's protocol); runs still training are left out.
+
+    python scripts/raffel_table.py outputs/multirun/<timestamp>
+    python scripts/raffel_table.py runs/table runs/lstm --details
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+# Raffel & Ellis (2016), Table 1: epochs to 100% test accuracy, or accuracy after 100 epochs
+PAPER_FIXED: dict[tuple[str, str], dict[int, str]] = {
+    ("addition", "ffattn"): {50: "1", 100: "1", 500: "1", 1000: "1", 5000: "2", 10000: "3"},
+    ("addition", "mean"): {50: "1", 100: "1", 500: "1", 1000: "2", 5000: "8", 10000: "17"},
+    ("multiplication", "ffattn"): {50: "1", 100: "2", 500: "4", 1000: "2", 5000: "15",
+                                   10000: "6"},
+    ("multiplication", "mean"): {50: "2", 100: "2", 500: "8", 1000: "33", 5000: "89.8%",
+                                 10000: "80.8%"},
+}
+# variable length (50 to 10000), accuracy after 100 epochs
+PAPER_VARIABLE = {("addition", "ffattn"): "99.9%", ("addition", "mean"): "77.4%",
+                  ("multiplication", "ffattn"): "99.4%", ("multiplication", "mean"): "55.5%"}
+MODEL_WORDS = {"ffattn": "attention", "mean": "unweighted", "lstm": "LSTM",
+               "lstm_attn": "LSTM + attention"}
+ROW_ORDER = ["ffattn", "mean", "lstm_attn", "lstm"]
+
+
+def load_runs(roots: list[Path]) -> list[dict[str, Any]]:
+    runs = []
+    for root in roots:
+        for metrics_path in sorted(root.rglob("metrics.json")):
+            config_path = metrics_path.parent / "config.yaml"
+            if not config_path.is_file():
+                continue
+            config = OmegaConf.to_container(OmegaConf.load(config_path))
+            metrics = json.loads(metrics_path.read_text())
+            if metrics["status"] == "running" or not metrics["history"]:
+                continue  # still training (or never finished an epoch)
+            if not metrics["test"]:  # stopped by hand: its last validation on the fixed set
+                metrics["test"] = {"test/accuracy": metrics["final"]["val/accuracy"]}
+            runs.append({"path": metrics_path.parent, "config": config, "metrics": metrics})
+    return runs
+
+
+def cell_key(run: dict[str, Any]) -> tuple[str, str, int, bool]:
+    task, model = run["config"]["task"], run["config"]["model"]
+    return (task["name"], model["name"], task["min_length"], bool(task["variable_length"]))
+
+
+def best_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fewest epochs to solve; else highest test accuracy (then more epochs trained)."""
+    solved = [r for r in runs if r["metrics"]["solved"]]
+    if solved:
+        return min(solved, key=lambda r: r["metrics"]["solved_epoch"])
+    return max(runs, key=lambda r: (r["metrics"]["test"].get("test/accuracy", 0.0),
+                                    r["metrics"]["epochs"]))
+
+
+def describe(run: dict[str, Any]) -> str:
+    metrics = run["metrics"]
+    if metrics["solved"]:
+        return str(metrics["solved_epoch"])
+    accuracy = 100 * metrics["test"].get("test/accuracy", float("nan"))
+    return f"{accuracy:.1f}% after {metrics['epochs']}"
+
+
+def fixed_table(cells: dict[tuple, dict[str, Any]]) -> str:
+    lengths = sorted({key[2] for key in cells if not key[3]})
+    rows = sorted({(key[0], key[1]) for key in cells if not key[3]},
+                  key=lambda pm: (pm[0], ROW_ORDER.index(pm[1]) if pm[1] in ROW_ORDER else 9))
+    lines = ["| T0 | " + " | ".join(str(t) for t in lengths) + " |",
+             "|---|" + "---|" * len(lengths)]
+    for problem, model in rows:
+        row = [f"{problem.capitalize()}, {MODEL_WORDS.get(model, model)}"]
+        for length in lengths:
+            run = cells.get((problem, model, length, False))
+            paper = PAPER_FIXED.get((problem, model), {}).get(length)
+            ours = describe(run) if run else "not run"
+            row.append(f"{ours} ({paper})" if paper else ours)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def variable_table(cells: dict[tuple, dict[str, Any]]) -> str:
+    lines = ["| problem | model | ours: test accuracy | epochs | paper (after 100 epochs) |",
+             "|---|---|---|---|---|"]
+    for key, run in sorted(cells.items()):
+        if not key[3]:
+            continue
+        accuracy = 100 * run["metrics"]["test"].get("test/accuracy", float("nan"))
+        paper = PAPER_VARIABLE.get((key[0], key[1]), "")
+        lines.append(f"| {key[0]} | {MODEL_WORDS.get(key[1], key[1])} | {accuracy:.1f}% |"
+                     f" {run['metrics']['epochs']} | {paper} |")
+    return "\n".join(lines)
+
+
+def details(groups: dict[tuple, list[dict[str, Any]]], cells: dict) -> str:
+    lines = ["| cell | learning rates tried: epochs, test accuracy | best | s/epoch |",
+             "|---|---|---|---|"]
+    for key in sorted(groups):
+        tried = sorted(groups[key], key=lambda r: -r["config"]["optim"]["lr"])
+        parts = [f"{r['config']['optim']['lr']}: {r['metrics']['epochs']},"
+                 f" {100 * r['metrics']['test'].get('test/accuracy', 0):.1f}%" for r in tried]
+        best = cells[key]
+        epochs = max(best["metrics"]["epochs"], 1)
+        per_epoch = best["metrics"]["wall_time_s"] / epochs
+        name = f"{key[0]} {MODEL_WORDS.get(key[1], key[1])} T0={key[2]}"
+        name += " (variable)" if key[3] else ""
+        lines.append(f"| {name} | {'; '.join(parts)} | lr {best['config']['optim']['lr']} |"
+                     f" {per_epoch:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("roots", type=Path, nargs="+", help="folders holding run directories")
+    parser.add_argument("--details", action="store_true",
+                        help="also list every learning rate tried per cell")
+    args = parser.parse_args()
+    runs = load_runs(args.roots)
+    if not runs:
+        parser.error("no runs (folders with metrics.json and config.yaml) found")
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        groups[cell_key(run)].append(run)
+    cells = {key: best_run(group) for key, group in groups.items()}
+    print("Epochs to 100% test accuracy, ours (paper); a percentage is the test accuracy after"
+          " the epochs given.\n")
+    print(fixed_table(cells))
+    if any(key[3] for key in cells):
+        print("\nVariable length (50 to 10000):\n")
+        print(variable_table(cells))
+    if args.details:
+        print("\n" + details(groups, cells))
+
+
+if __name__ == "__main__":
+    main()
