@@ -8,10 +8,12 @@ Raffel & Ellis's network computes, for every step t of a (B, T, F) input,
 
 Written plainly, autograd keeps p, h and their gradients as (B, T, D) tensors: at T = 11,000,
 B = 100, D = 100 that is 440 MB each, and an update makes several passes through them. Here
-the dense layer and the pooling are one autograd function that works through time in chunks:
+the dense layer and the pooling are one autograd function that takes one sequence at a time
+(every product is then a plain matrix product, with no per-sample loop inside ``bmm``), works
+through its real steps in chunks of C, and skips its padding outright:
 
 - forward: per chunk, compute h, the scores and an online softmax (running max, running sum,
-  running weighted sum of h); keep only the scores e (B, T) and the softmax statistics;
+  running weighted sum of h); keep only the scores e and the weights alpha, (B, T) each;
 - backward: per chunk, recompute p and h (cheap: F is small) and accumulate the parameter
   gradients. With s_t = LReLU'(p_t) and g = dL/dc, every gradient is a sum over steps:
 
@@ -19,11 +21,12 @@ the dense layer and the pooling are one autograd function that works through tim
       dL/dp_t = s_t * (alpha_t g + dL/da_t w)
       dL/dW   = sum_t dL/dp_t x_t^T,  dL/db = sum_t dL/dp_t,  dL/dw = sum_t dL/da_t h_t
 
-  and since g and w do not depend on t, dL/dW and dL/db are taken from a few weighted sums of
-  s_t (one batched product per chunk) instead of building dL/dp_t, a (B, C, D) tensor.
+  and since g and w do not depend on t, dL/dW and dL/db come from a few weighted sums of s_t
+  (one (2F + 2) x C by C x D product per chunk) instead of building dL/dp_t, a C x D tensor.
 
-Memory is O(B C D) for a chunk of C steps plus O(B T) for the scores; the results equal the
-plain computation (tests/test_long_pooling.py checks outputs and gradients).
+Memory is O(C D) for the chunk buffers (reused) plus O(B T) for the scores and weights. The
+results equal the plain computation (tests/test_long_pooling.py checks outputs and gradients,
+masks included); ``scripts/bench_long.py`` measures both.
 """
 
 from __future__ import annotations
