@@ -43,15 +43,22 @@ def run_cell(problem: str, model: str, length: int, args: argparse.Namespace) ->
         if not metrics_path.exists():
             max_epochs = args.max_epochs if best is None else min(args.max_epochs, best)
             command = [
-                sys.executable, "-m", "attnlstm", f"experiment={args.experiment}",
-                f"task={problem}", f"model={model}", f"task.min_length={length}",
-                f"optim.lr={rate}", f"trainer.max_epochs={max_epochs}",
-                "trainer.progress_bar=false", f"hydra.run.dir={run_dir}", *args.overrides,
+                sys.executable,
+                "-m",
+                "attnlstm",
+                f"experiment={args.experiment}",
+                f"task={problem}",
+                f"model={model}",
+                f"task.min_length={length}",
+                f"optim.lr={rate}",
+                f"trainer.max_epochs={max_epochs}",
+                "trainer.progress_bar=false",
+                f"hydra.run.dir={run_dir}",
+                *args.overrides,
             ]
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             with open(args.out / "sweep.log", "a") as log:
-                subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               check=False)
+                subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
         if not metrics_path.exists():
             summary.append(f"lr={rate}: failed (see sweep.log)")
             continue

@@ -27,16 +27,29 @@ from omegaconf import OmegaConf
 PAPER_FIXED: dict[tuple[str, str], dict[int, str]] = {
     ("addition", "ffattn"): {50: "1", 100: "1", 500: "1", 1000: "1", 5000: "2", 10000: "3"},
     ("addition", "mean"): {50: "1", 100: "1", 500: "1", 1000: "2", 5000: "8", 10000: "17"},
-    ("multiplication", "ffattn"): {50: "1", 100: "2", 500: "4", 1000: "2", 5000: "15",
-                                   10000: "6"},
-    ("multiplication", "mean"): {50: "2", 100: "2", 500: "8", 1000: "33", 5000: "89.8%",
-                                 10000: "80.8%"},
+    ("multiplication", "ffattn"): {50: "1", 100: "2", 500: "4", 1000: "2", 5000: "15", 10000: "6"},
+    ("multiplication", "mean"): {
+        50: "2",
+        100: "2",
+        500: "8",
+        1000: "33",
+        5000: "89.8%",
+        10000: "80.8%",
+    },
 }
 # variable length (50 to 10000), accuracy after 100 epochs
-PAPER_VARIABLE = {("addition", "ffattn"): "99.9%", ("addition", "mean"): "77.4%",
-                  ("multiplication", "ffattn"): "99.4%", ("multiplication", "mean"): "55.5%"}
-MODEL_WORDS = {"ffattn": "attention", "mean": "unweighted", "lstm": "LSTM",
-               "lstm_attn": "LSTM + attention"}
+PAPER_VARIABLE = {
+    ("addition", "ffattn"): "99.9%",
+    ("addition", "mean"): "77.4%",
+    ("multiplication", "ffattn"): "99.4%",
+    ("multiplication", "mean"): "55.5%",
+}
+MODEL_WORDS = {
+    "ffattn": "attention",
+    "mean": "unweighted",
+    "lstm": "LSTM",
+    "lstm_attn": "LSTM + attention",
+}
 ROW_ORDER = ["ffattn", "mean", "lstm_attn", "lstm"]
 
 
@@ -67,8 +80,9 @@ def best_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     solved = [r for r in runs if r["metrics"]["solved"]]
     if solved:
         return min(solved, key=lambda r: r["metrics"]["solved_epoch"])
-    return max(runs, key=lambda r: (r["metrics"]["test"].get("test/accuracy", 0.0),
-                                    r["metrics"]["epochs"]))
+    return max(
+        runs, key=lambda r: (r["metrics"]["test"].get("test/accuracy", 0.0), r["metrics"]["epochs"])
+    )
 
 
 def describe(run: dict[str, Any]) -> str:
@@ -81,10 +95,14 @@ def describe(run: dict[str, Any]) -> str:
 
 def fixed_table(cells: dict[tuple, dict[str, Any]]) -> str:
     lengths = sorted({key[2] for key in cells if not key[3]})
-    rows = sorted({(key[0], key[1]) for key in cells if not key[3]},
-                  key=lambda pm: (pm[0], ROW_ORDER.index(pm[1]) if pm[1] in ROW_ORDER else 9))
-    lines = ["| T0 | " + " | ".join(str(t) for t in lengths) + " |",
-             "|---|" + "---|" * len(lengths)]
+    rows = sorted(
+        {(key[0], key[1]) for key in cells if not key[3]},
+        key=lambda pm: (pm[0], ROW_ORDER.index(pm[1]) if pm[1] in ROW_ORDER else 9),
+    )
+    lines = [
+        "| T0 | " + " | ".join(str(t) for t in lengths) + " |",
+        "|---|" + "---|" * len(lengths),
+    ]
     for problem, model in rows:
         row = [f"{problem.capitalize()}, {MODEL_WORDS.get(model, model)}"]
         for length in lengths:
@@ -97,40 +115,52 @@ def fixed_table(cells: dict[tuple, dict[str, Any]]) -> str:
 
 
 def variable_table(cells: dict[tuple, dict[str, Any]]) -> str:
-    lines = ["| problem | model | ours: test accuracy | epochs | paper (after 100 epochs) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| problem | model | ours: test accuracy | epochs | paper (after 100 epochs) |",
+        "|---|---|---|---|---|",
+    ]
     for key, run in sorted(cells.items()):
         if not key[3]:
             continue
         accuracy = 100 * run["metrics"]["test"].get("test/accuracy", float("nan"))
         paper = PAPER_VARIABLE.get((key[0], key[1]), "")
-        lines.append(f"| {key[0]} | {MODEL_WORDS.get(key[1], key[1])} | {accuracy:.1f}% |"
-                     f" {run['metrics']['epochs']} | {paper} |")
+        lines.append(
+            f"| {key[0]} | {MODEL_WORDS.get(key[1], key[1])} | {accuracy:.1f}% |"
+            f" {run['metrics']['epochs']} | {paper} |"
+        )
     return "\n".join(lines)
 
 
 def details(groups: dict[tuple, list[dict[str, Any]]], cells: dict) -> str:
-    lines = ["| cell | learning rates tried: epochs, test accuracy | best | s/epoch |",
-             "|---|---|---|---|"]
+    lines = [
+        "| cell | learning rates tried: epochs, test accuracy | best | s/epoch |",
+        "|---|---|---|---|",
+    ]
     for key in sorted(groups):
         tried = sorted(groups[key], key=lambda r: -r["config"]["optim"]["lr"])
-        parts = [f"{r['config']['optim']['lr']}: {r['metrics']['epochs']},"
-                 f" {100 * r['metrics']['test'].get('test/accuracy', 0):.1f}%" for r in tried]
+        parts = [
+            f"{r['config']['optim']['lr']}: {r['metrics']['epochs']},"
+            f" {100 * r['metrics']['test'].get('test/accuracy', 0):.1f}%"
+            for r in tried
+        ]
         best = cells[key]
         epochs = max(best["metrics"]["epochs"], 1)
         per_epoch = best["metrics"]["wall_time_s"] / epochs
         name = f"{key[0]} {MODEL_WORDS.get(key[1], key[1])} T0={key[2]}"
         name += " (variable)" if key[3] else ""
-        lines.append(f"| {name} | {'; '.join(parts)} | lr {best['config']['optim']['lr']} |"
-                     f" {per_epoch:.1f} |")
+        lines.append(
+            f"| {name} | {'; '.join(parts)} | lr {best['config']['optim']['lr']} |"
+            f" {per_epoch:.1f} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("roots", type=Path, nargs="+", help="folders holding run directories")
-    parser.add_argument("--details", action="store_true",
-                        help="also list every learning rate tried per cell")
+    parser.add_argument(
+        "--details", action="store_true", help="also list every learning rate tried per cell"
+    )
     args = parser.parse_args()
     runs = load_runs(args.roots)
     if not runs:
@@ -139,8 +169,10 @@ def main() -> None:
     for run in runs:
         groups[cell_key(run)].append(run)
     cells = {key: best_run(group) for key, group in groups.items()}
-    print("Epochs to 100% test accuracy, ours (paper); a percentage is the test accuracy after"
-          " the epochs given.\n")
+    print(
+        "Epochs to 100% test accuracy, ours (paper); a percentage is the test accuracy after"
+        " the epochs given.\n"
+    )
     print(fixed_table(cells))
     if any(key[3] for key in cells):
         print("\nVariable length (50 to 10000):\n")
