@@ -6,8 +6,8 @@ groups them into cells (problem, model, T0), keeps the best learning rate of eac
 epochs to 100% test accuracy; if none solved it, the best test accuracy) and prints markdown:
 each cell as ``ours (paper)``, an epoch count when solved, else the test accuracy reached and
 after how many epochs. Variable-length runs get a table of their own. A run stopped by hand
-counts with its last validation accuracy (the validation set is the fixed test set in the
-paper's protocol); runs still training are left out.
+counts with its best checkpoint's validation accuracy (the validation set is the fixed test
+set in the paper's protocol); runs still training are left out.
 
     python scripts/raffel_table.py outputs/multirun/<timestamp>
     python scripts/raffel_table.py runs/table runs/lstm --details
@@ -64,8 +64,9 @@ def load_runs(roots: list[Path]) -> list[dict[str, Any]]:
             metrics = json.loads(metrics_path.read_text())
             if metrics["status"] == "running" or not metrics["history"]:
                 continue  # still training (or never finished an epoch)
-            if not metrics["test"]:  # stopped by hand: its last validation on the fixed set
-                metrics["test"] = {"test/accuracy": metrics["final"]["val/accuracy"]}
+            if not metrics["test"]:  # stopped by hand: its best checkpoint on the fixed set
+                best = metrics.get("best") or metrics["final"]
+                metrics["test"] = {"test/accuracy": best["val/accuracy"]}
             runs.append({"path": metrics_path.parent, "config": config, "metrics": metrics})
     return runs
 
