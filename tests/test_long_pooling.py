@@ -147,3 +147,10 @@ def test_chunked_is_refused_where_it_does_not_apply() -> None:
         build_model(
             cfg, OmegaConf.create({"method": "feedforward", "hidden_dim": 5}), TaskSpec(2, 1)
         )
+
+
+def test_a_mask_with_holes_is_refused() -> None:
+    dense, scorer = torch.nn.Linear(2, 4), torch.nn.Linear(4, 1)
+    mask = torch.tensor([[True, False, True]])
+    with pytest.raises(ValueError, match="padding mask"):
+        chunked_attention_pool(torch.randn(1, 3, 2), mask, dense, scorer, 2)

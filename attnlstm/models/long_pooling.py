@@ -49,7 +49,13 @@ def _row_lengths(x: Tensor, mask: Tensor | None) -> list[int]:
     """Real steps of each sequence: padding is skipped outright (its weight is exactly 0)."""
     if mask is None:
         return [x.size(1)] * x.size(0)
-    return mask.sum(dim=1).tolist()
+    lengths = mask.sum(dim=1)
+    if not torch.equal(mask, torch.arange(mask.size(1), device=mask.device) < lengths[:, None]):
+        raise ValueError(
+            "the chunked pooling needs a padding mask: True on each sequence's"
+            " first steps and False after them"
+        )
+    return lengths.tolist()
 
 
 class _Workspace:
@@ -223,7 +229,8 @@ def chunked_attention_pool(
     """c, alpha for h_t = LReLU(dense(x_t)) and e_t = tanh(scorer(h_t)), chunked through time.
 
     Args:
-        x: (B, T, F). mask: (B, T) bool (True = real step) or None (every step is data).
+        x: (B, T, F). mask: (B, T) bool padding mask (True on each sequence's first steps,
+            False after them) or None (every step is data).
         dense: Linear(F, D). scorer: Linear(D, 1). chunk_size: steps per chunk.
 
     Returns:
