@@ -253,7 +253,7 @@ def test_interrupt_keeps_the_last_checkpoint_and_resumes(tmp_path: Path) -> None
         time.sleep(0.2)
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=60)
+    output, _ = process.communicate(timeout=120)
     assert process.returncode != 0
     run_dir = only_run_dir(tmp_path / "outputs")
     metrics = json.loads((run_dir / "metrics.json").read_text())

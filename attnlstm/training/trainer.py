@@ -24,6 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from attnlstm.tasks.base import Task
+from attnlstm.training.interrupt import StopRequest
 from attnlstm.training.io import load_checkpoint, save_checkpoint, write_json
 from attnlstm.training.optim import build_optimizer, build_scheduler
 from attnlstm.training.tensorboard import attention_image, flatten_config, write_hparams
@@ -72,6 +73,7 @@ class Trainer:
         self.resumed = False
         self.writer: SummaryWriter | None = None
         self.test_metrics: dict[str, float] = {}
+        self.stop_request = StopRequest()
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -134,8 +136,9 @@ class Trainer:
         self._open_writer()
         status = "running"
         try:
-            self.fit()
-            self.test()
+            with self.stop_request:
+                self.fit()
+                self.test()
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -298,6 +301,7 @@ class Trainer:
                     )
                     self.writer.add_scalar("train/grad_norm", float(grad_norm), self.state.step)
                 bar.update()
+                self.stop_request.check()
                 if batches % 20 == 0:
                     bar.set_postfix(loss=f"{total_loss / batches:.4g}")
         return total_loss / max(batches, 1), samples
@@ -310,6 +314,7 @@ class Trainer:
         for batch in self.task.eval_batches(split):
             batch = batch.to(self.device)
             meter.update(self.task.forward(self.model, batch), batch)
+            self.stop_request.check()
         return meter.compute()
 
     @torch.inference_mode()

@@ -1,0 +1,40 @@
+"""The first Ctrl-C asks the loop to stop at a safe point; the second stops at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from attnlstm.training.interrupt import StopRequest
+
+
+def test_first_signal_sets_the_flag_and_check_raises() -> None:
+    with StopRequest() as stop:
+        stop.check()  # nothing requested yet
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            stop.check()
+
+
+def test_second_ctrl_c_interrupts_at_once() -> None:
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert stop.requested
+
+
+def test_sigterm_is_a_stop_request_too() -> None:
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
+
+
+def test_previous_handlers_come_back() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with StopRequest():
+        assert signal.getsignal(signal.SIGINT) is not before
+    assert signal.getsignal(signal.SIGINT) is before
