@@ -14,6 +14,7 @@ query           keys              context                weights
 (B, Dq)         (B, T, Dk)        (B, Dk)                (B, T)
 (B, Tq, Dq)     (B, T, Dk)        (B, Tq, Dk)            (B, Tq, T)
 None            (B, T, Dk)        (B, Dk)                (B, T)    query-free methods only
+None, mask      (B, T, Dk)        (B, Tq, Dk)            (B, Tq, T)  query-free, mask (B|1, Tq, T)
 ==============  ================  =====================  ================
 
 ``mask`` is boolean and broadcastable to the weights' shape; True marks a step that may be
@@ -123,7 +124,10 @@ class Attention(nn.Module, ABC):
         else:
             if query is not None:
                 raise ValueError(f"{type(self).__name__} is query-free: call it with query=None")
-            single_step, query_3d = True, None
+            # One pooling per sequence, or, given a mask with a query axis (B, Tq, T), one per
+            # query step: the scores are shared and the masks differ (e.g. causal attention).
+            single_step = mask is None or mask.dim() < 3
+            query_3d = None
 
         scores = self.score(query_3d, keys)  # B x Tq x T
         if mask is not None:
@@ -138,7 +142,11 @@ class Attention(nn.Module, ABC):
     def _broadcast_mask(mask: Tensor, scores: Tensor, single_step: bool) -> Tensor:
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be a boolean tensor (True = attend), got {mask.dtype}")
-        weights_shape = (scores.size(0), scores.size(2)) if single_step else tuple(scores.shape)
+        batch, query_steps, steps = scores.shape
+        if single_step:
+            weights_shape: tuple[int, ...] = (batch, steps)
+        else:  # a query-free scorer's single row of scores serves every query step of the mask
+            weights_shape = (batch, query_steps if query_steps > 1 else mask.size(-2), steps)
         try:
             mask = torch.broadcast_to(mask, weights_shape)
         except RuntimeError:

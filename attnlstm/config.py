@@ -51,6 +51,18 @@ class SequenceModelName(StrEnum):
     mean = "mean"
 
 
+class LanguageModelTaskName(StrEnum):
+    """``lm_ptb`` and ``lm_wikitext2`` name a corpus; ``lm`` reads any folder (``task.path``)."""
+
+    lm = "lm"
+    lm_ptb = "lm_ptb"
+    lm_wikitext2 = "lm_wikitext2"
+
+
+class LanguageModelName(StrEnum):
+    lm = "lm"
+
+
 class Activation(StrEnum):
     none = "none"
     leaky_relu = "leaky_relu"
@@ -80,6 +92,16 @@ class DeviceType(StrEnum):
 class OptimizerName(StrEnum):
     adam = "adam"
     sgd = "sgd"
+
+
+class WeightAveraging(StrEnum):
+    """``nt_asgd``: awd-lstm-lm's non-monotonically triggered averaging. SGD runs as usual until
+    the validation loss has not beaten the best of all but the last ``nonmono`` epochs; from
+    then on the model is evaluated and tested with the average of the weights after every
+    update (ASGD with constant rate, as awd-lstm-lm's ``ASGD(t0=0, lambd=0)``)."""
+
+    none = "none"
+    nt_asgd = "nt_asgd"
 
 
 class SchedulerName(StrEnum):
@@ -112,6 +134,68 @@ class LongMemoryTaskConfig:
     separate_validation: bool = False  # False: validate on the test set each epoch, as the paper
     mask_padding: bool = True  # False reproduces the paper's unmasked zero padding exactly
     tolerance: float = 0.04  # a prediction is correct when |error| < tolerance
+
+
+@dataclass
+class LanguageModelTaskConfig:
+    """Word-level language modelling on a corpus of ``train``/``valid``/``test`` text files.
+
+    Each line is split on whitespace and ends with ``<eos>``; the vocabulary is the training
+    split's words (a word of another split missing from it maps to ``<unk>``). Each split is
+    one stream, cut into ``batch_size`` (training) or ``eval_batch_size`` (evaluation) parallel
+    rows, read in BPTT segments of ``bptt`` tokens; the hidden state is carried from one segment
+    to the next and detached. ``variable_bptt`` draws each training segment's length as
+    awd-lstm-lm does: ``bptt`` with probability 0.95 (else bptt / 2), then N(that, 5), at least
+    5; its loss is weighted by length / bptt, as awd-lstm-lm rescales its learning rate.
+    """
+
+    name: LanguageModelTaskName = LanguageModelTaskName.lm_ptb
+    path: str = "ptb"  # folder, relative to the data directory (or absolute)
+    train_file: str = "ptb.train.txt"
+    valid_file: str = "ptb.valid.txt"
+    test_file: str = "ptb.test.txt"
+    batch_size: int = 20
+    eval_batch_size: int = 10
+    bptt: int = 35
+    variable_bptt: bool = False
+    max_train_tokens: int | None = None  # read only the first N tokens of train (smoke tests)
+
+
+@dataclass
+class LanguageModelConfig:
+    """``model=lm``: an AWD-LSTM-style stacked LSTM language model (Merity et al. 2018),
+    optionally attending to its earlier states.
+
+    Sizes: ``embedding_size`` E, ``hidden_size`` H, ``num_layers`` L. With ``tie_weights`` the
+    last layer (or, with attention, the combination layer) outputs E features so the decoder
+    can share the embedding matrix.
+
+    Regularisers (0 turns each off): ``dropout_embedding`` drops whole words from the embedding
+    matrix; ``dropout_input``, ``dropout_hidden`` (between layers) and ``dropout_output`` are
+    locked (variational) dropout, one mask per sequence for all its steps; ``weight_drop`` is
+    DropConnect on each layer's hidden-to-hidden matrix; ``ar`` and ``tar`` weigh activation
+    regularisation alpha * mean(h_dropped^2) and temporal activation regularisation
+    beta * mean((h_t - h_{t-1})^2) on the top layer's output.
+
+    Attention (``attention=`` other than none): the top layer's state at each position attends
+    to the ``attention_window`` states before it, reaching into the previous segment, and
+    tanh(W [c; h]) replaces h before the decoder.
+    """
+
+    name: LanguageModelName = LanguageModelName.lm
+    embedding_size: int = 200
+    hidden_size: int = 200
+    num_layers: int = 2
+    tie_weights: bool = True
+    dropout_embedding: float = 0.0
+    dropout_input: float = 0.2
+    dropout_hidden: float = 0.2
+    dropout_output: float = 0.2
+    weight_drop: float = 0.0
+    ar: float = 0.0
+    tar: float = 0.0
+    attention_window: int = 35
+    init_range: float = 0.1  # embedding and decoder weights ~ U(-r, r), as the peers
 
 
 @dataclass
@@ -160,6 +244,8 @@ class OptimConfig:
     gamma: float = 0.5  # step and plateau: decay factor
     patience: int = 2  # plateau: epochs without improvement before decaying
     min_lr: float = 0.0  # cosine and plateau
+    averaging: WeightAveraging = WeightAveraging.none
+    nonmono: int = 5  # nt_asgd: epochs of the non-monotone trigger
 
 
 @dataclass
@@ -192,8 +278,8 @@ class TrainConfig:
 #: ``schema/<group>`` (out of the way of the group's own option list) and an option's YAML
 #: begins with ``defaults: [/schema/<group>@_here_: <name>]``.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "task": {"long_memory": LongMemoryTaskConfig},
-    "model": {"sequence": SequenceModelConfig},
+    "task": {"long_memory": LongMemoryTaskConfig, "language_model": LanguageModelTaskConfig},
+    "model": {"sequence": SequenceModelConfig, "language_model": LanguageModelConfig},
     "attention": {"attention": AttentionConfig},
     "device": {"device": DeviceConfig},
     "trainer": {"trainer": TrainerConfig},

@@ -112,7 +112,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"{run_dir} already holds a run; it is never overwritten")
 
     torch.manual_seed(cfg.seed)
-    task = build_task(cfg.task, cfg.seed)
+    task = build_task(cfg.task, cfg.seed, cfg.data_dir)
     model = build_model(cfg.model, cfg.attention, task.spec)
     device = resolve_device(cfg.device.type, cfg.device.index)
     write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")

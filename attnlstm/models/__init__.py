@@ -10,19 +10,28 @@ from attnlstm.attention import make_attention
 from attnlstm.errors import ConfigError
 from attnlstm.models.common import ModelOutput
 from attnlstm.models.ffattn import FeedForwardPooling
+from attnlstm.models.language_model import LSTMLanguageModel
 from attnlstm.models.lstm import LSTMPooling
 from attnlstm.tasks.base import TaskSpec
 
-__all__ = ["MODEL_FAMILIES", "ModelOutput", "build_model", "check_compatible"]
+__all__ = [
+    "MODEL_FAMILIES",
+    "ModelOutput",
+    "build_language_model",
+    "build_model",
+    "check_compatible",
+]
 
-#: model name -> (what it predicts, which attention it takes: "none", "any", "query_free")
+#: model name -> (what it predicts, which attention it takes: "none", "any", "query_free",
+#: "optional")
 MODEL_FAMILIES: dict[str, tuple[str, str]] = {
     "lstm": ("value", "none"),
     "lstm_attn": ("value", "any"),
     "ffattn": ("value", "query_free"),
     "mean": ("value", "none"),
+    "lm": ("tokens", "optional"),
 }
-_TARGET_WORDS = {"value": "one value per sequence"}
+_TARGET_WORDS = {"value": "one value per sequence", "tokens": "the next word at every position"}
 
 
 def check_compatible(model_cfg: DictConfig, attention_method: str, spec: TaskSpec) -> None:
@@ -54,6 +63,9 @@ def check_compatible(model_cfg: DictConfig, attention_method: str, spec: TaskSpe
             f"model={name} has no query to attend with, so it needs attention=feedforward (got"
             f" attention={attention_method}); use model=lstm_attn for query-based attention"
         )
+    if name == "lm":
+        _check_language_model(model_cfg)
+        return
     if name in ("ffattn", "mean") and model_cfg.bidirectional:
         raise ConfigError(f"model={name} has no recurrence, so model.bidirectional must be false")
     for key in ("hidden_size", "num_layers", "head_size"):
@@ -72,11 +84,65 @@ def check_compatible(model_cfg: DictConfig, attention_method: str, spec: TaskSpe
         raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
 
 
+def _check_language_model(model_cfg: DictConfig) -> None:
+    for key in ("embedding_size", "hidden_size", "num_layers", "attention_window"):
+        if model_cfg[key] <= 0:
+            raise ConfigError(f"model.{key} must be positive, got {model_cfg[key]}")
+    for key in (
+        "dropout_embedding",
+        "dropout_input",
+        "dropout_hidden",
+        "dropout_output",
+        "weight_drop",
+    ):
+        if not 0.0 <= model_cfg[key] < 1.0:
+            raise ConfigError(f"model.{key} must lie in [0, 1), got {model_cfg[key]}")
+    for key in ("ar", "tar"):
+        if model_cfg[key] < 0:
+            raise ConfigError(f"model.{key} must not be negative, got {model_cfg[key]}")
+
+
+def build_language_model(
+    model_cfg: DictConfig, attention_cfg: DictConfig, vocab_size: int
+) -> LSTMLanguageModel:
+    """``model=lm`` over a vocabulary of ``vocab_size`` words."""
+    method = str(attention_cfg.method)
+    top_size = (
+        model_cfg.embedding_size
+        if model_cfg.tie_weights and method == "none"
+        else model_cfg.hidden_size
+    )
+    attention = (
+        None
+        if method == "none"
+        else make_attention(method, top_size, top_size, attention_cfg.hidden_dim)
+    )
+    return LSTMLanguageModel(
+        vocab_size,
+        model_cfg.embedding_size,
+        model_cfg.hidden_size,
+        model_cfg.num_layers,
+        tie_weights=model_cfg.tie_weights,
+        dropout_embedding=model_cfg.dropout_embedding,
+        dropout_input=model_cfg.dropout_input,
+        dropout_hidden=model_cfg.dropout_hidden,
+        dropout_output=model_cfg.dropout_output,
+        weight_drop=model_cfg.weight_drop,
+        ar=model_cfg.ar,
+        tar=model_cfg.tar,
+        attention=attention,
+        attention_window=model_cfg.attention_window,
+        init_range=model_cfg.init_range,
+    )
+
+
 def build_model(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpec) -> nn.Module:
     """The model named by ``model_cfg.name`` for a task of shape ``spec``."""
     method = str(attention_cfg.method)
     check_compatible(model_cfg, method, spec)
     name = str(model_cfg.name)
+    if name == "lm":
+        return build_language_model(model_cfg, attention_cfg, spec.input_size)
     activation = str(model_cfg.output_activation)
     if name in ("lstm", "lstm_attn"):
         state_size = model_cfg.hidden_size * (2 if model_cfg.bidirectional else 1)

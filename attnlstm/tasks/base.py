@@ -18,8 +18,9 @@ class TaskSpec:
         input_size: features per input step.
         output_size: values predicted per sequence.
         target: what is predicted, which models check before building:
-            ``"value"`` = one output vector per sequence (the only kind so far; per-step
-            ``"tags"``, next ``"tokens"`` and output ``"sequence"`` come with later tasks).
+            ``"value"`` = one output vector per sequence; ``"tokens"`` = the next word at every
+            position of a stream (language models); per-step ``"tags"`` and output
+            ``"sequence"`` come with later tasks.
     """
 
     input_size: int
@@ -58,6 +59,8 @@ class Task(ABC):
     monitor: Monitor
     #: metrics reported by :meth:`new_meter`, ``loss`` included
     metric_names: tuple[str, ...]
+    #: what ``len(batch)`` counts, for the throughput logged as ``perf/<unit>_per_s``
+    throughput_unit: str = "samples"
 
     @abstractmethod
     def train_batches(self, epoch: int) -> Iterator[Any]:
@@ -80,6 +83,11 @@ class Task(ABC):
 
     @abstractmethod
     def new_meter(self) -> Meter: ...
+
+    def train_epoch_metrics(self) -> dict[str, float]:
+        """Metrics of the training epoch just finished, logged as ``train/<name>`` (e.g. the
+        language model's perplexity); the trainer logs the mean loss itself."""
+        return {}
 
     def is_solved(self, metrics: dict[str, float]) -> bool:
         """Whether ``metrics`` (of one split) count as solving the task."""

@@ -24,6 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from attnlstm.tasks.base import Task
+from attnlstm.training.averaging import NonMonotoneAveraging
 from attnlstm.training.interrupt import StopRequest
 from attnlstm.training.io import load_checkpoint, save_checkpoint, write_json
 from attnlstm.training.optim import build_optimizer, build_scheduler
@@ -69,6 +70,11 @@ class Trainer:
         self.scheduler = build_scheduler(
             cfg.optim, self.optimizer, cfg.trainer.max_epochs, task.monitor.mode
         )
+        self.averaging = (
+            NonMonotoneAveraging(self.model, cfg.optim.nonmono)
+            if str(cfg.optim.get("averaging", "none")) == "nt_asgd"
+            else None
+        )
         self.state = TrainState()
         self.resumed = False
         self.writer: SummaryWriter | None = None
@@ -90,6 +96,11 @@ class Trainer:
         return {
             "version": CHECKPOINT_VERSION,
             "model": self.model.state_dict(),
+            # the weights that validation saw (NT-ASGD's average), when they differ
+            "eval_model": None
+            if self.averaging is None or not self.averaging.active
+            else self.averaging.eval_model.state_dict(),
+            "averaging": None if self.averaging is None else self.averaging.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "rng": {
@@ -113,6 +124,8 @@ class Trainer:
         if checkpoint["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in checkpoint["rng"]["cuda"]])
         self.task.load_state_dict(checkpoint["task"])
+        if self.averaging is not None and checkpoint.get("averaging") is not None:
+            self.averaging.load_state_dict(checkpoint["averaging"])
         self.state = TrainState(**checkpoint["trainer"])
         self.resumed = True
         log.info(
@@ -187,6 +200,7 @@ class Trainer:
             started = time.perf_counter()
             train_loss, samples = self._train_epoch(epoch)
             train_time = time.perf_counter() - started
+            train_extra = self.task.train_epoch_metrics()
             val = self.evaluate("val")
             self._log_attention(epoch)
             epoch_time = time.perf_counter() - started
@@ -201,26 +215,29 @@ class Trainer:
                 self.state.epochs_without_improvement += 1
             lr = self.optimizer.param_groups[0]["lr"]
             self._step_scheduler(value)
+            if self.averaging is not None:
+                self.averaging.observe(val["loss"], epoch)
             solved = self.task.is_solved(val)
             if solved and self.state.solved_epoch is None:
                 self.state.solved_epoch = epoch
             self.state.epoch = epoch
 
+            unit = self.task.throughput_unit
             record = {
                 "epoch": epoch,
                 "step": self.state.step,
                 "lr": lr,
                 "train/loss": train_loss,
+                **{f"train/{k}": v for k, v in train_extra.items()},
                 **{f"val/{k}": v for k, v in val.items()},
                 "epoch_time_s": epoch_time,
-                "perf/samples_per_s": samples / train_time,
+                f"perf/{unit}_per_s": samples / train_time,
             }
             self.state.history.append(record)
             for key, value_ in record.items():
-                if key.startswith("val/"):
+                if key.startswith(("val/", "perf/")) or key in (f"train/{k}" for k in train_extra):
                     self.writer.add_scalar(key, value_, self.state.step)
             self.writer.add_scalar("perf/epoch_time_s", epoch_time, self.state.step)
-            self.writer.add_scalar("perf/samples_per_s", samples / train_time, self.state.step)
             self.writer.add_scalar(
                 "perf/updates_per_s", self.task.num_train_batches() / train_time, self.state.step
             )
@@ -229,14 +246,16 @@ class Trainer:
 
             self._save(improved)
             log.info(
-                "epoch %d/%d  train loss %.4g  %s  lr %.3g  %.1fs  %.0f samples/s%s",
+                "epoch %d/%d  train loss %.4g%s  %s  lr %.3g  %.1fs  %.0f %s/s%s",
                 epoch,
                 cfg.max_epochs,
                 train_loss,
+                "".join(f"  train {k} {v:.4g}" for k, v in train_extra.items()),
                 "  ".join(f"val {k} {v:.4g}" for k, v in val.items()),
                 lr,
                 epoch_time,
                 samples / train_time,
+                unit,
                 "  (best)" if improved else "",
             )
             self.write_metrics("running")
@@ -284,6 +303,8 @@ class Trainer:
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
                 self.optimizer.step()
+                if self.averaging is not None:
+                    self.averaging.update()
                 self.state.step += 1
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
@@ -308,12 +329,14 @@ class Trainer:
 
     @torch.inference_mode()
     def evaluate(self, split: str) -> dict[str, float]:
-        """Metrics of the current model on ``split`` (``val`` or ``test``)."""
-        self.model.eval()
+        """Metrics on ``split`` (``val`` or ``test``) of the current model, or of its averaged
+        weights once NT-ASGD averages."""
+        model = self.model if self.averaging is None else self.averaging.eval_model
+        model.eval()
         meter = self.task.new_meter()
         for batch in self.task.eval_batches(split):
             batch = batch.to(self.device)
-            meter.update(self.task.forward(self.model, batch), batch)
+            meter.update(self.task.forward(model, batch), batch)
             self.stop_request.check()
         return meter.compute()
 
@@ -333,7 +356,10 @@ class Trainer:
         """Evaluate the best checkpoint (the last one if none is better) on the test split."""
         source = self.best_path if self.best_path.exists() else self.last_path
         if source.exists():
-            self.model.load_state_dict(load_checkpoint(source, self.device)["model"])
+            checkpoint = load_checkpoint(source, self.device)
+            weights = checkpoint.get("eval_model") or checkpoint["model"]
+            self.model.load_state_dict(weights)
+            self.averaging = None  # the weights just loaded are the ones to test
         self.test_metrics = self.evaluate("test")
         for key, value in self.test_metrics.items():
             self.writer.add_scalar(f"test/{key}", value, self.state.step)

@@ -1,0 +1,1 @@
+"""Datasets: text corpora, vocabularies, and the download of the public datasets."""

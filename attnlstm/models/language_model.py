@@ -1,0 +1,149 @@
+"""``model=lm``: an AWD-LSTM-style language model whose top-layer states attend to earlier ones.
+
+Per BPTT segment of T tokens (B rows):
+
+    x      = LockedDrop_i(EmbedDrop(E)[w])                     B x T x E
+    h^l    = LockedDrop_h(LSTM_l(h^{l-1}))    l = 1..L         B x T x H   (top: B x T x D)
+    keys   = [m; h^L]          m = the last <= W top states of the previous segment (detached)
+    c_t    = Attention(h^L_t, keys, mask: keys at positions t-W .. t-1)     B x T x D
+    o_t    = tanh(W_c [c_t; h^L_t])        (o_t = h^L_t without attention)  B x T x D'
+    logits = Decoder(LockedDrop_o(o))                                       B x T x V
+
+Every position's attention is one batched product under a causal, windowed mask: no Python
+loop over time. With ``tie_weights`` D' = E and the decoder shares the embedding matrix.
+The state handed back for the next segment (LSTM (h, c) per layer and the attention memory m)
+is detached: gradients never cross a segment boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from attnlstm.attention import Attention
+from attnlstm.models.regularizers import WeightDropLSTM, embedding_dropout, locked_dropout
+
+
+@dataclass
+class LanguageModelState:
+    """What one segment hands to the next: per-layer (h, c), each (1, B, H_l), and the
+    attention memory (B, M, D) with M <= W (None without attention)."""
+
+    layers: list[tuple[Tensor, Tensor]]
+    memory: Tensor | None
+
+    def select(self, rows: slice | Tensor) -> LanguageModelState:
+        """The state of some rows of the batch."""
+        layers = [(h[:, rows], c[:, rows]) for h, c in self.layers]
+        memory = None if self.memory is None else self.memory[rows]
+        return LanguageModelState(layers, memory)
+
+
+@dataclass
+class LanguageModelOutput:
+    """logits (B, T, V); state for the next segment (detached); attention (B, T, M + T)
+    weights over [memory; segment] or None; regularization: the AR + TAR penalty (a scalar,
+    0 in eval mode)."""
+
+    logits: Tensor
+    state: LanguageModelState
+    attention: Tensor | None
+    regularization: Tensor
+
+
+def causal_window_mask(steps: int, memory: int, window: int, device: torch.device) -> Tensor:
+    """(1, T, M + T) bool: query t (position t) may attend to key j (position j - M) iff
+    t - window <= j - M < t. Keys are the memory (positions -M .. -1) then the segment."""
+    query_pos = torch.arange(steps, device=device).unsqueeze(1)  # T x 1
+    key_pos = torch.arange(-memory, steps, device=device).unsqueeze(0)  # 1 x (M + T)
+    return ((key_pos < query_pos) & (key_pos >= query_pos - window)).unsqueeze(0)
+
+
+class LSTMLanguageModel(nn.Module):
+    """Stacked LSTM language model with AWD-LSTM's regularisers and optional attention over
+    its earlier states; see the module docstring for the computation and shapes."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_size: int,
+        hidden_size: int,
+        num_layers: int,
+        tie_weights: bool = True,
+        dropout_embedding: float = 0.0,
+        dropout_input: float = 0.0,
+        dropout_hidden: float = 0.0,
+        dropout_output: float = 0.0,
+        weight_drop: float = 0.0,
+        ar: float = 0.0,
+        tar: float = 0.0,
+        attention: Attention | None = None,
+        attention_window: int = 35,
+        init_range: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_size)
+        # Tied without attention: the top layer outputs E features, as in AWD-LSTM. With
+        # attention the combination layer maps to E instead, and the top layer keeps H.
+        top_size = embedding_size if tie_weights and attention is None else hidden_size
+        sizes = [embedding_size] + [hidden_size] * (num_layers - 1) + [top_size]
+        self.layers = nn.ModuleList(
+            WeightDropLSTM(sizes[i], sizes[i + 1], weight_drop) for i in range(num_layers)
+        )
+        self.attention = attention
+        self.attention_window = attention_window
+        output_size = embedding_size if tie_weights else top_size
+        self.combine = None if attention is None else nn.Linear(2 * top_size, output_size)
+        self.decoder = nn.Linear(output_size, vocab_size)
+        nn.init.uniform_(self.embedding.weight, -init_range, init_range)
+        nn.init.zeros_(self.decoder.bias)
+        if tie_weights:
+            self.decoder.weight = self.embedding.weight
+        else:
+            nn.init.uniform_(self.decoder.weight, -init_range, init_range)
+        self.dropout_embedding = dropout_embedding
+        self.dropout_input = dropout_input
+        self.dropout_hidden = dropout_hidden
+        self.dropout_output = dropout_output
+        self.ar, self.tar = ar, tar
+
+    def forward(
+        self, words: Tensor, state: LanguageModelState | None = None
+    ) -> LanguageModelOutput:
+        """words (B, T) int64 -> logits (B, T, V), continuing from ``state`` (None: zeros)."""
+        x = embedding_dropout(self.embedding, words, self.dropout_embedding, self.training)
+        x = locked_dropout(x, self.dropout_input, self.training)  # B x T x E
+        layer_states = []
+        for index, layer in enumerate(self.layers):
+            x, layer_state = layer(x, None if state is None else state.layers[index])
+            layer_states.append((layer_state[0].detach(), layer_state[1].detach()))
+            if index < len(self.layers) - 1:
+                x = locked_dropout(x, self.dropout_hidden, self.training)
+        top = x  # B x T x D, the raw top-layer output
+
+        weights = memory = None
+        output = top
+        if self.attention is not None:
+            assert self.combine is not None
+            past = None if state is None else state.memory
+            if past is None:
+                past = top.new_zeros(top.size(0), 0, top.size(2))
+            keys = torch.cat([past, top], dim=1)  # B x (M + T) x D
+            mask = causal_window_mask(top.size(1), past.size(1), self.attention_window, top.device)
+            query = top if self.attention.uses_query else None
+            context, weights = self.attention(query, keys, mask)  # B x T x D, B x T x (M + T)
+            output = torch.tanh(self.combine(torch.cat([context, top], dim=-1)))
+            memory = keys[:, -self.attention_window :].detach()
+
+        dropped = locked_dropout(output, self.dropout_output, self.training)
+        logits = self.decoder(dropped)  # B x T x V
+        regularization = logits.new_zeros(())
+        if self.training and self.ar > 0.0:
+            regularization = regularization + self.ar * dropped.pow(2).mean()
+        if self.training and self.tar > 0.0 and top.size(1) > 1:
+            regularization = regularization + self.tar * (top[:, 1:] - top[:, :-1]).pow(2).mean()
+        return LanguageModelOutput(
+            logits, LanguageModelState(layer_states, memory), weights, regularization
+        )

@@ -1,0 +1,215 @@
+"""Word-level language modelling: ``lm_ptb``, ``lm_wikitext2`` and ``lm`` (any folder).
+
+Each split is one stream of word ids cut into parallel rows (``batchify``) and read in BPTT
+segments, left to right, as pytorch/examples' ``word_language_model`` and awd-lstm-lm do. The
+model's state (LSTM states and attention memory) is carried from one segment to the next by
+:meth:`LanguageModelTask.forward`, detached by the model, and reset at the start of every
+training epoch and every evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from attnlstm.config import LanguageModelTaskConfig
+from attnlstm.data.corpus import Corpus, batchify
+from attnlstm.errors import ConfigError
+from attnlstm.paths import data_dir
+from attnlstm.tasks.base import Meter, Monitor, Task, TaskSpec
+
+#: the corpus behind each named task: folder and file names under the data directory
+CORPORA: dict[str, tuple[str, str, str, str]] = {
+    "lm_ptb": ("ptb", "ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),
+    "lm_wikitext2": ("wikitext-2", "train.txt", "valid.txt", "test.txt"),
+}
+_DOWNLOAD_NAMES = {"ptb": "ptb", "wikitext-2": "wikitext-2"}
+
+
+@dataclass
+class TokenBatch:
+    """One BPTT segment: inputs and next-word targets (B, T) int64; ``weight`` scales the
+    segment's loss (length / bptt for awd-lstm-lm's randomised lengths, else 1)."""
+
+    inputs: Tensor
+    targets: Tensor
+    weight: float = 1.0
+    lengths: None = None  # every row is full: nothing is padded
+
+    def __len__(self) -> int:
+        return self.targets.numel()  # tokens: the trainer's throughput counts these
+
+    def to(self, device: torch.device) -> TokenBatch:
+        return TokenBatch(
+            self.inputs.to(device, non_blocking=True),
+            self.targets.to(device, non_blocking=True),
+            self.weight,
+        )
+
+    def select(self, count: int) -> TokenBatch:
+        return TokenBatch(self.inputs[:count], self.targets[:count], self.weight)
+
+
+class PerplexityMeter(Meter):
+    """Token-weighted mean negative log-likelihood (nats) and its exponential."""
+
+    def __init__(self) -> None:
+        self.total_nll = 0.0
+        self.tokens = 0
+
+    def update(self, output: Any, batch: TokenBatch) -> None:
+        nll = nn.functional.cross_entropy(
+            output.logits.reshape(-1, output.logits.size(-1)),
+            batch.targets.reshape(-1),
+            reduction="sum",
+        )
+        self.total_nll += float(nll)
+        self.tokens += batch.targets.numel()
+
+    def compute(self) -> dict[str, float]:
+        loss = self.total_nll / max(self.tokens, 1)
+        return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+
+
+def resolve_corpus_files(cfg: LanguageModelTaskConfig, configured_dir: str | None) -> list[Path]:
+    """The train/valid/test files of ``cfg``; a clear error naming where it looked if absent."""
+    name = str(cfg.name)
+    if name in CORPORA:
+        folder_name, *files = CORPORA[name]
+    else:
+        folder_name, files = cfg.path, [cfg.train_file, cfg.valid_file, cfg.test_file]
+    root = data_dir(configured_dir)
+    folder = Path(folder_name).expanduser()
+    folder = folder if folder.is_absolute() else root / folder
+    paths = [folder / f for f in files]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        how = (
+            f"download it with `attnlstm-download {_DOWNLOAD_NAMES[folder_name]} --dest {root}`"
+            if folder_name in _DOWNLOAD_NAMES
+            else "point task.path at a folder holding them"
+        )
+        raise ConfigError(
+            f"task={name}: data not found: looked for {', '.join(str(p) for p in missing)}"
+            f" (data directory {root}, from data_dir=, else $ATTNLSTM_DATA, else ../shared/data"
+            f" beside the checkout); {how}, or set ATTNLSTM_DATA / data_dir= to where it is"
+        )
+    return paths
+
+
+class LanguageModelTask(Task):
+    """Next-word prediction on a text corpus; metrics: loss (nats per token) and perplexity."""
+
+    monitor = Monitor("loss", "min")
+    metric_names = ("loss", "ppl")
+    throughput_unit = "tokens"
+
+    def __init__(
+        self, cfg: LanguageModelTaskConfig, seed: int, configured_data_dir: str | None = None
+    ) -> None:
+        for key in ("batch_size", "eval_batch_size", "bptt"):
+            if getattr(cfg, key) <= 0:
+                raise ConfigError(f"task.{key} must be positive, got {getattr(cfg, key)}")
+        self.cfg = cfg
+        self.name = str(cfg.name)
+        train, valid, test = resolve_corpus_files(cfg, configured_data_dir)
+        self.corpus = Corpus.from_files(train, valid, test, cfg.max_train_tokens)
+        self.vocab = self.corpus.vocab
+        vocab_size = len(self.vocab)
+        self.spec = TaskSpec(input_size=vocab_size, output_size=vocab_size, target="tokens")
+        self.train_data = self._rows(self.corpus.train, cfg.batch_size, "train", "batch_size")
+        self.eval_data = {
+            "val": self._rows(self.corpus.valid, cfg.eval_batch_size, "valid", "eval_batch_size"),
+            "test": self._rows(self.corpus.test, cfg.eval_batch_size, "test", "eval_batch_size"),
+        }
+        self.generator = torch.Generator().manual_seed(seed)
+        self._state: dict[str, Any] = {}
+        self._train_nll = 0.0
+        self._train_tokens = 0
+
+    # -- data -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _rows(stream: Tensor, rows: int, split: str, key: str) -> Tensor:
+        try:
+            return batchify(stream, rows)  # rows x N
+        except ValueError as error:
+            raise ConfigError(f"the {split} split: {error}; lower task.{key}") from None
+
+    def _segments(self, data: Tensor, lengths: Iterator[int] | None = None) -> Iterator[TokenBatch]:
+        position, last = 0, data.size(1) - 1
+        while position < last:
+            length = self.cfg.bptt if lengths is None else next(lengths)
+            length = min(length, last - position)
+            weight = length / self.cfg.bptt if lengths is not None else 1.0
+            yield TokenBatch(
+                data[:, position : position + length],
+                data[:, position + 1 : position + 1 + length],
+                weight,
+            )
+            position += length
+
+    def _random_lengths(self) -> Iterator[int]:
+        """awd-lstm-lm: bptt with probability 0.95, else bptt / 2; then N(that, 5), >= 5."""
+        while True:
+            draw = torch.rand((), generator=self.generator).item()
+            base = self.cfg.bptt if draw < 0.95 else self.cfg.bptt / 2
+            length = base + 5.0 * torch.randn((), generator=self.generator).item()
+            yield max(5, int(length))
+
+    def train_batches(self, epoch: int) -> Iterator[TokenBatch]:
+        self._state["train"] = None  # each epoch starts from a zero state, as the peers
+        self._train_nll, self._train_tokens = 0.0, 0
+        lengths = self._random_lengths() if self.cfg.variable_bptt else None
+        yield from self._segments(self.train_data, lengths)
+
+    def num_train_batches(self) -> int:
+        return math.ceil((self.train_data.size(1) - 1) / self.cfg.bptt)
+
+    def eval_batches(self, split: Literal["val", "test"]) -> Iterator[TokenBatch]:
+        self._state["eval"] = None
+        yield from self._segments(self.eval_data[split])
+
+    # -- model, loss, metrics ---------------------------------------------------------------
+
+    def forward(self, model: nn.Module, batch: TokenBatch) -> Any:
+        """Run one segment, continuing from the previous segment's (detached) state."""
+        key = "train" if model.training else "eval"
+        output = model(batch.inputs, self._state.get(key))
+        self._state[key] = output.state
+        return output
+
+    def loss(self, output: Any, batch: TokenBatch) -> Tensor:
+        """weight * mean cross-entropy + the model's AR/TAR penalty."""
+        logits = output.logits
+        nll = nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), batch.targets.reshape(-1)
+        )
+        if torch.is_grad_enabled():  # training: keep the epoch's unregularised perplexity
+            self._train_nll += float(nll.detach()) * batch.targets.numel()
+            self._train_tokens += batch.targets.numel()
+        return batch.weight * nll + output.regularization
+
+    def train_epoch_metrics(self) -> dict[str, float]:
+        loss = self._train_nll / max(self._train_tokens, 1)
+        return {"ppl": math.exp(min(loss, 700.0))}
+
+    def new_meter(self) -> Meter:
+        return PerplexityMeter()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "vocab": self.vocab.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        if state.get("vocab", {}).get("words") not in (None, self.vocab.words):
+            raise ConfigError(
+                "the checkpoint's vocabulary differs from this corpus's; resume with the same"
+                " data files"
+            )
