@@ -133,8 +133,8 @@ def test_weight_drop_lstm_is_nn_lstm_when_not_dropping() -> None:
         reference.bias_hh_l0.copy_(layer.bias_hh)
     x = torch.randn(3, 6, 5)
     layer.eval()
-    out, (h, c) = layer(x)
-    expected, (h_ref, c_ref) = reference(x)
+    out, (h, _) = layer(x)
+    expected, (h_ref, _) = reference(x)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(h, h_ref)
     layer.train()  # DropConnect: a different recurrent matrix, gradients still reach W_hh
@@ -288,8 +288,8 @@ def test_nt_asgd_averages_the_weights_after_every_update() -> None:
 
 
 def test_build_task_and_model_from_config() -> None:
-    from tests.conftest import compose_config
     from attnlstm.models import build_model
+    from tests.conftest import compose_config
 
     cfg = compose_config([*LM_TINY, "attention=dot"])
     task = build_task(cfg.task, cfg.seed, cfg.data_dir)
@@ -301,12 +301,12 @@ def test_build_task_and_model_from_config() -> None:
 
 
 def test_sequence_models_refuse_a_language_modelling_task() -> None:
-    from tests.conftest import compose_config
     from attnlstm.models import build_model
+    from tests.conftest import compose_config
 
     cfg = compose_config([a for a in LM_TINY if not a.startswith("model")] + ["model=lstm"])
     task = build_task(cfg.task, cfg.seed, cfg.data_dir)
-    with pytest.raises(ConfigError, match="next word at every position.*models that fit it: lm"):
+    with pytest.raises(ConfigError, match=r"next word at every position.*models that fit it: lm"):
         build_model(cfg.model, cfg.attention, task.spec)
 
 
