@@ -257,6 +257,7 @@ class TrainerConfig:
     log_every_n_steps: int = 1  # train/loss, train/lr, train/grad_norm
     progress_bar: bool = True  # shown only when the output is a terminal
     attention_images: int = 4  # validation examples whose attention weights are logged
+    limit_train_batches: int | None = None  # end each epoch after this many updates (trials)
 
 
 @dataclass

@@ -349,3 +349,64 @@ def test_ptb_has_the_published_counts() -> None:
         73_760,
         82_430,
     ]
+
+
+@pytest.mark.parametrize(
+    "experiment", ["lm_ptb_small", "lm_ptb_medium", "awd_lstm_ptb", "awd_lstm_wt2"]
+)
+def test_presets_run_end_to_end(experiment: str, tmp_path: Path) -> None:
+    """Each preset trains (shrunk) on the fixture corpus standing in for PTB / WikiText-2."""
+    data = tmp_path / "data"
+    for folder, names in {
+        "ptb": ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),
+        "wikitext-2": ("train.txt", "valid.txt", "test.txt"),
+    }.items():
+        (data / folder).mkdir(parents=True)
+        for source, name in zip(("train.txt", "valid.txt", "test.txt"), names, strict=True):
+            (data / folder / name).write_text((FIXTURE / source).read_text())
+    args = [
+        f"experiment={experiment}",
+        "attention=general",
+        f"data_dir={data}",
+        "task.batch_size=2",
+        "task.eval_batch_size=2",
+        "task.bptt=6",
+        "model.embedding_size=8",
+        "model.hidden_size=8",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
+        "trainer.progress_bar=false",
+        "device=cpu",
+    ]
+    run_cli(args, tmp_path / "run")
+    metrics = json.loads((only_run_dir(tmp_path / "run" / "outputs") / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["steps"] == 6
+    assert math.isfinite(metrics["test"]["test/ppl"])
+
+
+def test_generate_samples_words_from_a_checkpoint(tmp_path: Path) -> None:
+    run_cli([*LM_TINY, "attention=dot", "trainer.max_epochs=1"], tmp_path)
+    run_dir = only_run_dir(tmp_path / "outputs")
+    script = Path(__file__).parents[1] / "scripts" / "generate.py"
+    import subprocess
+    import sys
+
+    def sample(*extra: str) -> str:
+        result = subprocess.run(
+            [sys.executable, str(script), str(run_dir), "--words", "30", *extra],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        return result.stdout
+
+    text = sample("--seed", "1")
+    vocabulary = set(read_words(FIXTURE / "train.txt")) | {UNK}
+    words = text.split()  # <eos> is printed as a line break
+    assert 0 < len(words) <= 30
+    assert set(words) <= vocabulary
+    assert sample("--seed", "1") == text  # seeded
+    assert sample("--seed", "2", "--temperature", "5") != text
+    continued = sample("--prompt", "the cat", "--words", "3")
+    assert continued.startswith("the cat")

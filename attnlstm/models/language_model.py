@@ -95,7 +95,11 @@ class LSTMLanguageModel(nn.Module):
         self.attention = attention
         self.attention_window = attention_window
         output_size = embedding_size if tie_weights else top_size
-        self.combine = None if attention is None else nn.Linear(2 * top_size, output_size)
+        # no bias, as in Luong et al.: a bias here, right before the tied decoder, soaks up the
+        # unigram signal, saturates the tanh at SGD rates of 20 and stalls training
+        self.combine = (
+            None if attention is None else nn.Linear(2 * top_size, output_size, bias=False)
+        )
         self.decoder = nn.Linear(output_size, vocab_size)
         nn.init.uniform_(self.embedding.weight, -init_range, init_range)
         nn.init.zeros_(self.decoder.bias)

@@ -198,6 +198,7 @@ class Trainer:
         monitor = self.task.monitor
         for epoch in range(self.state.epoch + 1, cfg.max_epochs + 1):
             started = time.perf_counter()
+            steps_before = self.state.step
             train_loss, samples = self._train_epoch(epoch)
             train_time = time.perf_counter() - started
             train_extra = self.task.train_epoch_metrics()
@@ -239,7 +240,7 @@ class Trainer:
                     self.writer.add_scalar(key, value_, self.state.step)
             self.writer.add_scalar("perf/epoch_time_s", epoch_time, self.state.step)
             self.writer.add_scalar(
-                "perf/updates_per_s", self.task.num_train_batches() / train_time, self.state.step
+                "perf/updates_per_s", (self.state.step - steps_before) / train_time, self.state.step
             )
             self.writer.add_scalar("train/epoch_loss", train_loss, self.state.step)
             self.writer.flush()
@@ -287,8 +288,10 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
         total_loss, batches, samples = 0.0, 0, 0
+        limit = cfg.get("limit_train_batches")
+        total = self.task.num_train_batches()
         bar = tqdm(
-            total=self.task.num_train_batches(),
+            total=total if limit is None else min(total, limit),
             desc=f"epoch {epoch}",
             leave=False,
             dynamic_ncols=True,
@@ -296,6 +299,8 @@ class Trainer:
         )
         with bar:
             for batch in self.task.train_batches(epoch):
+                if limit is not None and batches >= limit:
+                    break
                 batch = batch.to(self.device)
                 output = self.task.forward(self.model, batch)
                 loss = self.task.loss(output, batch)
