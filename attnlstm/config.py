@@ -195,6 +195,8 @@ class LanguageModelConfig:
     ar: float = 0.0
     tar: float = 0.0
     attention_window: int = 35
+    # o = h + tanh(W [c; h]) instead of tanh(W [c; h]): the plain model's path stays intact
+    attention_residual: bool = False
     init_range: float = 0.1  # embedding and decoder weights ~ U(-r, r), as the peers
 
 

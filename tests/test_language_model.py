@@ -410,3 +410,19 @@ def test_generate_samples_words_from_a_checkpoint(tmp_path: Path) -> None:
     assert sample("--seed", "2", "--temperature", "5") != text
     continued = sample("--prompt", "the cat", "--words", "3")
     assert continued.startswith("the cat")
+
+
+def test_residual_combination_with_zero_weights_is_the_plain_model() -> None:
+    torch.manual_seed(0)
+    plain = LSTMLanguageModel(20, 8, 8, 2, tie_weights=True).eval()
+    attentive = LSTMLanguageModel(
+        20, 8, 8, 2, tie_weights=True, attention=make_attention("general", 8, 8), residual=True
+    ).eval()
+    attentive.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        attentive.combine.weight.zero_()
+    words = torch.randint(0, 20, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(attentive(words).logits, plain(words).logits)
+        attentive.combine.weight.fill_(0.1)
+        assert not torch.allclose(attentive(words).logits, plain(words).logits)

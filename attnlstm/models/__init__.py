@@ -133,6 +133,7 @@ def build_language_model(
         attention=attention,
         attention_window=model_cfg.attention_window,
         init_range=model_cfg.init_range,
+        residual=model_cfg.get("attention_residual", False),
     )
 
 

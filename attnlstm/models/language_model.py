@@ -7,6 +7,7 @@ Per BPTT segment of T tokens (B rows):
     keys   = [m; h^L]          m = the last <= W top states of the previous segment (detached)
     c_t    = Attention(h^L_t, keys, mask: keys at positions t-W .. t-1)     B x T x D
     o_t    = tanh(W_c [c_t; h^L_t])        (o_t = h^L_t without attention)  B x T x D'
+             (+ h^L_t with ``residual``: the plain model's path kept, attention adds to it)
     logits = Decoder(LockedDrop_o(o))                                       B x T x V
 
 Every position's attention is one batched product under a causal, windowed mask: no Python
@@ -82,6 +83,7 @@ class LSTMLanguageModel(nn.Module):
         attention: Attention | None = None,
         attention_window: int = 35,
         init_range: float = 0.1,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_size)
@@ -112,6 +114,7 @@ class LSTMLanguageModel(nn.Module):
         self.dropout_hidden = dropout_hidden
         self.dropout_output = dropout_output
         self.ar, self.tar = ar, tar
+        self.residual = residual
 
     def forward(
         self, words: Tensor, state: LanguageModelState | None = None
@@ -139,6 +142,8 @@ class LSTMLanguageModel(nn.Module):
             query = top if self.attention.uses_query else None
             context, weights = self.attention(query, keys, mask)  # B x T x D, B x T x (M + T)
             output = torch.tanh(self.combine(torch.cat([context, top], dim=-1)))
+            if self.residual:
+                output = output + top
             memory = keys[:, -self.attention_window :].detach()
 
         dropped = locked_dropout(output, self.dropout_output, self.training)
