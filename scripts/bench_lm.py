@@ -61,8 +61,9 @@ class NaiveAttentionModel(nn.Module):
     list of the last W outputs, then tanh(W_c [c; h_t]) and the decoder. Same parameters as
     ours with attention."""
 
-    def __init__(self, vocab: int, size: int, layers: int, dropout: float, attention: Attention,
-                 window: int) -> None:
+    def __init__(
+        self, vocab: int, size: int, layers: int, dropout: float, attention: Attention, window: int
+    ) -> None:
         super().__init__()
         self.drop = nn.Dropout(dropout)
         self.encoder = nn.Embedding(vocab, size)
