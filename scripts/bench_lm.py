@@ -114,12 +114,6 @@ def segments(args: argparse.Namespace) -> tuple[int, Callable[[], Iterator[Token
     return vocab, stream
 
 
-def sgd_step(model: nn.Module, loss: Tensor, lr: float, clip: float) -> None:
-    model.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-
-
 def build_variants(args: argparse.Namespace, vocab: int) -> dict[str, Callable[[TokenBatch], None]]:
     size, layers, drop = args.size, args.layers, args.dropout
     criterion = nn.CrossEntropyLoss()

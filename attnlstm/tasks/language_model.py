@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from attnlstm.config import LanguageModelTaskConfig
 from attnlstm.data.corpus import Corpus, batchify
+from attnlstm.data.download import DATASETS
 from attnlstm.errors import ConfigError
 from attnlstm.paths import data_dir
 from attnlstm.tasks.base import Meter, Monitor, Task, TaskSpec
@@ -29,7 +30,6 @@ CORPORA: dict[str, tuple[str, str, str, str]] = {
     "lm_ptb": ("ptb", "ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),
     "lm_wikitext2": ("wikitext-2", "train.txt", "valid.txt", "test.txt"),
 }
-_DOWNLOAD_NAMES = {"ptb": "ptb", "wikitext-2": "wikitext-2"}
 
 
 @dataclass
@@ -60,7 +60,7 @@ class PerplexityMeter(Meter):
     """Token-weighted mean negative log-likelihood (nats) and its exponential."""
 
     def __init__(self) -> None:
-        self.total_nll = 0.0
+        self.total_nll: Tensor | float = 0.0
         self.tokens = 0
 
     def update(self, output: Any, batch: TokenBatch) -> None:
@@ -69,11 +69,11 @@ class PerplexityMeter(Meter):
             batch.targets.reshape(-1),
             reduction="sum",
         )
-        self.total_nll += float(nll)
+        self.total_nll = self.total_nll + nll  # a tensor sum: one host sync, in compute()
         self.tokens += batch.targets.numel()
 
     def compute(self) -> dict[str, float]:
-        loss = self.total_nll / max(self.tokens, 1)
+        loss = float(self.total_nll) / max(self.tokens, 1)
         return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
 
 
@@ -91,8 +91,8 @@ def resolve_corpus_files(cfg: LanguageModelTaskConfig, configured_dir: str | Non
     missing = [p for p in paths if not p.is_file()]
     if missing:
         how = (
-            f"download it with `attnlstm-download {_DOWNLOAD_NAMES[folder_name]} --dest {root}`"
-            if folder_name in _DOWNLOAD_NAMES
+            f"download it with `attnlstm-download {folder_name} --dest {root}`"
+            if folder_name in DATASETS
             else "point task.path at a folder holding them"
         )
         raise ConfigError(
@@ -130,7 +130,7 @@ class LanguageModelTask(Task):
         }
         self.generator = torch.Generator().manual_seed(seed)
         self._state: dict[str, Any] = {}
-        self._train_nll = 0.0
+        self._train_nll: Tensor | float = 0.0
         self._train_tokens = 0
 
     # -- data -------------------------------------------------------------------------------
@@ -192,12 +192,13 @@ class LanguageModelTask(Task):
             logits.reshape(-1, logits.size(-1)), batch.targets.reshape(-1)
         )
         if torch.is_grad_enabled():  # training: keep the epoch's unregularised perplexity
-            self._train_nll += float(nll.detach()) * batch.targets.numel()
+            # a tensor sum: no host sync per step; read once at the end of the epoch
+            self._train_nll = self._train_nll + nll.detach() * batch.targets.numel()
             self._train_tokens += batch.targets.numel()
         return batch.weight * nll + output.regularization
 
     def train_epoch_metrics(self) -> dict[str, float]:
-        loss = self._train_nll / max(self._train_tokens, 1)
+        loss = float(self._train_nll) / max(self._train_tokens, 1)
         return {"ppl": math.exp(min(loss, 700.0))}
 
     def new_meter(self) -> Meter:
