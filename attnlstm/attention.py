@@ -98,12 +98,20 @@ class Attention(nn.Module, ABC):
         """Unnormalised scores: query (B, Tq, Dq) or None, keys (B, T, Dk) -> (B, Tq, T)."""
 
     def forward(
-        self, query: Tensor | None, keys: Tensor, mask: Tensor | None = None
+        self,
+        query: Tensor | None,
+        keys: Tensor,
+        mask: Tensor | None = None,
+        values: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Attend over ``keys`` with ``query``; see the module docstring for the shapes.
 
+        ``values`` (B, T, Dv), when given, are what the weights average instead of the keys
+        (context_i = sum_j a_ij v_j); the scores still compare the query with the keys.
+
         Returns:
-            (context, weights): context (B, Dk) or (B, Tq, Dk); weights (B, T) or (B, Tq, T).
+            (context, weights): context (B, Dv) or (B, Tq, Dv) (Dv = Dk without ``values``);
+            weights (B, T) or (B, Tq, T).
         """
         if keys.dim() != 3:
             raise ValueError(
@@ -111,6 +119,11 @@ class Attention(nn.Module, ABC):
             )
         if keys.size(-1) != self.key_dim:
             raise ValueError(f"keys have {keys.size(-1)} features, expected key_dim={self.key_dim}")
+        if values is not None and (values.dim() != 3 or values.shape[:2] != keys.shape[:2]):
+            raise ValueError(
+                f"values must be (batch, steps, Dv) matching keys {tuple(keys.shape[:2])},"
+                f" got {tuple(values.shape)}"
+            )
         if self.uses_query:
             if query is None:
                 raise ValueError(f"{type(self).__name__} needs a query (B, Dq) or (B, Tq, Dq)")
@@ -133,7 +146,7 @@ class Attention(nn.Module, ABC):
         if mask is not None:
             mask = self._broadcast_mask(mask, scores, single_step)
         weights = masked_softmax(scores, mask)  # B x Tq x T
-        context = torch.bmm(weights, keys)  # B x Tq x Dk
+        context = torch.bmm(weights, keys if values is None else values)  # B x Tq x Dv
         if single_step:
             return context.squeeze(1), weights.squeeze(1)
         return context, weights

@@ -59,8 +59,48 @@ class LanguageModelTaskName(StrEnum):
     lm_wikitext2 = "lm_wikitext2"
 
 
+class TaggingTaskName(StrEnum):
+    """``pos_ewt``: UD English EWT; ``pos_toy``: the PyTorch tutorial's two sentences;
+    ``pos``: any folder of CoNLL-U files (``task.path``)."""
+
+    pos = "pos"
+    pos_ewt = "pos_ewt"
+    pos_toy = "pos_toy"
+
+
+class TagColumn(StrEnum):
+    """Which CoNLL-U column is the target: universal (UPOS) or language-specific (XPOS)."""
+
+    upos = "upos"
+    xpos = "xpos"
+
+
+class TaggerName(StrEnum):
+    tagger = "tagger"
+
+
+class CharEncoder(StrEnum):
+    """How ``model=tagger`` builds a word's character-level features: ``none``; ``lstm``, the
+    final states of a character BiLSTM (Plank et al. 2016); ``cnn``, max-pooled convolutions
+    over the characters (Ma & Hovy 2016)."""
+
+    none = "none"
+    lstm = "lstm"
+    cnn = "cnn"
+
+
 class LanguageModelName(StrEnum):
     lm = "lm"
+
+
+class AttentionValues(StrEnum):
+    """What the language model's attention averages over the earlier positions it scores by
+    their states: ``state`` the top-layer states themselves; ``next_word`` the embedding of
+    the word that followed each of them (a learned cache: contexts like the current one
+    retrieve the word that came next there)."""
+
+    state = "state"
+    next_word = "next_word"
 
 
 class Activation(StrEnum):
@@ -162,6 +202,62 @@ class LanguageModelTaskConfig:
 
 
 @dataclass
+class TaggingTaskConfig:
+    """Part-of-speech tagging of CoNLL-U treebanks (one tag per word).
+
+    ``path`` is the treebank's folder (relative to the data directory, or absolute) holding
+    ``train_file``, ``valid_file`` and ``test_file``; ``tag_column`` picks UPOS or XPOS. The
+    word vocabulary is the training split's words seen at least ``min_count`` times (others
+    map to ``<unk>``), after lowercasing with ``lowercase``; characters always keep their case.
+    In training each word is replaced by ``<unk>`` with probability ``word_dropout``, so the
+    model learns what to do with words it has not seen (their characters still reach it).
+    Sentences are batched ``batch_size`` at a time (``eval_batch_size`` in evaluation), padded,
+    with masks; words longer than ``max_word_chars`` keep their first characters.
+    """
+
+    name: TaggingTaskName = TaggingTaskName.pos_ewt
+    path: str = "ud-english-ewt"
+    train_file: str = "en_ewt-ud-train.conllu"
+    valid_file: str = "en_ewt-ud-dev.conllu"
+    test_file: str = "en_ewt-ud-test.conllu"
+    tag_column: TagColumn = TagColumn.upos
+    min_count: int = 1
+    lowercase: bool = False
+    word_dropout: float = 0.0
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    max_word_chars: int = 30
+
+
+@dataclass
+class TaggerConfig:
+    """``model=tagger``: a (Bi)LSTM tagger with optional character features and self-attention.
+
+    Each word is ``word_embedding_size`` word-embedding features, joined (with ``char_encoder``
+    ``lstm`` or ``cnn``) by ``2 * char_hidden_size`` character features (the char BiLSTM's
+    final states, or ``2 * char_hidden_size`` CNN filters of width ``char_kernel_size`` over
+    ``char_embedding_size``-dimensional characters, max-pooled); ``num_layers`` (Bi)LSTM
+    layers of ``hidden_size`` units per direction read the sentence. With ``attention=`` other
+    than none each word's state attends to every word of its sentence (padding masked) and
+    tanh(W [c; h]) replaces h before the per-word classifier. ``dropout`` applies to the word
+    features, between LSTM layers and before the classifier.
+    """
+
+    name: TaggerName = TaggerName.tagger
+    word_embedding_size: int = 100
+    char_encoder: CharEncoder = CharEncoder.lstm
+    char_embedding_size: int = 30
+    char_hidden_size: int = 50
+    char_kernel_size: int = 3
+    hidden_size: int = 200
+    num_layers: int = 2
+    bidirectional: bool = True
+    dropout: float = 0.33
+    # o = h + tanh(W [c; h]) instead of tanh(W [c; h]): the plain tagger's path stays intact
+    attention_residual: bool = True
+
+
+@dataclass
 class LanguageModelConfig:
     """``model=lm``: an AWD-LSTM-style stacked LSTM language model (Merity et al. 2018),
     optionally attending to its earlier states.
@@ -179,7 +275,9 @@ class LanguageModelConfig:
 
     Attention (``attention=`` other than none): the top layer's state at each position attends
     to the ``attention_window`` states before it, reaching into the previous segment, and
-    tanh(W [c; h]) replaces h before the decoder.
+    tanh(W [c; h]) replaces h before the decoder. ``attention_values``: the context averages
+    the earlier states (``state``) or the embeddings of the words that followed them
+    (``next_word``).
     """
 
     name: LanguageModelName = LanguageModelName.lm
@@ -197,6 +295,7 @@ class LanguageModelConfig:
     attention_window: int = 35
     # o = h + tanh(W [c; h]) instead of tanh(W [c; h]): the plain model's path stays intact
     attention_residual: bool = False
+    attention_values: AttentionValues = AttentionValues.state
     init_range: float = 0.1  # embedding and decoder weights ~ U(-r, r), as the peers
 
 
@@ -281,8 +380,16 @@ class TrainConfig:
 #: ``schema/<group>`` (out of the way of the group's own option list) and an option's YAML
 #: begins with ``defaults: [/schema/<group>@_here_: <name>]``.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "task": {"long_memory": LongMemoryTaskConfig, "language_model": LanguageModelTaskConfig},
-    "model": {"sequence": SequenceModelConfig, "language_model": LanguageModelConfig},
+    "task": {
+        "long_memory": LongMemoryTaskConfig,
+        "language_model": LanguageModelTaskConfig,
+        "tagging": TaggingTaskConfig,
+    },
+    "model": {
+        "sequence": SequenceModelConfig,
+        "language_model": LanguageModelConfig,
+        "tagger": TaggerConfig,
+    },
     "attention": {"attention": AttentionConfig},
     "device": {"device": DeviceConfig},
     "trainer": {"trainer": TrainerConfig},

@@ -176,20 +176,35 @@ def test_causal_window_mask() -> None:
     assert mask.int().tolist() == [[1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 0]]
 
 
-def small_lm(method: str | None, window: int = 4, seed: int = 0) -> LSTMLanguageModel:
+def small_lm(
+    method: str | None, window: int = 4, seed: int = 0, next_word: bool = False
+) -> LSTMLanguageModel:
     torch.manual_seed(seed)
     attention = None if method is None else make_attention(method, 8, 8)
     model = LSTMLanguageModel(
-        20, 8, 8, 2, tie_weights=False, attention=attention, attention_window=window
+        20,
+        8,
+        8,
+        2,
+        tie_weights=False,
+        attention=attention,
+        attention_window=window,
+        next_word_values=next_word,
     )
     return model.eval()
 
 
-@pytest.mark.parametrize("method", [None, *METHODS])
-def test_no_prediction_depends_on_a_later_word_across_segments(method: str | None) -> None:
+# every attention method, averaging the states or the embeddings of the words that followed them
+ATTENDING = [(method, values) for method in METHODS for values in (False, True)]
+
+
+@pytest.mark.parametrize(("method", "next_word"), [(None, False), *ATTENDING])
+def test_no_prediction_depends_on_a_later_word_across_segments(
+    method: str | None, next_word: bool
+) -> None:
     """Change one word of the second segment: nothing before it changes, in that segment or
     the first; predictions after it do."""
-    model = small_lm(method)
+    model = small_lm(method, next_word=next_word)
     words = torch.randint(0, 20, (3, 12))
     changed = words.clone()
     changed[:, 8] = (changed[:, 8] + 1) % 20
@@ -206,11 +221,11 @@ def test_no_prediction_depends_on_a_later_word_across_segments(method: str | Non
     assert not torch.allclose(before[:, 8:], after[:, 8:])
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_attention_reaches_into_the_previous_segment(method: str) -> None:
+@pytest.mark.parametrize(("method", "next_word"), ATTENDING)
+def test_attention_reaches_into_the_previous_segment(method: str, next_word: bool) -> None:
     """With the LSTM's state carried, a change in segment 1 reaches segment 2 anyway; with a
     zero LSTM state handed over, it still does only through the attention memory."""
-    model = small_lm(method)
+    model = small_lm(method, next_word=next_word)
     words = torch.randint(0, 20, (2, 10))
     changed = words.clone()
     changed[:, 4] = (changed[:, 4] + 1) % 20
@@ -227,9 +242,11 @@ def test_attention_reaches_into_the_previous_segment(method: str) -> None:
     torch.testing.assert_close(outputs[0][:, 4], outputs[1][:, 4], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("method", [None, *METHODS])
-def test_all_positions_at_once_equal_one_step_at_a_time(method: str | None) -> None:
-    model = small_lm(method, window=3)
+@pytest.mark.parametrize(("method", "next_word"), [(None, False), *ATTENDING])
+def test_all_positions_at_once_equal_one_step_at_a_time(
+    method: str | None, next_word: bool
+) -> None:
+    model = small_lm(method, window=3, next_word=next_word)
     words = torch.randint(0, 20, (2, 9))
     with torch.no_grad():
         whole = model(words).logits
@@ -426,3 +443,18 @@ def test_residual_combination_with_zero_weights_is_the_plain_model() -> None:
         torch.testing.assert_close(attentive(words).logits, plain(words).logits)
         attentive.combine.weight.fill_(0.1)
         assert not torch.allclose(attentive(words).logits, plain(words).logits)
+
+
+def test_next_word_values_average_the_embeddings_of_the_following_words() -> None:
+    """With all the weight on one earlier key j, the context is E[w_{j+1}]: check it by
+    making the scores pick the previous position (a huge dot product with itself)."""
+    model = small_lm("dot", window=1, next_word=True)
+    words = torch.tensor([[3, 7, 5, 9]])
+    captured: list[torch.Tensor] = []
+    model.attention.register_forward_hook(lambda module, args, out: captured.append(out[0]))
+    with torch.no_grad():
+        model(words)
+    # window 1: query t attends only to key t - 1, whose value is the word at t
+    expected = model.embedding(words)[:, 1:]
+    torch.testing.assert_close(captured[0][:, 1:], expected)
+    assert torch.equal(captured[0][:, 0], torch.zeros_like(captured[0][:, 0]))  # no earlier key

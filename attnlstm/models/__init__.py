@@ -12,6 +12,7 @@ from attnlstm.models.common import ModelOutput
 from attnlstm.models.ffattn import FeedForwardPooling
 from attnlstm.models.language_model import LSTMLanguageModel
 from attnlstm.models.lstm import LSTMPooling
+from attnlstm.models.tagger import BiLSTMTagger, CharCNNEncoder, CharLSTMEncoder
 from attnlstm.tasks.base import TaskSpec
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "ModelOutput",
     "build_language_model",
     "build_model",
+    "build_tagger",
     "check_compatible",
 ]
 
@@ -30,8 +32,13 @@ MODEL_FAMILIES: dict[str, tuple[str, str]] = {
     "ffattn": ("value", "query_free"),
     "mean": ("value", "none"),
     "lm": ("tokens", "optional"),
+    "tagger": ("tags", "optional"),
 }
-_TARGET_WORDS = {"value": "one value per sequence", "tokens": "the next word at every position"}
+_TARGET_WORDS = {
+    "value": "one value per sequence",
+    "tokens": "the next word at every position",
+    "tags": "a tag for every word",
+}
 
 
 def check_compatible(model_cfg: DictConfig, attention_method: str, spec: TaskSpec) -> None:
@@ -65,6 +72,9 @@ def check_compatible(model_cfg: DictConfig, attention_method: str, spec: TaskSpe
         )
     if name == "lm":
         _check_language_model(model_cfg)
+        return
+    if name == "tagger":
+        _check_tagger(model_cfg)
         return
     if name in ("ffattn", "mean") and model_cfg.bidirectional:
         raise ConfigError(f"model={name} has no recurrence, so model.bidirectional must be false")
@@ -102,6 +112,58 @@ def _check_language_model(model_cfg: DictConfig) -> None:
             raise ConfigError(f"model.{key} must not be negative, got {model_cfg[key]}")
 
 
+def _check_tagger(model_cfg: DictConfig) -> None:
+    keys = ["word_embedding_size", "hidden_size", "num_layers"]
+    if str(model_cfg.char_encoder) != "none":
+        keys += ["char_embedding_size", "char_hidden_size", "char_kernel_size"]
+    for key in keys:
+        if model_cfg[key] <= 0:
+            raise ConfigError(f"model.{key} must be positive, got {model_cfg[key]}")
+    if str(model_cfg.char_encoder) == "cnn" and model_cfg.char_kernel_size % 2 == 0:
+        raise ConfigError(
+            f"model.char_kernel_size must be odd (centred windows), got {model_cfg.char_kernel_size}"
+        )
+    if not 0.0 <= model_cfg.dropout < 1.0:
+        raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
+
+
+def build_tagger(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpec) -> BiLSTMTagger:
+    """``model=tagger`` for a task with ``spec.input_size`` words, ``spec.output_size`` tags and
+    ``spec.char_vocab_size`` characters."""
+    method = str(attention_cfg.method)
+    encoder_name = str(model_cfg.char_encoder)
+    char_encoder: nn.Module | None = None
+    if encoder_name == "lstm":
+        char_encoder = CharLSTMEncoder(
+            spec.char_vocab_size, model_cfg.char_embedding_size, model_cfg.char_hidden_size
+        )
+    elif encoder_name == "cnn":
+        char_encoder = CharCNNEncoder(
+            spec.char_vocab_size,
+            model_cfg.char_embedding_size,
+            2 * model_cfg.char_hidden_size,
+            model_cfg.char_kernel_size,
+        )
+    state_size = model_cfg.hidden_size * (2 if model_cfg.bidirectional else 1)
+    attention = (
+        None
+        if method == "none"
+        else make_attention(method, state_size, state_size, attention_cfg.hidden_dim)
+    )
+    return BiLSTMTagger(
+        spec.input_size,
+        spec.output_size,
+        model_cfg.word_embedding_size,
+        char_encoder,
+        model_cfg.hidden_size,
+        model_cfg.num_layers,
+        model_cfg.bidirectional,
+        model_cfg.dropout,
+        attention,
+        residual=model_cfg.attention_residual,
+    )
+
+
 def build_language_model(
     model_cfg: DictConfig, attention_cfg: DictConfig, vocab_size: int
 ) -> LSTMLanguageModel:
@@ -134,6 +196,7 @@ def build_language_model(
         attention_window=model_cfg.attention_window,
         init_range=model_cfg.init_range,
         residual=model_cfg.get("attention_residual", False),
+        next_word_values=str(model_cfg.get("attention_values", "state")) == "next_word",
     )
 
 
@@ -144,6 +207,8 @@ def build_model(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpec
     name = str(model_cfg.name)
     if name == "lm":
         return build_language_model(model_cfg, attention_cfg, spec.input_size)
+    if name == "tagger":
+        return build_tagger(model_cfg, attention_cfg, spec)
     activation = str(model_cfg.output_activation)
     if name in ("lstm", "lstm_attn"):
         state_size = model_cfg.hidden_size * (2 if model_cfg.bidirectional else 1)

@@ -6,6 +6,8 @@ Per BPTT segment of T tokens (B rows):
     h^l    = LockedDrop_h(LSTM_l(h^{l-1}))    l = 1..L         B x T x H   (top: B x T x D)
     keys   = [m; h^L]          m = the last <= W top states of the previous segment (detached)
     c_t    = Attention(h^L_t, keys, mask: keys at positions t-W .. t-1)     B x T x D
+             (``next_word_values``: c_t = sum_j a_tj E[w_{j+1}], the embeddings of the words
+              that followed the attended states; w_{j+1} is an input at or before t) B x T x E
     o_t    = tanh(W_c [c_t; h^L_t])        (o_t = h^L_t without attention)  B x T x D'
              (+ h^L_t with ``residual``: the plain model's path kept, attention adds to it)
     logits = Decoder(LockedDrop_o(o))                                       B x T x V
@@ -29,17 +31,20 @@ from attnlstm.models.regularizers import WeightDropLSTM, embedding_dropout, lock
 
 @dataclass
 class LanguageModelState:
-    """What one segment hands to the next: per-layer (h, c), each (1, B, H_l), and the
-    attention memory (B, M, D) with M <= W (None without attention)."""
+    """What one segment hands to the next: per-layer (h, c), each (1, B, H_l), the attention
+    memory (B, M, D) with M <= W (None without attention) and the input words at the memory's
+    positions (B, M) (None without attention)."""
 
     layers: list[tuple[Tensor, Tensor]]
     memory: Tensor | None
+    memory_words: Tensor | None = None
 
     def select(self, rows: slice | Tensor) -> LanguageModelState:
         """The state of some rows of the batch."""
         layers = [(h[:, rows], c[:, rows]) for h, c in self.layers]
         memory = None if self.memory is None else self.memory[rows]
-        return LanguageModelState(layers, memory)
+        words = None if self.memory_words is None else self.memory_words[rows]
+        return LanguageModelState(layers, memory, words)
 
 
 @dataclass
@@ -84,6 +89,7 @@ class LSTMLanguageModel(nn.Module):
         attention_window: int = 35,
         init_range: float = 0.1,
         residual: bool = False,
+        next_word_values: bool = False,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_size)
@@ -99,9 +105,13 @@ class LSTMLanguageModel(nn.Module):
         output_size = embedding_size if tie_weights else top_size
         # no bias, as in Luong et al.: a bias here, right before the tied decoder, soaks up the
         # unigram signal, saturates the tanh at SGD rates of 20 and stalls training
+        context_size = embedding_size if next_word_values else top_size
         self.combine = (
-            None if attention is None else nn.Linear(2 * top_size, output_size, bias=False)
+            None
+            if attention is None
+            else nn.Linear(context_size + top_size, output_size, bias=False)
         )
+        self.next_word_values = next_word_values
         self.decoder = nn.Linear(output_size, vocab_size)
         nn.init.uniform_(self.embedding.weight, -init_range, init_range)
         nn.init.zeros_(self.decoder.bias)
@@ -130,21 +140,36 @@ class LSTMLanguageModel(nn.Module):
                 x = locked_dropout(x, self.dropout_hidden, self.training)
         top = x  # B x T x D, the raw top-layer output
 
-        weights = memory = None
+        weights = memory = memory_words = None
         output = top
         if self.attention is not None:
             assert self.combine is not None
             past = None if state is None else state.memory
+            past_words = None if state is None else state.memory_words
             if past is None:
                 past = top.new_zeros(top.size(0), 0, top.size(2))
+            if past_words is None or past_words.size(1) != past.size(1):
+                # a memory without its words (a state from before the words were kept): the
+                # words are only needed by next_word values, which then see a padding word
+                past_words = words.new_zeros(words.size(0), past.size(1))
             keys = torch.cat([past, top], dim=1)  # B x (M + T) x D
+            key_words = torch.cat([past_words, words], dim=1)  # B x (M + T)
             mask = causal_window_mask(top.size(1), past.size(1), self.attention_window, top.device)
             query = top if self.attention.uses_query else None
-            context, weights = self.attention(query, keys, mask)  # B x T x D, B x T x (M + T)
+            values = None
+            if self.next_word_values:
+                # key j's value is the word after it, w_{j+1}: an input at or before any query
+                # t > j that may attend to j. The last key's next word is unknown; no query of
+                # this segment may attend to it (j < t), so a padding word 0 stands in.
+                next_words = torch.cat([key_words[:, 1:], words.new_zeros(words.size(0), 1)], 1)
+                values = self.embedding(next_words)  # B x (M + T) x E
+            # context B x T x D (E with next_word values), weights B x T x (M + T)
+            context, weights = self.attention(query, keys, mask, values)
             output = torch.tanh(self.combine(torch.cat([context, top], dim=-1)))
             if self.residual:
                 output = output + top
             memory = keys[:, -self.attention_window :].detach()
+            memory_words = key_words[:, -self.attention_window :]
 
         dropped = locked_dropout(output, self.dropout_output, self.training)
         logits = self.decoder(dropped)  # B x T x V
@@ -154,5 +179,5 @@ class LSTMLanguageModel(nn.Module):
         if self.training and self.tar > 0.0 and top.size(1) > 1:
             regularization = regularization + self.tar * (top[:, 1:] - top[:, :-1]).pow(2).mean()
         return LanguageModelOutput(
-            logits, LanguageModelState(layer_states, memory), weights, regularization
+            logits, LanguageModelState(layer_states, memory, memory_words), weights, regularization
         )

@@ -9,16 +9,20 @@ from attnlstm.config import (
     LanguageModelTaskName,
     LongMemoryProblem,
     LongMemoryTaskConfig,
+    TaggingTaskConfig,
+    TaggingTaskName,
 )
 from attnlstm.errors import ConfigError
 from attnlstm.tasks.base import Meter, Monitor, Task, TaskSpec
 from attnlstm.tasks.language_model import LanguageModelTask
 from attnlstm.tasks.long_memory import LongMemoryTask
+from attnlstm.tasks.tagging import TaggingTask
 
 __all__ = ["Meter", "Monitor", "Task", "TaskSpec", "build_task"]
 
 _LONG_MEMORY = {p.value for p in LongMemoryProblem}
 _LANGUAGE_MODEL = {n.value for n in LanguageModelTaskName}
+_TAGGING = {n.value for n in TaggingTaskName}
 
 
 def _as_dataclass(task_cfg: DictConfig, schema: type) -> object:
@@ -39,6 +43,8 @@ def build_task(task_cfg: DictConfig, seed: int, data_dir: str | None = None) -> 
         return LongMemoryTask(_as_dataclass(task_cfg, LongMemoryTaskConfig), seed)
     if name in _LANGUAGE_MODEL:
         return LanguageModelTask(_as_dataclass(task_cfg, LanguageModelTaskConfig), seed, data_dir)
+    if name in _TAGGING:
+        return TaggingTask(_as_dataclass(task_cfg, TaggingTaskConfig), seed, data_dir)
     raise ConfigError(
-        f"unknown task {name!r}; choose one of {sorted(_LONG_MEMORY | _LANGUAGE_MODEL)}"
+        f"unknown task {name!r}; choose one of {sorted(_LONG_MEMORY | _LANGUAGE_MODEL | _TAGGING)}"
     )

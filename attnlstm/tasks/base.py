@@ -19,13 +19,16 @@ class TaskSpec:
         output_size: values predicted per sequence.
         target: what is predicted, which models check before building:
             ``"value"`` = one output vector per sequence; ``"tokens"`` = the next word at every
-            position of a stream (language models); per-step ``"tags"`` and output
-            ``"sequence"`` come with later tasks.
+            position of a stream (language models); ``"tags"`` = one class per word of a
+            sentence (taggers; input_size is the word vocabulary, output_size the tag set);
+            output ``"sequence"`` comes with a later task.
+        char_vocab_size: characters known to the task (taggers' character features), or 0.
     """
 
     input_size: int
     output_size: int
     target: str = "value"
+    char_vocab_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,9 @@ class Task(ABC):
         """Mean loss of a batch (the quantity minimised)."""
 
     @abstractmethod
-    def new_meter(self) -> Meter: ...
+    def new_meter(self, split: str = "val") -> Meter:
+        """A fresh meter for one evaluation of ``split`` (``val`` or ``test``; a task may
+        report more at test time, e.g. per-class accuracies)."""
 
     def train_epoch_metrics(self) -> dict[str, float]:
         """Metrics of the training epoch just finished, logged as ``train/<name>`` (e.g. the

@@ -201,7 +201,7 @@ class LanguageModelTask(Task):
         loss = float(self._train_nll) / max(self._train_tokens, 1)
         return {"ppl": math.exp(min(loss, 700.0))}
 
-    def new_meter(self) -> Meter:
+    def new_meter(self, split: str = "val") -> Meter:
         return PerplexityMeter()
 
     def state_dict(self) -> dict[str, Any]:

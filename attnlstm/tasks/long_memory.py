@@ -222,7 +222,7 @@ class LongMemoryTask(Task):
         """Mean squared error, as the paper."""
         return torch.nn.functional.mse_loss(output.prediction.squeeze(-1), batch.targets)
 
-    def new_meter(self) -> RegressionMeter:
+    def new_meter(self, split: str = "val") -> RegressionMeter:
         return RegressionMeter(self.cfg.tolerance)
 
     def is_solved(self, metrics: dict[str, float]) -> bool:

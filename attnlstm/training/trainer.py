@@ -338,7 +338,7 @@ class Trainer:
         weights once NT-ASGD averages."""
         model = self.model if self.averaging is None else self.averaging.eval_model
         model.eval()
-        meter = self.task.new_meter()
+        meter = self.task.new_meter(split)
         for batch in self.task.eval_batches(split):
             batch = batch.to(self.device)
             meter.update(self.task.forward(model, batch), batch)

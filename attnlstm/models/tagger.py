@@ -1,0 +1,138 @@
+"""``model=tagger``: a (Bi)LSTM part-of-speech tagger with character features and optional
+self-attention over the sentence.
+
+For a batch of B sentences padded to T words (words of at most C characters):
+
+    x_i  = Dropout([E_w[w_i]; chars(w_i)])                    B x T x (E + F)
+    h    = (Bi)LSTM(x)                                         B x T x D   (D = dirs * H)
+    c_i  = Attention(h_i, h, mask: the real words of the sentence)        B x T x D
+    o_i  = tanh(W_c [c_i; h_i])   (+ h_i with ``residual``; o_i = h_i without attention)
+    p_i  = softmax(W_o Dropout(o_i) + b_o)                     B x T x K
+
+``chars`` is the final forward and backward states of a character BiLSTM (Plank et al. 2016),
+or max-pooled character convolutions (Ma & Hovy 2016): F features computed for the real words
+only. Every step is exact per sentence (:class:`MaskedLSTM`, masked attention, characters
+masked per word), so a sentence gets the same tags alone as in a padded batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from attnlstm.attention import Attention
+from attnlstm.batch import lengths_to_mask
+from attnlstm.models.recurrent import MaskedLSTM
+
+
+@dataclass
+class TaggerOutput:
+    """logits (B, T, K); attention (B, T, T) weights of each word over its sentence, or None
+    (a query-free method gives one row per sentence, (B, 1, T))."""
+
+    logits: Tensor
+    attention: Tensor | None = None
+
+
+class CharLSTMEncoder(nn.Module):
+    """Words as characters -> the char BiLSTM's final states: (N, C) ids -> (N, 2 * hidden)."""
+
+    def __init__(self, num_chars: int, embedding_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_chars, embedding_size, padding_idx=0)
+        self.lstm = MaskedLSTM(embedding_size, hidden_size, 1, bidirectional=True, dropout=0.0)
+        self.output_size = 2 * hidden_size
+
+    def forward(self, chars: Tensor, lengths: Tensor) -> Tensor:
+        """chars (N, C) int64 (0 = padding), lengths (N,) >= 1 -> (N, 2H)."""
+        _, last = self.lstm(self.embedding(chars), lengths)
+        return last
+
+
+class CharCNNEncoder(nn.Module):
+    """Words as characters -> max over positions of a 1-D convolution: (N, C) -> (N, filters).
+
+    Padding characters embed to zeros (``padding_idx``), exactly what the convolution's own
+    zero padding supplies, and are excluded from the max: a word's features do not depend on
+    how wide its batch is padded."""
+
+    def __init__(self, num_chars: int, embedding_size: int, filters: int, kernel_size: int) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"char_kernel_size must be odd, got {kernel_size}")
+        self.embedding = nn.Embedding(num_chars, embedding_size, padding_idx=0)
+        self.conv = nn.Conv1d(embedding_size, filters, kernel_size, padding=kernel_size // 2)
+        self.output_size = filters
+
+    def forward(self, chars: Tensor, lengths: Tensor) -> Tensor:
+        """chars (N, C) int64 (0 = padding), lengths (N,) >= 1 -> (N, filters)."""
+        features = self.conv(self.embedding(chars).transpose(1, 2))  # N x filters x C
+        real = lengths_to_mask(lengths.to(chars.device), chars.size(1)).unsqueeze(1)  # N x 1 x C
+        return features.masked_fill(~real, float("-inf")).amax(dim=2)
+
+
+class BiLSTMTagger(nn.Module):
+    """See the module docstring for the computation and shapes."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_tags: int,
+        word_embedding_size: int = 100,
+        char_encoder: nn.Module | None = None,
+        hidden_size: int = 200,
+        num_layers: int = 2,
+        bidirectional: bool = True,
+        dropout: float = 0.33,
+        attention: Attention | None = None,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.word_embedding = nn.Embedding(vocab_size, word_embedding_size, padding_idx=0)
+        self.char_encoder = char_encoder
+        char_size = 0 if char_encoder is None else char_encoder.output_size
+        self.input_dropout = nn.Dropout(dropout)
+        self.lstm = MaskedLSTM(
+            word_embedding_size + char_size, hidden_size, num_layers, bidirectional, dropout
+        )
+        state_size = self.lstm.output_size
+        self.attention = attention
+        self.combine = (
+            None if attention is None else nn.Linear(2 * state_size, state_size, bias=False)
+        )
+        self.residual = residual
+        self.output_dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(state_size, num_tags)
+
+    def forward(
+        self, words: Tensor, chars: Tensor, char_lengths: Tensor, lengths: Tensor
+    ) -> TaggerOutput:
+        """words (B, T), chars (B, T, C), char_lengths (B, T), lengths (B,) -> logits (B, T, K).
+
+        Positions beyond a sentence's length get logits too; the loss and metrics skip them.
+        """
+        batch, steps = words.shape
+        mask = lengths_to_mask(lengths.to(words.device), steps)  # B x T
+        features = [self.word_embedding(words)]  # B x T x E
+        if self.char_encoder is not None:
+            real = mask.reshape(-1).nonzero().squeeze(1)  # the real words, flattened
+            encoded = self.char_encoder(
+                chars.reshape(batch * steps, -1)[real], char_lengths.reshape(-1)[real]
+            )  # N x F
+            char_features = encoded.new_zeros(batch * steps, encoded.size(1))
+            char_features = char_features.index_copy(0, real, encoded)
+            features.append(char_features.view(batch, steps, -1))
+        x = self.input_dropout(torch.cat(features, dim=-1))
+        states, _ = self.lstm(x, lengths)  # B x T x D
+        output, weights = states, None
+        if self.attention is not None:
+            assert self.combine is not None
+            query = states if self.attention.uses_query else None
+            context, weights = self.attention(query, states, mask.unsqueeze(1))
+            context = context.expand_as(states)  # a query-free method: one context per sentence
+            output = torch.tanh(self.combine(torch.cat([context, states], dim=-1)))
+            if self.residual:
+                output = output + states
+        return TaggerOutput(self.classifier(self.output_dropout(output)), weights)

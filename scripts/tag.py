@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Tag raw sentences with a trained tagger (``model=tagger``) checkpoint.
+
+    python scripts/tag.py outputs/pos_ewt/tagger-none/<timestamp> "The dog ate the apple ."
+    echo "I do n't know ." | python scripts/tag.py run/best.pt        # one sentence per line
+
+Tokens are split on whitespace (tokenise as the treebank did: "don't" is "do n't" in EWT).
+Each sentence is printed as word/TAG pairs on one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from attnlstm.data.tagging import TaggingVocab, collate, encode_sentence
+from attnlstm.models import build_tagger
+from attnlstm.tasks.base import TaskSpec
+from attnlstm.training.io import load_checkpoint
+
+
+def load_tagger(path: Path) -> tuple[torch.nn.Module, TaggingVocab, int]:
+    """The model, vocabulary and ``task.max_word_chars`` of a checkpoint (a run folder: its
+    best.pt, else last.pt)."""
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    checkpoint = load_checkpoint(path)
+    cfg = OmegaConf.create(checkpoint["config"])
+    if cfg.model.name != "tagger" or "vocab" not in checkpoint.get("task", {}):
+        raise ValueError(f"{path} is a model={cfg.model.name} checkpoint, not a tagger")
+    vocab = TaggingVocab.from_state_dict(checkpoint["task"]["vocab"])
+    spec = TaskSpec(len(vocab.words), len(vocab.tags), "tags", len(vocab.chars))
+    model = build_tagger(cfg.model, cfg.attention, spec)
+    model.load_state_dict(checkpoint.get("eval_model") or checkpoint["model"])
+    return model.eval(), vocab, int(cfg.task.max_word_chars)
+
+
+@torch.inference_mode()
+def tag(
+    model: torch.nn.Module,
+    vocab: TaggingVocab,
+    sentences: Sequence[Sequence[str]],
+    max_word_chars: int = 30,
+    batch_size: int = 64,
+) -> list[list[str]]:
+    """The predicted tag of every word of every sentence (sentences of whitespace tokens)."""
+    tagged: list[list[str]] = []
+    for start in range(0, len(sentences), batch_size):
+        chunk = sentences[start : start + batch_size]
+        batch = collate([encode_sentence(vocab, words, None, max_word_chars) for words in chunk])
+        logits = model(batch.words, batch.chars, batch.char_lengths, batch.lengths).logits
+        predicted = logits.argmax(-1)
+        for row, words in enumerate(chunk):
+            tagged.append(vocab.tags.decode(predicted[row, : len(words)].tolist()))
+    return tagged
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a run folder or a .pt file")
+    parser.add_argument(
+        "sentences", nargs="*", help="sentences to tag (default: one per line on stdin)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        model, vocab, max_word_chars = load_tagger(args.checkpoint)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    lines = args.sentences or sys.stdin.read().splitlines()
+    sentences = [line.split() for line in lines if line.strip()]
+    if not sentences:
+        print("error: no sentence to tag", file=sys.stderr)
+        return 2
+    for words, tags in zip(sentences, tag(model, vocab, sentences, max_word_chars), strict=True):
+        print(" ".join(f"{word}/{tag_}" for word, tag_ in zip(words, tags, strict=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""POS tagging: the CoNLL-U reader, the tasks, the tagger model and ``scripts/tag.py``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnlstm.config import TaggingTaskConfig
+from attnlstm.data.conllu import ConlluError, TaggedSentence, read_conllu
+from attnlstm.data.tagging import IGNORE, UNK_ID, TaggingVocab, collate, encode_sentence
+from attnlstm.errors import ConfigError
+from attnlstm.models import build_model
+from attnlstm.models.tagger import BiLSTMTagger, CharCNNEncoder, CharLSTMEncoder
+from attnlstm.attention import make_attention
+from attnlstm.paths import data_dir
+from attnlstm.tasks import build_task
+from attnlstm.tasks.tagging import TaggingMeter, TaggingTask
+from tests.conftest import compose_config, only_run_dir, run_cli
+
+FIXTURE = Path(__file__).parent / "fixtures" / "conllu"
+METHODS = ["dot", "scaled_dot", "general", "concat", "additive", "feedforward"]
+POS_TINY = [
+    "task=pos",
+    f"task.path={FIXTURE}",
+    "task.train_file=train.conllu",
+    "task.valid_file=dev.conllu",
+    "task.test_file=test.conllu",
+    "task.batch_size=2",
+    "model=tagger",
+    "model.word_embedding_size=8",
+    "model.char_embedding_size=4",
+    "model.char_hidden_size=4",
+    "model.hidden_size=8",
+    "trainer.max_epochs=2",
+    "trainer.progress_bar=false",
+    "device=cpu",
+]
+
+
+def plain_files_config(folder: Path, **overrides: object) -> TaggingTaskConfig:
+    """``task=pos`` over train/dev/test.conllu in ``folder``."""
+    return TaggingTaskConfig(
+        name="pos",
+        path=str(folder),
+        train_file="train.conllu",
+        valid_file="dev.conllu",
+        test_file="test.conllu",
+        **overrides,
+    )
+
+
+def fixture_task(**overrides: object) -> TaggingTask:
+    return TaggingTask(plain_files_config(FIXTURE, **overrides), seed=0)
+
+
+# -- the CoNLL-U reader ---------------------------------------------------------------------
+
+
+def test_reader_reads_words_and_skips_comments_ranges_and_empty_nodes() -> None:
+    sentences = read_conllu(FIXTURE / "train.conllu")
+    assert [s.words for s in sentences] == [
+        ("The", "dog", "ate", "the", "apple", "."),
+        ("I", "do", "n't", "know", "."),  # not the multiword token "don't"
+        ("Everybody", "read", "that", "book"),  # not the empty node 4.1
+        ("Dogs", "read", "."),  # the last sentence, with no blank line after it
+    ]
+    assert sentences[1].tags == ("PRON", "AUX", "PART", "VERB", "PUNCT")
+
+
+def test_reader_takes_xpos_when_asked() -> None:
+    sentences = read_conllu(FIXTURE / "train.conllu", tag_column="xpos")
+    assert sentences[1].tags == ("PRP", "VBP", "RB", "VB", ".")
+    with pytest.raises(ValueError, match="upos or xpos"):
+        read_conllu(FIXTURE / "train.conllu", tag_column="lemma")
+
+
+def test_reader_accepts_crlf_line_ends_and_a_byte_order_mark(tmp_path: Path) -> None:
+    text = (FIXTURE / "train.conllu").read_text()
+    path = tmp_path / "windows.conllu"
+    path.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    assert read_conllu(path) == read_conllu(FIXTURE / "train.conllu")
+
+
+def _line(*fields: str) -> str:
+    return "\t".join(fields) + "\n"
+
+
+GOOD = _line("1", "Hi", "hi", "INTJ", "UH", "_", "0", "root", "_", "_")
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "problem"),
+    [
+        ("1 Hi hi INTJ UH _ 0 root _ _\n", "expected 10 tab-separated fields, found 1"),
+        (_line("1", "Hi", "hi", "INTJ", "UH"), "expected 10 tab-separated fields, found 5"),
+        (_line("x", "Hi", "hi", "INTJ", "UH", "_", "0", "root", "_", "_"), "ID 'x'"),
+        (_line("3", "Hi", "hi", "INTJ", "UH", "_", "0", "root", "_", "_"), "expected 2"),
+        (_line("2", "Hi", "hi", "_", "UH", "_", "0", "root", "_", "_"), "no UPOS tag"),
+        (_line("2", "", "hi", "INTJ", "UH", "_", "0", "root", "_", "_"), "empty FORM"),
+        (_line("4-5", "Hi", "_", "_", "_", "_", "_", "_", "_", "_"), "range 4-5"),
+    ],
+)
+def test_malformed_lines_fail_with_file_line_and_problem(
+    tmp_path: Path, bad_line: str, problem: str
+) -> None:
+    path = tmp_path / "bad.conllu"
+    path.write_text("# sent_id = 1\n" + GOOD + bad_line + "\n")
+    with pytest.raises(ConlluError, match=problem) as caught:
+        read_conllu(path)
+    assert str(caught.value).startswith(f"{path}:3: ")
+    assert caught.value.line_number == 3
+
+
+def test_a_malformed_treebank_stops_the_task_with_the_reader_message(tmp_path: Path) -> None:
+    for name in ("train.conllu", "dev.conllu", "test.conllu"):
+        (tmp_path / name).write_text((FIXTURE / "train.conllu").read_text())
+    (tmp_path / "dev.conllu").write_text(GOOD + "2\tbroken\n")
+    cfg = plain_files_config(tmp_path)
+    with pytest.raises(ConfigError, match=r"dev\.conllu:2: expected 10 tab-separated fields"):
+        TaggingTask(cfg, seed=0)
+
+
+@pytest.mark.data
+def test_ewt_has_the_published_counts() -> None:
+    folder = data_dir() / "ud-english-ewt"
+    if not (folder / "en_ewt-ud-train.conllu").is_file():
+        pytest.skip(f"UD English EWT not found under {folder}; attnlstm-download ud-english-ewt")
+    task = build_task(TaggingTaskConfig(name="pos_ewt"), seed=0)
+    counts = [
+        (len(task.train_data), sum(len(s) for s in task.train_data)),
+        *((len(task.eval_data[k]), sum(len(s) for s in task.eval_data[k])) for k in ("val", "test")),
+    ]
+    assert counts == [(12_544, 204_577), (2_001, 25_147), (2_077, 25_094)]
+    assert len(task.vocab.tags) == 17  # the universal tag set
+
+
+def test_missing_treebank_says_where_it_looked_and_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="attnlstm-download ud-english-ewt") as caught:
+        TaggingTask(TaggingTaskConfig(name="pos_ewt"), seed=0, configured_data_dir=str(tmp_path))
+    assert str(tmp_path / "ud-english-ewt" / "en_ewt-ud-train.conllu") in str(caught.value)
+
+
+# -- vocabularies, batches, metrics ---------------------------------------------------------
+
+
+def test_vocabulary_min_count_lowercasing_and_unseen_words() -> None:
+    train = read_conllu(FIXTURE / "train.conllu")
+    vocab = TaggingVocab.from_sentences(train, min_count=2)
+    assert vocab.words.words[:2] == ["<pad>", "<unk>"]
+    # only "read" and "." occur twice (case-sensitively: "The" and "the" differ)
+    assert set(vocab.words.words[2:]) == {"read", "."}
+    lower = TaggingVocab.from_sentences(train, min_count=2, lowercase=True)
+    assert set(lower.words.words[2:]) == {"read", ".", "the"}
+    encoded = encode_sentence(lower, ["THE", "Cat", "read"])
+    assert encoded.words.tolist() == [lower.words.ids["the"], UNK_ID, lower.words.ids["read"]]
+    assert encoded.unseen.tolist() == [False, True, False]  # seen once is still seen
+    # characters keep their case: "T" and "C" are different characters, "C" unseen
+    assert encoded.chars[0, 0].item() == lower.chars.ids["T"]
+    assert encoded.chars[1, 0].item() == UNK_ID
+
+
+def test_collate_pads_words_characters_and_targets() -> None:
+    vocab = TaggingVocab.from_sentences(read_conllu(FIXTURE / "train.conllu"))
+    long = encode_sentence(vocab, ["The", "dog", "ate"], ["DET", "NOUN", "VERB"])
+    short = encode_sentence(vocab, ["Everybody"], ["PRON"])
+    batch = collate([long, short])
+    assert batch.words.shape == (2, 3) and batch.chars.shape == (2, 3, len("Everybody"))
+    assert batch.lengths.tolist() == [3, 1] and len(batch) == 4
+    assert batch.mask.tolist() == [[True, True, True], [True, False, False]]
+    assert batch.targets[1, 1:].tolist() == [IGNORE, IGNORE]
+    assert batch.char_lengths.tolist() == [[3, 3, 3], [9, 0, 0]]
+    assert batch.words[1, 1:].tolist() == [0, 0]
+
+
+def test_meter_counts_real_words_unseen_words_and_each_tag() -> None:
+    class Output:
+        logits = torch.tensor(
+            # sentence 1: right, wrong; sentence 2: right, then padding (predicted wrong)
+            [[[5.0, 0.0], [5.0, 0.0]], [[0.0, 5.0], [5.0, 0.0]]]
+        )
+
+    vocab = TaggingVocab.from_sentences([TaggedSentence(("a", "b"), ("X", "Y"))])
+    batch = collate(
+        [
+            encode_sentence(vocab, ["a", "new"], ["X", "Y"]),  # "new" is unseen
+            encode_sentence(vocab, ["b"], ["Y"]),
+        ]
+    )
+    meter = TaggingMeter(vocab.tags.words, per_tag=True)
+    meter.update(Output(), batch)
+    metrics = meter.compute()
+    assert metrics["acc"] == pytest.approx(2 / 3)  # padding not counted
+    assert metrics["unseen_acc"] == 0.0 and metrics["unseen_words"] == 1.0
+    assert metrics["acc_X"] == 1.0 and metrics["acc_Y"] == pytest.approx(1 / 2)
+    assert "acc_X" not in TaggingMeter(vocab.tags.words).compute()  # per tag at test only
+
+
+def test_training_batches_cover_every_sentence_once_reproducibly() -> None:
+    task = fixture_task(batch_size=3)
+    batches = list(task.train_batches(1))
+    assert len(batches) == task.num_train_batches() == 2
+    assert sum(len(b.lengths) for b in batches) == len(task.train_data)
+    sizes = sorted(int(b.lengths.sum()) for b in batches)
+    assert sum(sizes) == sum(len(s) for s in task.train_data)
+    again = fixture_task(batch_size=3)
+    assert all(
+        torch.equal(a.words, b.words) for a, b in zip(batches, again.train_batches(1), strict=True)
+    )
+
+
+def test_word_dropout_replaces_real_words_by_unk_only() -> None:
+    plain = fixture_task(batch_size=4)
+    dropped = fixture_task(batch_size=4, word_dropout=0.5)
+    for clean, noisy in zip(plain.train_batches(1), dropped.train_batches(1), strict=True):
+        changed = clean.words != noisy.words
+        assert changed.any() or len(clean) < 4
+        assert (noisy.words[changed] == UNK_ID).all()
+        assert not changed[~clean.mask].any()  # padding untouched
+        assert torch.equal(clean.chars, noisy.chars)  # characters still tell the word
+
+
+def test_tags_only_in_valid_or_test_become_classes(tmp_path: Path) -> None:
+    train = (FIXTURE / "train.conllu").read_text()
+    (tmp_path / "train.conllu").write_text(train)
+    (tmp_path / "dev.conllu").write_text(train)
+    (tmp_path / "test.conllu").write_text(
+        _line("1", "Wow", "wow", "INTJ", "UH", "_", "0", "root", "_", "_")
+    )
+    task = TaggingTask(plain_files_config(tmp_path), seed=0)
+    assert task.vocab.tags.words[-1] == "INTJ" and task.spec.output_size == 8
+
+
+# -- the model ------------------------------------------------------------------------------
+
+
+def small_tagger(method: str | None, char_encoder: str) -> BiLSTMTagger:
+    torch.manual_seed(0)
+    chars = {
+        "none": None,
+        "lstm": CharLSTMEncoder(30, 4, 3),
+        "cnn": CharCNNEncoder(30, 4, 6, 3),
+    }[char_encoder]
+    attention = None if method is None else make_attention(method, 10, 10)
+    return BiLSTMTagger(20, 5, 6, chars, 5, 2, True, 0.3, attention).eval()
+
+
+@pytest.mark.parametrize("char_encoder", ["none", "lstm", "cnn"])
+@pytest.mark.parametrize("method", [None, *METHODS])
+def test_a_sentence_gets_the_same_tags_alone_as_in_a_padded_batch(
+    method: str | None, char_encoder: str
+) -> None:
+    model = small_tagger(method, char_encoder)
+    generator = torch.Generator().manual_seed(1)
+    sentences = []
+    for length in (4, 7, 2):
+        word_lengths = torch.randint(1, 6, (length,), generator=generator)
+        chars = torch.zeros(length, 5, dtype=torch.long)
+        for i, n in enumerate(word_lengths.tolist()):
+            chars[i, :n] = torch.randint(2, 30, (n,), generator=generator)
+        words = torch.randint(1, 20, (length,), generator=generator)
+        sentences.append((words, chars, word_lengths))
+
+    def run(group: list) -> torch.Tensor:
+        steps = max(len(w) for w, _, _ in group)
+        words = torch.zeros(len(group), steps, dtype=torch.long)
+        chars = torch.zeros(len(group), steps, 5, dtype=torch.long)
+        char_lengths = torch.zeros(len(group), steps, dtype=torch.long)
+        for row, (w, c, n) in enumerate(group):
+            words[row, : len(w)], chars[row, : len(w)], char_lengths[row, : len(w)] = w, c, n
+        lengths = torch.tensor([len(w) for w, _, _ in group])
+        with torch.no_grad():
+            return model(words, chars, char_lengths, lengths).logits
+
+    batched = run(sentences)
+    for row, sentence in enumerate(sentences):
+        alone = run([sentence])[0]
+        torch.testing.assert_close(batched[row, : len(sentence[0])], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_char_cnn_features_do_not_depend_on_the_padded_width() -> None:
+    torch.manual_seed(0)
+    encoder = CharCNNEncoder(10, 4, 6, 3)
+    word = torch.tensor([[3, 4, 5]])
+    padded = torch.tensor([[3, 4, 5, 0, 0, 0]])
+    torch.testing.assert_close(
+        encoder(word, torch.tensor([3])), encoder(padded, torch.tensor([3]))
+    )
+
+
+def test_self_attention_lets_a_word_see_the_whole_sentence() -> None:
+    """Change the last word: with attention the first word's tag scores change even in a
+    one-directional tagger (its LSTM state cannot see the future)."""
+    torch.manual_seed(0)
+    words = torch.tensor([[3, 4, 5, 6]])
+    chars = torch.zeros(1, 4, 1, dtype=torch.long)
+    char_lengths, lengths = torch.ones(1, 4, dtype=torch.long), torch.tensor([4])
+    changed = words.clone()
+    changed[0, 3] = 7
+    for method, sees_future in ((None, False), ("general", True)):
+        attention = None if method is None else make_attention(method, 6, 6)
+        model = BiLSTMTagger(10, 3, 4, None, 6, 1, False, 0.0, attention).eval()
+        with torch.no_grad():
+            before = model(words, chars, char_lengths, lengths).logits[0, 0]
+            after = model(changed, chars, char_lengths, lengths).logits[0, 0]
+        assert (not torch.allclose(before, after)) == sees_future
+
+
+def test_the_tagger_refuses_other_tasks_and_other_models_refuse_tagging() -> None:
+    task = fixture_task()
+    lm_cfg = compose_config(["task=lm_ptb", "model=lm"])
+    with pytest.raises(ConfigError, match="a tag for every word"):
+        build_model(lm_cfg.model, lm_cfg.attention, task.spec)
+    cfg = compose_config(["model=tagger", "model.char_encoder=cnn", "model.char_kernel_size=4"])
+    with pytest.raises(ConfigError, match="char_kernel_size must be odd"):
+        build_model(cfg.model, cfg.attention, task.spec)
+
+
+# -- end to end -----------------------------------------------------------------------------
+
+
+def test_pos_toy_learns_the_tutorial_sentences(tmp_path: Path) -> None:
+    args = [
+        "task=pos_toy",
+        "model=tagger",
+        "optim.lr=0.05",
+        "trainer.max_epochs=40",
+        "trainer.progress_bar=false",
+        "device=cpu",
+    ]
+    run_cli(args, tmp_path)
+    metrics = json.loads((only_run_dir(tmp_path / "outputs") / "metrics.json").read_text())
+    assert metrics["test"]["test/acc"] == 1.0
+    assert {"test/acc_DET", "test/acc_NN", "test/acc_V"} <= set(metrics["test"])
+
+
+@pytest.mark.parametrize("attention", ["none", "general", "feedforward"])
+def test_train_resume_and_tag_from_a_checkpoint(attention: str, tmp_path: Path) -> None:
+    run_cli([*POS_TINY, f"attention={attention}"], tmp_path)
+    run_dir = only_run_dir(tmp_path / "outputs")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2
+    assert {"val/acc", "val/unseen_acc", "perf/words_per_s"} <= set(metrics["history"][0])
+    assert metrics["test"]["test/unseen_words"] == 2.0  # "Cats" and "ca" are not in train
+    run_cli([f"resume={run_dir}", "trainer.max_epochs=3"], tmp_path)
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
+
+    script = Path(__file__).parents[1] / "scripts" / "tag.py"
+    result = subprocess.run(
+        [sys.executable, str(script), str(run_dir), "The dog read .", "I know"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].split()[0].startswith("The/")
+    tags = [pair.rsplit("/", 1)[1] for line in lines for pair in line.split()]
+    assert len(tags) == 6 and set(tags) <= set(build_task_tags())
+    missing = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "nowhere"), "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2 and "no checkpoint" in missing.stderr
+
+
+def build_task_tags() -> list[str]:
+    return fixture_task().vocab.tags.words
