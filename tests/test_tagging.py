@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from attnlstm.attention import make_attention
 from attnlstm.config import TaggingTaskConfig
 from attnlstm.data.conllu import ConlluError, TaggedSentence, read_conllu
 from attnlstm.data.tagging import IGNORE, UNK_ID, TaggingVocab, collate, encode_sentence
 from attnlstm.errors import ConfigError
 from attnlstm.models import build_model
 from attnlstm.models.tagger import BiLSTMTagger, CharCNNEncoder, CharLSTMEncoder
-from attnlstm.attention import make_attention
 from attnlstm.paths import data_dir
 from attnlstm.tasks import build_task
 from attnlstm.tasks.tagging import TaggingMeter, TaggingTask
@@ -131,10 +131,8 @@ def test_ewt_has_the_published_counts() -> None:
     if not (folder / "en_ewt-ud-train.conllu").is_file():
         pytest.skip(f"UD English EWT not found under {folder}; attnlstm-download ud-english-ewt")
     task = build_task(TaggingTaskConfig(name="pos_ewt"), seed=0)
-    counts = [
-        (len(task.train_data), sum(len(s) for s in task.train_data)),
-        *((len(task.eval_data[k]), sum(len(s) for s in task.eval_data[k])) for k in ("val", "test")),
-    ]
+    splits = [task.train_data, task.eval_data["val"], task.eval_data["test"]]
+    counts = [(len(split), sum(len(s) for s in split)) for split in splits]
     assert counts == [(12_544, 204_577), (2_001, 25_147), (2_077, 25_094)]
     assert len(task.vocab.tags) == 17  # the universal tag set
 
@@ -287,9 +285,7 @@ def test_char_cnn_features_do_not_depend_on_the_padded_width() -> None:
     encoder = CharCNNEncoder(10, 4, 6, 3)
     word = torch.tensor([[3, 4, 5]])
     padded = torch.tensor([[3, 4, 5, 0, 0, 0]])
-    torch.testing.assert_close(
-        encoder(word, torch.tensor([3])), encoder(padded, torch.tensor([3]))
-    )
+    torch.testing.assert_close(encoder(word, torch.tensor([3])), encoder(padded, torch.tensor([3])))
 
 
 def test_self_attention_lets_a_word_see_the_whole_sentence() -> None:

@@ -121,7 +121,8 @@ def _check_tagger(model_cfg: DictConfig) -> None:
             raise ConfigError(f"model.{key} must be positive, got {model_cfg[key]}")
     if str(model_cfg.char_encoder) == "cnn" and model_cfg.char_kernel_size % 2 == 0:
         raise ConfigError(
-            f"model.char_kernel_size must be odd (centred windows), got {model_cfg.char_kernel_size}"
+            "model.char_kernel_size must be odd (centred windows), got"
+            f" {model_cfg.char_kernel_size}"
         )
     if not 0.0 <= model_cfg.dropout < 1.0:
         raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
