@@ -4,7 +4,8 @@
   (a) reference: pytorch/examples' word_language_model loop, written here as it is there
       (nn.Embedding, nn.LSTM over a (T, B) batch, nn.Dropout, nn.Linear, plain SGD by hand);
   (b) ours, ``model=lm attention=none``, stepped as the trainer steps it;
-  (c) ours with attention over the last W states (all positions in one batched product);
+  (c) ours with attention over the last W states (all positions in one batched product), as
+      the ``lm_ptb_small`` preset configures it (residual, next-word values; ``--values``);
   (d) the naive attention LM: a Python loop over time steps that calls the LSTM and the same
       attention module one step at a time, attending to a list of earlier outputs.
 
@@ -152,6 +153,8 @@ def build_variants(args: argparse.Namespace, vocab: int) -> dict[str, Callable[[
                 dropout_hidden=drop,
                 dropout_output=drop,
                 attention_window=args.window,
+                attention_values=args.values,
+                attention_residual=True,
             )
         )
         attention_cfg = OmegaConf.create({"method": method, "hidden_dim": None})
@@ -209,6 +212,12 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.2)
     parser.add_argument("--attention", default="general")
     parser.add_argument("--window", type=int, default=35)
+    parser.add_argument(
+        "--values",
+        default="next_word",
+        choices=["state", "next_word"],
+        help="(c)'s model.attention_values (the lm_ptb_small preset's: next_word)",
+    )
     parser.add_argument("--lr", type=float, default=20.0)
     parser.add_argument("--clip", type=float, default=0.25)
     parser.add_argument("--updates", type=int, default=40, help="timed updates per round")

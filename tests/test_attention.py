@@ -218,3 +218,20 @@ def test_causal_mask_broadcasts_over_the_batch() -> None:
 def test_masked_softmax_without_mask_is_softmax() -> None:
     scores = torch.randn(3, 4)
     torch.testing.assert_close(masked_softmax(scores, None), torch.softmax(scores, -1))
+
+
+@pytest.mark.parametrize("method", ["dot", "general", "additive", "feedforward"])
+def test_values_are_averaged_with_the_weights_of_the_keys(method: str) -> None:
+    torch.manual_seed(0)
+    attention = make_attention(method, 4, 4)
+    query = None if method == "feedforward" else torch.randn(2, 3, 4)
+    keys, values = torch.randn(2, 5, 4), torch.randn(2, 5, 7)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])[:, None, :]
+    mask = mask.expand(2, 3, 5)
+    context, weights = attention(query, keys, mask, values)
+    assert context.shape == (2, 3, 7)
+    torch.testing.assert_close(context, weights @ values)
+    _, keys_only = attention(query, keys, mask)
+    torch.testing.assert_close(weights, keys_only)  # values change what is averaged, not how
+    with pytest.raises(ValueError, match="values must be"):
+        attention(query, keys, mask, torch.randn(2, 4, 7))

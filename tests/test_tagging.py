@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from attnlstm.attention import make_attention
 from attnlstm.config import TaggingTaskConfig
@@ -341,6 +342,10 @@ def test_train_resume_and_tag_from_a_checkpoint(attention: str, tmp_path: Path) 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs"] == 2
     assert {"val/acc", "val/unseen_acc", "perf/words_per_s"} <= set(metrics["history"][0])
+    images = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    images.Reload()
+    # the self-attention of a validation sentence, word by word, as an image in TensorBoard
+    assert ("val/attention" in images.Tags()["images"]) == (attention != "none")
     assert metrics["test"]["test/unseen_words"] == 2.0  # "Cats" and "ca" are not in train
     run_cli([f"resume={run_dir}", "trainer.max_epochs=3"], tmp_path)
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3

@@ -61,3 +61,15 @@ def attention_image(weights: Tensor, lengths: Tensor | None, row_height: int = 1
     separators = torch.arange(bands.size(0)) % row_height == row_height - 1
     bands[separators] = 0.25
     return bands
+
+
+def attention_matrix_image(weights: Tensor, cell: int = 8) -> Tensor:
+    """One example's attention as a grey image (H, W) in [0, 1]: a (Tq, T) matrix, each query
+    row scaled by its own maximum, every weight drawn as a ``cell`` x ``cell`` square.
+
+    Args:
+        weights: (Tq, T), row i the weights of query step i over the T keys.
+    """
+    weights = weights.detach().float().cpu()
+    scaled = weights / weights.amax(dim=1, keepdim=True).clamp(min=1e-12)
+    return scaled.repeat_interleave(cell, dim=0).repeat_interleave(cell, dim=1)

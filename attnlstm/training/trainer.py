@@ -28,7 +28,12 @@ from attnlstm.training.averaging import NonMonotoneAveraging
 from attnlstm.training.interrupt import StopRequest
 from attnlstm.training.io import load_checkpoint, save_checkpoint, write_json
 from attnlstm.training.optim import build_optimizer, build_scheduler
-from attnlstm.training.tensorboard import attention_image, flatten_config, write_hparams
+from attnlstm.training.tensorboard import (
+    attention_image,
+    attention_matrix_image,
+    flatten_config,
+    write_hparams,
+)
 
 log = logging.getLogger(__name__)
 
@@ -353,9 +358,18 @@ class Trainer:
         self.model.eval()
         batch = next(iter(self.task.eval_batches("val"))).select(count).to(self.device)
         weights = getattr(self.task.forward(self.model, batch), "attention", None)
-        if weights is not None and weights.dim() == 2:
+        if weights is None:
+            return
+        if weights.dim() == 2:  # pooling: one row of weights per example
             image = attention_image(weights, batch.lengths)
-            self.writer.add_image("val/attention", image, self.state.step, dataformats="HW")
+        else:  # each step attends (B, Tq, T): the matrix of the longest example shown
+            row, length = 0, None
+            if batch.lengths is not None:
+                row = int(batch.lengths.argmax())
+                length = int(batch.lengths[row])
+            matrix = weights[row] if length is None else weights[row, :length, :length]
+            image = attention_matrix_image(matrix)
+        self.writer.add_image("val/attention", image, self.state.step, dataformats="HW")
 
     def test(self) -> dict[str, float]:
         """Evaluate the best checkpoint (the last one if none is better) on the test split."""
