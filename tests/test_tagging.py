@@ -373,3 +373,28 @@ def test_train_resume_and_tag_from_a_checkpoint(attention: str, tmp_path: Path) 
 
 def build_task_tags() -> list[str]:
     return fixture_task().vocab.tags.words
+
+
+def test_the_ewt_preset_runs_end_to_end(tmp_path: Path) -> None:
+    """``experiment=pos_ewt`` (shrunk) on the fixture treebank standing in for EWT."""
+    folder = tmp_path / "data" / "ud-english-ewt"
+    folder.mkdir(parents=True)
+    for source, split in (("train", "train"), ("dev", "dev"), ("test", "test")):
+        (folder / f"en_ewt-ud-{split}.conllu").write_text(
+            (FIXTURE / f"{source}.conllu").read_text()
+        )
+    args = [
+        "experiment=pos_ewt",
+        "attention=additive",
+        f"data_dir={tmp_path / 'data'}",
+        "model.word_embedding_size=8",
+        "model.char_hidden_size=4",
+        "model.hidden_size=8",
+        "trainer.max_epochs=2",
+        "trainer.progress_bar=false",
+        "device=cpu",
+    ]
+    run_cli(args, tmp_path / "run")
+    metrics = json.loads((only_run_dir(tmp_path / "run" / "outputs") / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2
+    assert 0.0 <= metrics["test"]["test/acc"] <= 1.0
