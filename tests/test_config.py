@@ -58,12 +58,28 @@ TASK_OVERRIDES = {
     name: ["task=lm", f"task.path={LM_FIXTURE}", "task.eval_batch_size=2"]
     for name in ("lm", "lm_ptb", "lm_wikitext2")
 }
-TASKS = sorted({o for o in options("task") if o not in TASK_OVERRIDES} | {"lm"})
+#: and the tagging tasks read a treebank: the hand-written CoNLL-U fixture stands in for EWT
+CONLLU_FIXTURE = Path(__file__).parent / "fixtures" / "conllu"
+TASK_OVERRIDES.update(
+    {
+        name: [
+            "task=pos",
+            f"task.path={CONLLU_FIXTURE}",
+            "task.train_file=train.conllu",
+            "task.valid_file=dev.conllu",
+            "task.test_file=test.conllu",
+        ]
+        for name in ("pos", "pos_ewt")
+    }
+)
+TASKS = sorted({o for o in options("task") if o not in TASK_OVERRIDES} | {"lm", "pos"})
 
 
 def _small_model(model: str) -> list[str]:
     if model == "lm":
         return ["model.hidden_size=4", "model.embedding_size=4"]
+    if model == "tagger":
+        return ["model.hidden_size=4", "model.word_embedding_size=4", "model.char_hidden_size=2"]
     return ["model.hidden_size=4", "model.head_size=4"]
 
 
