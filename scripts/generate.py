@@ -21,15 +21,12 @@ from omegaconf import OmegaConf
 
 from attnlstm.data.corpus import EOS, UNK, Vocabulary
 from attnlstm.models import build_language_model
-from attnlstm.training.io import load_checkpoint
+from attnlstm.training.io import checkpoint_file, load_checkpoint
 
 
 def load_language_model(path: Path) -> tuple[torch.nn.Module, Vocabulary]:
     """The model and vocabulary of a checkpoint (a run folder: its best.pt, else last.pt)."""
-    if path.is_dir():
-        path = path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+    path = checkpoint_file(path)
     checkpoint = load_checkpoint(path)
     cfg = OmegaConf.create(checkpoint["config"])
     if cfg.model.name != "lm" or "vocab" not in checkpoint.get("task", {}):

@@ -21,16 +21,13 @@ from omegaconf import OmegaConf
 from attnlstm.data.tagging import TaggingVocab, collate, encode_sentence
 from attnlstm.models import build_tagger
 from attnlstm.tasks.base import TaskSpec
-from attnlstm.training.io import load_checkpoint
+from attnlstm.training.io import checkpoint_file, load_checkpoint
 
 
 def load_tagger(path: Path) -> tuple[torch.nn.Module, TaggingVocab, int]:
     """The model, vocabulary and ``task.max_word_chars`` of a checkpoint (a run folder: its
     best.pt, else last.pt)."""
-    if path.is_dir():
-        path = path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+    path = checkpoint_file(path)
     checkpoint = load_checkpoint(path)
     cfg = OmegaConf.create(checkpoint["config"])
     if cfg.model.name != "tagger" or "vocab" not in checkpoint.get("task", {}):

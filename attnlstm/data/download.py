@@ -21,6 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnlstm.errors import ConfigError
 from attnlstm.paths import data_dir
 
 
@@ -190,3 +191,28 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def locate_files(
+    task: str, folder: str, files: list[str], configured_dir: str | None
+) -> list[Path]:
+    """``files`` in ``folder`` (absolute, or under the data directory). A missing one raises
+    ``ConfigError`` naming the paths looked at, and the download command when ``folder`` is
+    one of :data:`DATASETS`."""
+    root = data_dir(configured_dir)
+    base = Path(folder).expanduser()
+    base = base if base.is_absolute() else root / base
+    paths = [base / f for f in files]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        how = (
+            f"download it with `attnlstm-download {folder} --dest {root}`"
+            if folder in DATASETS
+            else "point task.path at a folder holding them"
+        )
+        raise ConfigError(
+            f"task={task}: data not found: looked for {', '.join(str(p) for p in missing)}"
+            f" (data directory {root}, from data_dir=, else $ATTNLSTM_DATA, else ../shared/data"
+            f" beside the checkout); {how}, or set ATTNLSTM_DATA / data_dir= to where it is"
+        )
+    return paths

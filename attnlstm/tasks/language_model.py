@@ -20,9 +20,8 @@ from torch import Tensor, nn
 
 from attnlstm.config import LanguageModelTaskConfig
 from attnlstm.data.corpus import Corpus, batchify
-from attnlstm.data.download import DATASETS
+from attnlstm.data.download import locate_files
 from attnlstm.errors import ConfigError
-from attnlstm.paths import data_dir
 from attnlstm.tasks.base import Meter, Monitor, Task, TaskSpec
 
 #: the corpus behind each named task: folder and file names under the data directory
@@ -84,23 +83,7 @@ def resolve_corpus_files(cfg: LanguageModelTaskConfig, configured_dir: str | Non
         folder_name, *files = CORPORA[name]
     else:
         folder_name, files = cfg.path, [cfg.train_file, cfg.valid_file, cfg.test_file]
-    root = data_dir(configured_dir)
-    folder = Path(folder_name).expanduser()
-    folder = folder if folder.is_absolute() else root / folder
-    paths = [folder / f for f in files]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        how = (
-            f"download it with `attnlstm-download {folder_name} --dest {root}`"
-            if folder_name in DATASETS
-            else "point task.path at a folder holding them"
-        )
-        raise ConfigError(
-            f"task={name}: data not found: looked for {', '.join(str(p) for p in missing)}"
-            f" (data directory {root}, from data_dir=, else $ATTNLSTM_DATA, else ../shared/data"
-            f" beside the checkout); {how}, or set ATTNLSTM_DATA / data_dir= to where it is"
-        )
-    return paths
+    return locate_files(name, str(folder_name), list(files), configured_dir)
 
 
 class LanguageModelTask(Task):

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from attnlstm.config import TaggingTaskConfig
 from attnlstm.data.conllu import ConlluError, TaggedSentence, read_conllu
-from attnlstm.data.download import DATASETS
+from attnlstm.data.download import locate_files
 from attnlstm.data.tagging import (
     IGNORE,
     UNK_ID,
@@ -31,7 +31,6 @@ from attnlstm.data.tagging import (
     encode_sentence,
 )
 from attnlstm.errors import ConfigError
-from attnlstm.paths import data_dir
 from attnlstm.tasks.base import Meter, Monitor, Task, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -100,23 +99,8 @@ class TaggingMeter(Meter):
 
 def resolve_treebank_files(cfg: TaggingTaskConfig, configured_dir: str | None) -> list[Path]:
     """The train/valid/test CoNLL-U files of ``cfg``; a clear error naming where it looked."""
-    root = data_dir(configured_dir)
-    folder = Path(cfg.path).expanduser()
-    folder = folder if folder.is_absolute() else root / folder
-    paths = [folder / f for f in (cfg.train_file, cfg.valid_file, cfg.test_file)]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        how = (
-            f"download it with `attnlstm-download {cfg.path} --dest {root}`"
-            if cfg.path in DATASETS
-            else "point task.path at a folder holding them"
-        )
-        raise ConfigError(
-            f"task={cfg.name}: data not found: looked for {', '.join(str(p) for p in missing)}"
-            f" (data directory {root}, from data_dir=, else $ATTNLSTM_DATA, else ../shared/data"
-            f" beside the checkout); {how}, or set ATTNLSTM_DATA / data_dir= to where it is"
-        )
-    return paths
+    files = [cfg.train_file, cfg.valid_file, cfg.test_file]
+    return locate_files(str(cfg.name), cfg.path, files, configured_dir)
 
 
 class TaggingTask(Task):

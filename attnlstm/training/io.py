@@ -11,6 +11,16 @@ from typing import Any
 import torch
 
 
+def checkpoint_file(path: Path) -> Path:
+    """A checkpoint file, or a run folder's best.pt (else last.pt); FileNotFoundError if none."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return path
+
+
 def _atomic_write(path: Path, write: Any) -> None:
     """Write through a temporary file in the same folder, then rename it over ``path``: a
     reader sees the old file or the new one, never half of one."""
