@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from attnlstm.data.conllu import ConlluError, TaggedSentence, read_conllu
 from attnlstm.data.tagging import IGNORE, UNK_ID, TaggingVocab, collate, encode_sentence
 from attnlstm.errors import ConfigError
 from attnlstm.models import build_model
-from attnlstm.models.tagger import BiLSTMTagger, CharCNNEncoder, CharLSTMEncoder
+from attnlstm.models.tagger import BiLSTMTagger, CharCNNEncoder, CharLSTMEncoder, TaggerOutput
 from attnlstm.paths import data_dir
 from attnlstm.tasks import build_task
 from attnlstm.tasks.tagging import TaggingMeter, TaggingTask
@@ -221,6 +222,57 @@ def test_word_dropout_replaces_real_words_by_unk_only() -> None:
         assert (noisy.words[changed] == UNK_ID).all()
         assert not changed[~clean.mask].any()  # padding untouched
         assert torch.equal(clean.chars, noisy.chars)  # characters still tell the word
+
+
+def test_frequency_word_dropout_follows_alpha_over_alpha_plus_count() -> None:
+    task = fixture_task(word_dropout_alpha=0.25)
+    counts = Counter(
+        task.vocab.normalize(w) for s in read_conllu(FIXTURE / "train.conllu") for w in s.words
+    )
+    probability = task.drop_probability
+    assert probability[0] == 0 and probability[UNK_ID] == 0  # padding and <unk>
+    for word, count in counts.items():
+        expected = 0.25 / (0.25 + count)
+        assert probability[task.vocab.words.encode([word])[0]].item() == pytest.approx(expected)
+    # with uniform dropout too, a word is kept only if neither drops it
+    both = fixture_task(word_dropout=0.5, word_dropout_alpha=0.25)
+    assert torch.allclose(both.drop_probability[2:], 1 - 0.5 * (1 - probability[2:]))
+
+
+def test_frequency_word_dropout_drops_rare_words_more_often() -> None:
+    task = fixture_task(batch_size=4, word_dropout_alpha=1.0)
+    clean = fixture_task(batch_size=4)
+    counts = torch.zeros(len(task.vocab.words))
+    dropped = torch.zeros(len(task.vocab.words))
+    for epoch in range(300):
+        for plain, noisy in zip(clean.train_batches(epoch), task.train_batches(epoch), strict=True):
+            real = plain.mask
+            counts += torch.bincount(plain.words[real], minlength=counts.numel())
+            hit = plain.words[real & (noisy.words != plain.words)]
+            dropped += torch.bincount(hit, minlength=counts.numel())
+    rate = dropped / counts.clamp(min=1)
+    seen = counts > 0
+    expected = task.drop_probability[seen]
+    assert torch.allclose(rate[seen], expected, atol=0.08)
+    assert rate[seen].max() > 2 * rate[seen].min()  # rare words go far more often
+
+
+def test_label_smoothing_changes_the_training_loss_only() -> None:
+    plain, smooth = fixture_task(), fixture_task(label_smoothing=0.2)
+    batch = next(plain.eval_batches("val"))
+    logits = torch.randn(*batch.words.shape, len(plain.vocab.tags))
+    output = TaggerOutput(logits)
+    assert smooth.loss(output, batch) != pytest.approx(plain.loss(output, batch).item())
+    meters = [task.new_meter("val") for task in (plain, smooth)]
+    for meter in meters:
+        meter.update(output, batch)
+    assert meters[0].compute()["loss"] == pytest.approx(meters[1].compute()["loss"])
+
+
+@pytest.mark.parametrize(("key", "value"), [("word_dropout_alpha", -0.1), ("label_smoothing", 1.0)])
+def test_bad_regulariser_settings_are_config_errors(key: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=f"task.{key}"):
+        fixture_task(**{key: value})
 
 
 def test_tags_only_in_valid_or_test_become_classes(tmp_path: Path) -> None:

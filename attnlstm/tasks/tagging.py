@@ -118,6 +118,10 @@ class TaggingTask(Task):
                 raise ConfigError(f"task.{key} must be positive, got {getattr(cfg, key)}")
         if not 0.0 <= cfg.word_dropout < 1.0:
             raise ConfigError(f"task.word_dropout must lie in [0, 1), got {cfg.word_dropout}")
+        if cfg.word_dropout_alpha < 0:
+            raise ConfigError(f"task.word_dropout_alpha must be >= 0, got {cfg.word_dropout_alpha}")
+        if not 0.0 <= cfg.label_smoothing < 1.0:
+            raise ConfigError(f"task.label_smoothing must lie in [0, 1), got {cfg.label_smoothing}")
         self.cfg = cfg
         self.name = str(cfg.name)
         if self.name == "pos_toy":
@@ -145,9 +149,26 @@ class TaggingTask(Task):
             target="tags",
             char_vocab_size=len(self.vocab.chars),
         )
+        self.drop_probability = self._word_drop_probability(train)
         self.train_data = self._encode(train, "train")
         self.eval_data = {"val": self._encode(valid, "valid"), "test": self._encode(test, "test")}
         self.generator = torch.Generator().manual_seed(seed)
+
+    def _word_drop_probability(self, train: Sequence[TaggedSentence]) -> Tensor:
+        """(V,) probability that training replaces each word id by ``<unk>``:
+        1 - (1 - p) * (1 - alpha / (alpha + count(w))), p = ``word_dropout``; 0 for padding
+        and ``<unk>``."""
+        counts = torch.zeros(len(self.vocab.words))
+        for sentence in train:
+            ids = self.vocab.words.encode([self.vocab.normalize(w) for w in sentence.words], UNK_ID)
+            counts += torch.bincount(torch.tensor(ids), minlength=counts.numel())
+        keep = torch.full_like(counts, 1.0 - self.cfg.word_dropout)
+        alpha = self.cfg.word_dropout_alpha
+        if alpha > 0:
+            keep = keep * (1.0 - alpha / (alpha + counts))
+        probability = 1.0 - keep
+        probability[:2] = 0.0  # padding and <unk>: nothing to drop
+        return probability
 
     def _encode(self, sentences: Sequence[TaggedSentence], split: str) -> list[EncodedSentence]:
         try:
@@ -170,11 +191,10 @@ class TaggingTask(Task):
             batches.extend(pool[i : i + size] for i in range(0, len(pool), size))
         for index in torch.randperm(len(batches), generator=self.generator).tolist():
             batch = collate([self.train_data[i] for i in batches[index]])
-            if self.cfg.word_dropout > 0:
-                drop = torch.rand(batch.words.shape, generator=self.generator)
-                batch.words = batch.words.masked_fill(
-                    (drop < self.cfg.word_dropout) & batch.mask, UNK_ID
-                )
+            if self.cfg.word_dropout > 0 or self.cfg.word_dropout_alpha > 0:
+                draw = torch.rand(batch.words.shape, generator=self.generator)
+                drop = draw < self.drop_probability[batch.words]  # padding: probability 0
+                batch.words = batch.words.masked_fill(drop, UNK_ID)
             yield batch
 
     def num_train_batches(self) -> int:
@@ -194,10 +214,13 @@ class TaggingTask(Task):
         return model(batch.words, batch.chars, batch.char_lengths, batch.lengths)
 
     def loss(self, output: Any, batch: TaggingBatch) -> Tensor:
-        """Mean cross-entropy over the real words of the batch."""
+        """Mean cross-entropy over the real words of the batch, against targets smoothed by
+        ``task.label_smoothing``."""
         logits = output.logits
         return nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), batch.targets.reshape(-1)
+            logits.reshape(-1, logits.size(-1)),
+            batch.targets.reshape(-1),
+            label_smoothing=self.cfg.label_smoothing,
         )
 
     def new_meter(self, split: str = "val") -> Meter:
