@@ -93,6 +93,47 @@ class LanguageModelName(StrEnum):
     lm = "lm"
 
 
+class Seq2SeqTaskName(StrEnum):
+    """``reverse`` and ``sort``: synthetic symbol sequences; ``translation``: sentence pairs
+    (English-French by default)."""
+
+    reverse = "reverse"
+    sort = "sort"
+    translation = "translation"
+
+
+class TranslationFilter(StrEnum):
+    """``tutorial``: PyTorch's translation tutorial's pairs only (both sides under
+    ``filter_max_length`` tokens, English starting "i am", "he is", ...); ``none``: every
+    pair of the file."""
+
+    none = "none"
+    tutorial = "tutorial"
+
+
+class Language(StrEnum):
+    eng = "eng"
+    fra = "fra"
+
+
+class Seq2SeqName(StrEnum):
+    seq2seq = "seq2seq"
+
+
+class AttentionStyle(StrEnum):
+    """Where the decoder attends: ``luong`` after its step, with the new state, the context
+    combined with it before the softmax; ``bahdanau`` before its step, with the previous
+    state, the context fed in beside the input embedding."""
+
+    luong = "luong"
+    bahdanau = "bahdanau"
+
+
+class RecurrentCell(StrEnum):
+    lstm = "lstm"
+    gru = "gru"
+
+
 class AttentionValues(StrEnum):
     """What the language model's attention averages over the earlier positions it scores by
     their states: ``state`` the top-layer states themselves; ``next_word`` the embedding of
@@ -210,7 +251,11 @@ class TaggingTaskConfig:
     word vocabulary is the training split's words seen at least ``min_count`` times (others
     map to ``<unk>``), after lowercasing with ``lowercase``; characters always keep their case.
     In training each word is replaced by ``<unk>`` with probability ``word_dropout``, so the
-    model learns what to do with words it has not seen (their characters still reach it).
+    model learns what to do with words it has not seen (their characters still reach it);
+    ``word_dropout_alpha`` > 0 adds Kiperwasser & Goldberg (2016)'s frequency-scaled dropout,
+    alpha / (alpha + count(w)), which drops rare words often and frequent ones almost never
+    (the two combine as independent events). ``label_smoothing`` smooths the training loss's
+    targets (the reported loss is the plain cross-entropy).
     Sentences are batched ``batch_size`` at a time (``eval_batch_size`` in evaluation), padded,
     with masks; words longer than ``max_word_chars`` keep their first characters.
     """
@@ -224,9 +269,87 @@ class TaggingTaskConfig:
     min_count: int = 1
     lowercase: bool = False
     word_dropout: float = 0.0
+    word_dropout_alpha: float = 0.0
+    label_smoothing: float = 0.0
     batch_size: int = 32
     eval_batch_size: int = 256
     max_word_chars: int = 30
+
+
+@dataclass
+class Seq2SeqTaskConfig:
+    """Sequence-to-sequence tasks.
+
+    ``reverse`` / ``sort``: sources of ``symbols`` symbols with lengths uniform in
+    [``min_length``, ``max_length``]; the target is the source reversed / sorted. Each training
+    epoch is ``batches_per_epoch`` batches of fresh pairs (seeded by the run's seed and the
+    epoch); validation and test are fixed sets of ``eval_size`` pairs (seeded by ``data_seed``).
+    At test time the exact match is also reported per source-length bucket, the buckets
+    starting at ``length_buckets``.
+
+    ``translation``: the tab-separated ``file`` (English<TAB>French) in ``path``, normalised as
+    PyTorch's tutorial does (lowercase ASCII, punctuation split off), filtered by ``filter``,
+    translated from ``source_language`` to the other. Source sentences are split
+    ``valid_fraction`` / ``test_fraction`` / rest with ``split_seed``, all translations of a
+    source staying in one split (they are its references). Vocabularies keep tokens seen
+    ``min_count`` times in training.
+
+    Decoding (validation: greedy; test: greedy and, with ``beam_size`` > 1, beam search with
+    ``length_penalty``) stops at EOS or ``ceil(max_decode_ratio * S) + max_decode_extra``
+    tokens for a source of S tokens. ``solved_exact``: validation exact match at which the
+    run counts as solved (and stops, with ``trainer.stop_when_solved``); None never.
+    """
+
+    name: Seq2SeqTaskName = Seq2SeqTaskName.reverse
+    symbols: int = 20
+    min_length: int = 5
+    max_length: int = 50
+    batches_per_epoch: int = 200
+    eval_size: int = 1000
+    data_seed: int = 1234
+    length_buckets: list[int] = field(default_factory=lambda: [5, 15, 25, 35, 45])
+    path: str = "eng-fra"
+    file: str = "eng-fra.txt"
+    source_language: Language = Language.fra
+    filter: TranslationFilter = TranslationFilter.tutorial
+    filter_max_length: int = 10
+    min_count: int = 1
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 1234
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    max_decode_ratio: float = 1.5
+    max_decode_extra: int = 5
+    solved_exact: float | None = None
+
+
+@dataclass
+class Seq2SeqConfig:
+    """``model=seq2seq``: an encoder-decoder, with attention of ``attention_style`` unless
+    ``attention=none``.
+
+    The encoder is a packed ``cell`` RNN (``bidirectional``: ``hidden_size / 2`` units per
+    direction, their final states side by side) of ``num_layers`` layers; the decoder, of the
+    same depth and ``hidden_size`` units, starts from the encoder's final state. ``input_feed``
+    (Luong only) feeds each step's attentional vector tanh(W_c [c; h]) into the next step.
+    ``teacher_forcing``: the probability that a training step reads the gold previous token
+    rather than the model's own prediction (1: always gold). ``dropout`` applies to the
+    embeddings, between layers and before the output layer.
+    """
+
+    name: Seq2SeqName = Seq2SeqName.seq2seq
+    embedding_size: int = 128
+    hidden_size: int = 256
+    num_layers: int = 1
+    cell: RecurrentCell = RecurrentCell.lstm
+    bidirectional: bool = True
+    dropout: float = 0.1
+    attention_style: AttentionStyle = AttentionStyle.luong
+    input_feed: bool = False
+    teacher_forcing: float = 1.0
 
 
 @dataclass
@@ -384,11 +507,13 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "long_memory": LongMemoryTaskConfig,
         "language_model": LanguageModelTaskConfig,
         "tagging": TaggingTaskConfig,
+        "seq2seq": Seq2SeqTaskConfig,
     },
     "model": {
         "sequence": SequenceModelConfig,
         "language_model": LanguageModelConfig,
         "tagger": TaggerConfig,
+        "seq2seq": Seq2SeqConfig,
     },
     "attention": {"attention": AttentionConfig},
     "device": {"device": DeviceConfig},

@@ -72,7 +72,19 @@ TASK_OVERRIDES.update(
         for name in ("pos", "pos_ewt")
     }
 )
-TASKS = sorted({o for o in options("task") if o not in TASK_OVERRIDES} | {"lm", "pos"})
+#: and the translation tasks read sentence pairs: the hand-written fixture stands in for eng-fra
+ENG_FRA_FIXTURE = Path(__file__).parent / "fixtures" / "eng-fra"
+TASK_OVERRIDES.update(
+    {
+        name: [f"task={name}", f"task.path={ENG_FRA_FIXTURE}"]
+        for name in ("translation", "translation_full")
+    }
+)
+TASK_OVERRIDES.update({name: [f"task={name}", "task.eval_size=8"] for name in ("reverse", "sort")})
+TASKS = sorted(
+    {o for o in options("task") if o not in TASK_OVERRIDES or o.startswith(("rev", "sort"))}
+    | {"lm", "pos", "translation"}
+)
 
 
 def _small_model(model: str) -> list[str]:
@@ -80,6 +92,8 @@ def _small_model(model: str) -> list[str]:
         return ["model.hidden_size=4", "model.embedding_size=4"]
     if model == "tagger":
         return ["model.hidden_size=4", "model.word_embedding_size=4", "model.char_hidden_size=2"]
+    if model == "seq2seq":
+        return ["model.hidden_size=4", "model.embedding_size=4"]
     return ["model.hidden_size=4", "model.head_size=4"]
 
 

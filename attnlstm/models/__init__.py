@@ -12,6 +12,7 @@ from attnlstm.models.common import ModelOutput
 from attnlstm.models.ffattn import FeedForwardPooling
 from attnlstm.models.language_model import LSTMLanguageModel
 from attnlstm.models.lstm import LSTMPooling
+from attnlstm.models.seq2seq import Seq2Seq
 from attnlstm.models.tagger import BiLSTMTagger, CharCNNEncoder, CharLSTMEncoder
 from attnlstm.tasks.base import TaskSpec
 
@@ -20,6 +21,7 @@ __all__ = [
     "ModelOutput",
     "build_language_model",
     "build_model",
+    "build_seq2seq",
     "build_tagger",
     "check_compatible",
 ]
@@ -33,11 +35,13 @@ MODEL_FAMILIES: dict[str, tuple[str, str]] = {
     "mean": ("value", "none"),
     "lm": ("tokens", "optional"),
     "tagger": ("tags", "optional"),
+    "seq2seq": ("sequence", "optional"),
 }
 _TARGET_WORDS = {
     "value": "one value per sequence",
     "tokens": "the next word at every position",
     "tags": "a tag for every word",
+    "sequence": "an output sequence for each input sequence",
 }
 
 
@@ -75,6 +79,9 @@ def check_compatible(model_cfg: DictConfig, attention_method: str, spec: TaskSpe
         return
     if name == "tagger":
         _check_tagger(model_cfg)
+        return
+    if name == "seq2seq":
+        _check_seq2seq(model_cfg, attention_method)
         return
     if name in ("ffattn", "mean") and model_cfg.bidirectional:
         raise ConfigError(f"model={name} has no recurrence, so model.bidirectional must be false")
@@ -126,6 +133,55 @@ def _check_tagger(model_cfg: DictConfig) -> None:
         )
     if not 0.0 <= model_cfg.dropout < 1.0:
         raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
+
+
+def _check_seq2seq(model_cfg: DictConfig, attention_method: str) -> None:
+    for key in ("embedding_size", "hidden_size", "num_layers"):
+        if model_cfg[key] <= 0:
+            raise ConfigError(f"model.{key} must be positive, got {model_cfg[key]}")
+    if model_cfg.bidirectional and model_cfg.hidden_size % 2:
+        raise ConfigError(
+            "a bidirectional encoder splits model.hidden_size between its two directions, so it"
+            f" must be even, got {model_cfg.hidden_size}"
+        )
+    if not 0.0 <= model_cfg.dropout < 1.0:
+        raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
+    if not 0.0 <= model_cfg.teacher_forcing <= 1.0:
+        raise ConfigError(
+            f"model.teacher_forcing must lie in [0, 1], got {model_cfg.teacher_forcing}"
+        )
+    if model_cfg.input_feed and str(model_cfg.attention_style) == "bahdanau":
+        raise ConfigError(
+            "model.input_feed is Luong's (the attentional vector fed to the next step);"
+            " Bahdanau attention already feeds the context in: use"
+            " model.attention_style=luong or model.input_feed=false"
+        )
+    if model_cfg.input_feed and attention_method == "none":
+        raise ConfigError("model.input_feed feeds the attentional vector: it needs attention")
+
+
+def build_seq2seq(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpec) -> Seq2Seq:
+    """``model=seq2seq`` for ``spec.input_size`` source and ``spec.output_size`` target
+    tokens; the attention compares decoder states with encoder states (both hidden_size)."""
+    method = str(attention_cfg.method)
+    size = model_cfg.hidden_size
+    attention = (
+        None if method == "none" else make_attention(method, size, size, attention_cfg.hidden_dim)
+    )
+    return Seq2Seq(
+        spec.input_size,
+        spec.output_size,
+        embedding_size=model_cfg.embedding_size,
+        hidden_size=size,
+        num_layers=model_cfg.num_layers,
+        cell=str(model_cfg.cell),
+        bidirectional=model_cfg.bidirectional,
+        dropout=model_cfg.dropout,
+        attention=attention,
+        attention_style=str(model_cfg.attention_style),
+        input_feed=model_cfg.input_feed,
+        teacher_forcing=model_cfg.teacher_forcing,
+    )
 
 
 def build_tagger(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpec) -> BiLSTMTagger:
@@ -210,6 +266,8 @@ def build_model(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpec
         return build_language_model(model_cfg, attention_cfg, spec.input_size)
     if name == "tagger":
         return build_tagger(model_cfg, attention_cfg, spec)
+    if name == "seq2seq":
+        return build_seq2seq(model_cfg, attention_cfg, spec)
     activation = str(model_cfg.output_activation)
     if name in ("lstm", "lstm_attn"):
         state_size = model_cfg.hidden_size * (2 if model_cfg.bidirectional else 1)

@@ -9,6 +9,8 @@ from attnlstm.config import (
     LanguageModelTaskName,
     LongMemoryProblem,
     LongMemoryTaskConfig,
+    Seq2SeqTaskConfig,
+    Seq2SeqTaskName,
     TaggingTaskConfig,
     TaggingTaskName,
 )
@@ -16,6 +18,7 @@ from attnlstm.errors import ConfigError
 from attnlstm.tasks.base import Meter, Monitor, Task, TaskSpec
 from attnlstm.tasks.language_model import LanguageModelTask
 from attnlstm.tasks.long_memory import LongMemoryTask
+from attnlstm.tasks.seq2seq import Seq2SeqTask
 from attnlstm.tasks.tagging import TaggingTask
 
 __all__ = ["Meter", "Monitor", "Task", "TaskSpec", "build_task"]
@@ -23,6 +26,7 @@ __all__ = ["Meter", "Monitor", "Task", "TaskSpec", "build_task"]
 _LONG_MEMORY = {p.value for p in LongMemoryProblem}
 _LANGUAGE_MODEL = {n.value for n in LanguageModelTaskName}
 _TAGGING = {n.value for n in TaggingTaskName}
+_SEQ2SEQ = {n.value for n in Seq2SeqTaskName}
 
 
 def _as_dataclass(task_cfg: DictConfig, schema: type) -> object:
@@ -45,6 +49,7 @@ def build_task(task_cfg: DictConfig, seed: int, data_dir: str | None = None) -> 
         return LanguageModelTask(_as_dataclass(task_cfg, LanguageModelTaskConfig), seed, data_dir)
     if name in _TAGGING:
         return TaggingTask(_as_dataclass(task_cfg, TaggingTaskConfig), seed, data_dir)
-    raise ConfigError(
-        f"unknown task {name!r}; choose one of {sorted(_LONG_MEMORY | _LANGUAGE_MODEL | _TAGGING)}"
-    )
+    if name in _SEQ2SEQ:
+        return Seq2SeqTask(_as_dataclass(task_cfg, Seq2SeqTaskConfig), seed, data_dir)
+    known = _LONG_MEMORY | _LANGUAGE_MODEL | _TAGGING | _SEQ2SEQ
+    raise ConfigError(f"unknown task {name!r}; choose one of {sorted(known)}")

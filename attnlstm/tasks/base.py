@@ -21,7 +21,8 @@ class TaskSpec:
             ``"value"`` = one output vector per sequence; ``"tokens"`` = the next word at every
             position of a stream (language models); ``"tags"`` = one class per word of a
             sentence (taggers; input_size is the word vocabulary, output_size the tag set);
-            output ``"sequence"`` comes with a later task.
+            ``"sequence"`` = a token sequence per source sequence (encoder-decoders;
+            input_size is the source vocabulary, output_size the target vocabulary).
         char_vocab_size: characters known to the task (taggers' character features), or 0.
     """
 
@@ -29,6 +30,17 @@ class TaskSpec:
     output_size: int
     target: str = "value"
     char_vocab_size: int = 0
+
+
+@dataclass
+class AttentionMap:
+    """Attention weights to show as a heatmap: ``weights`` (Tq, T), one row per query step
+    (``query_labels``, e.g. output tokens) and one column per key (``key_labels``)."""
+
+    weights: Tensor
+    query_labels: list[str]
+    key_labels: list[str]
+    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,12 @@ class Task(ABC):
     def new_meter(self, split: str = "val") -> Meter:
         """A fresh meter for one evaluation of ``split`` (``val`` or ``test``; a task may
         report more at test time, e.g. per-class accuracies)."""
+
+    def attention_maps(self, output: Any, batch: Any) -> list[AttentionMap] | None:
+        """Labelled attention heatmaps of ``batch``'s examples from ``output`` (an evaluation
+        forward), for the trainer to log as figures; None: the trainer logs the output's
+        ``attention`` weights as plain images instead."""
+        return None
 
     def train_epoch_metrics(self) -> dict[str, float]:
         """Metrics of the training epoch just finished, logged as ``train/<name>`` (e.g. the

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from attnlstm.plots import attention_figure
 from attnlstm.tasks.base import Task
 from attnlstm.training.averaging import NonMonotoneAveraging
 from attnlstm.training.interrupt import StopRequest
@@ -357,7 +358,15 @@ class Trainer:
             return
         self.model.eval()
         batch = next(iter(self.task.eval_batches("val"))).select(count).to(self.device)
-        weights = getattr(self.task.forward(self.model, batch), "attention", None)
+        output = self.task.forward(self.model, batch)
+        maps = self.task.attention_maps(output, batch)
+        if maps is not None:  # labelled heatmaps, one figure per example
+            for index, attention in enumerate(maps):
+                self.writer.add_figure(
+                    f"val/attention/{index}", attention_figure(attention), self.state.step
+                )
+            return
+        weights = getattr(output, "attention", None)
         if weights is None:
             return
         if weights.dim() == 2:  # pooling: one row of weights per example
