@@ -94,8 +94,17 @@ class Attention(nn.Module, ABC):
         self.key_dim = key_dim
 
     @abstractmethod
-    def score(self, query: Tensor | None, keys: Tensor) -> Tensor:
-        """Unnormalised scores: query (B, Tq, Dq) or None, keys (B, T, Dk) -> (B, Tq, T)."""
+    def score(
+        self, query: Tensor | None, keys: Tensor, key_features: Tensor | None = None
+    ) -> Tensor:
+        """Unnormalised scores: query (B, Tq, Dq) or None, keys (B, T, Dk) -> (B, Tq, T).
+        ``key_features``: :meth:`key_features` of these keys, computed earlier, or None."""
+
+    def key_features(self, keys: Tensor) -> Tensor | None:
+        """The query-independent part of the scores (e.g. U k of the additive score), or None
+        where there is none worth keeping. A decoder that attends to the same keys at every
+        step computes it once and passes it to :meth:`forward`, instead of once per step."""
+        return None
 
     def forward(
         self,
@@ -103,11 +112,14 @@ class Attention(nn.Module, ABC):
         keys: Tensor,
         mask: Tensor | None = None,
         values: Tensor | None = None,
+        key_features: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Attend over ``keys`` with ``query``; see the module docstring for the shapes.
 
         ``values`` (B, T, Dv), when given, are what the weights average instead of the keys
         (context_i = sum_j a_ij v_j); the scores still compare the query with the keys.
+        ``key_features``: ``self.key_features(keys)``, computed once for keys attended to
+        many times (the result is the same as without it).
 
         Returns:
             (context, weights): context (B, Dv) or (B, Tq, Dv) (Dv = Dk without ``values``);
@@ -142,7 +154,7 @@ class Attention(nn.Module, ABC):
             single_step = mask is None or mask.dim() < 3
             query_3d = None
 
-        scores = self.score(query_3d, keys)  # B x Tq x T
+        scores = self.score(query_3d, keys, key_features)  # B x Tq x T
         if mask is not None:
             mask = self._broadcast_mask(mask, scores, single_step)
         weights = masked_softmax(scores, mask)  # B x Tq x T
@@ -181,7 +193,9 @@ class DotAttention(Attention):
         _require_same_dims("dot", query_dim, key_dim)
         super().__init__(query_dim, key_dim)
 
-    def score(self, query: Tensor | None, keys: Tensor) -> Tensor:
+    def score(
+        self, query: Tensor | None, keys: Tensor, key_features: Tensor | None = None
+    ) -> Tensor:
         assert query is not None
         return torch.bmm(query, keys.transpose(1, 2))  # B x Tq x T
 
@@ -194,7 +208,9 @@ class ScaledDotAttention(DotAttention):
         super().__init__(query_dim, key_dim)
         self.scale = 1.0 / math.sqrt(key_dim)
 
-    def score(self, query: Tensor | None, keys: Tensor) -> Tensor:
+    def score(
+        self, query: Tensor | None, keys: Tensor, key_features: Tensor | None = None
+    ) -> Tensor:
         return super().score(query, keys) * self.scale
 
 
@@ -205,7 +221,9 @@ class GeneralAttention(Attention):
         super().__init__(query_dim, key_dim)
         self.linear = nn.Linear(query_dim, key_dim, bias=False)  # q -> q^T W
 
-    def score(self, query: Tensor | None, keys: Tensor) -> Tensor:
+    def score(
+        self, query: Tensor | None, keys: Tensor, key_features: Tensor | None = None
+    ) -> Tensor:
         assert query is not None
         return torch.bmm(self.linear(query), keys.transpose(1, 2))  # B x Tq x T
 
@@ -223,11 +241,17 @@ class ConcatAttention(Attention):
         self.linear = nn.Linear(query_dim + key_dim, hidden_dim)  # W, b on [q; k]
         self.v = nn.Linear(hidden_dim, 1, bias=False)
 
-    def score(self, query: Tensor | None, keys: Tensor) -> Tensor:
+    def key_features(self, keys: Tensor) -> Tensor:
+        """W_k k: (B, T, Dk) -> (B, T, H)."""
+        return nn.functional.linear(keys, self.linear.weight[:, self.query_dim :])
+
+    def score(
+        self, query: Tensor | None, keys: Tensor, key_features: Tensor | None = None
+    ) -> Tensor:
         assert query is not None
-        w_query, w_keys = self.linear.weight.split([self.query_dim, self.key_dim], dim=1)
+        w_query = self.linear.weight[:, : self.query_dim]
         projected_query = nn.functional.linear(query, w_query, self.linear.bias)  # B x Tq x H
-        projected_keys = nn.functional.linear(keys, w_keys)  # B x T x H
+        projected_keys = self.key_features(keys) if key_features is None else key_features
         hidden = torch.tanh(projected_query.unsqueeze(2) + projected_keys.unsqueeze(1))
         return self.v(hidden).squeeze(-1)  # B x Tq x T
 
@@ -242,10 +266,17 @@ class AdditiveAttention(Attention):
         self.key_proj = nn.Linear(key_dim, hidden_dim, bias=False)  # U
         self.v = nn.Linear(hidden_dim, 1, bias=False)
 
-    def score(self, query: Tensor | None, keys: Tensor) -> Tensor:
+    def key_features(self, keys: Tensor) -> Tensor:
+        """U k: (B, T, Dk) -> (B, T, H)."""
+        return self.key_proj(keys)
+
+    def score(
+        self, query: Tensor | None, keys: Tensor, key_features: Tensor | None = None
+    ) -> Tensor:
         assert query is not None
+        projected_keys = self.key_proj(keys) if key_features is None else key_features
         hidden = torch.tanh(
-            self.query_proj(query).unsqueeze(2) + self.key_proj(keys).unsqueeze(1)
+            self.query_proj(query).unsqueeze(2) + projected_keys.unsqueeze(1)
         )  # B x Tq x T x H
         return self.v(hidden).squeeze(-1)  # B x Tq x T
 
@@ -271,7 +302,9 @@ class FeedForwardAttention(Attention):
             self.linear = nn.Linear(key_dim, hidden_dim)
             self.v = nn.Linear(hidden_dim, 1, bias=False)
 
-    def score(self, query: Tensor | None, keys: Tensor) -> Tensor:
+    def score(
+        self, query: Tensor | None, keys: Tensor, key_features: Tensor | None = None
+    ) -> Tensor:
         hidden = torch.tanh(self.linear(keys))  # B x T x (1 or H)
         scores = hidden if self.v is None else self.v(hidden)  # B x T x 1
         return scores.transpose(1, 2)  # B x 1 x T

@@ -235,3 +235,25 @@ def test_values_are_averaged_with_the_weights_of_the_keys(method: str) -> None:
     torch.testing.assert_close(weights, keys_only)  # values change what is averaged, not how
     with pytest.raises(ValueError, match="values must be"):
         attention(query, keys, mask, torch.randn(2, 4, 7))
+
+
+@pytest.mark.parametrize("method", QUERY_METHODS)
+def test_precomputed_key_features_give_the_same_attention(method: str) -> None:
+    """A decoder computes key_features once per source and attends with them at every step:
+    the contexts, weights and gradients are those computed from the keys alone."""
+    torch.manual_seed(0)
+    attention = make_attention(method, 6, 6, 5)
+    query, keys = torch.randn(3, 6), torch.randn(3, 4, 6, requires_grad=True)
+    mask = torch.tensor([[True] * 4, [True, True, False, False], [True, False, False, False]])
+    plain_context, plain_weights = attention(query, keys, mask)
+    features = attention.key_features(keys)
+    if method in ("concat", "additive"):
+        assert features is not None and features.shape == (3, 4, 5)
+    else:
+        assert features is None  # nothing query-independent worth keeping
+    context, weights = attention(query, keys, mask, key_features=features)
+    torch.testing.assert_close(context, plain_context)
+    torch.testing.assert_close(weights, plain_weights)
+    (plain_grad,) = torch.autograd.grad(plain_context.sum(), keys)
+    (grad,) = torch.autograd.grad(context.sum(), keys)
+    torch.testing.assert_close(grad, plain_grad)

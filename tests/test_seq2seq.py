@@ -188,12 +188,10 @@ def test_teacher_forced_forward_equals_decoding_step_by_step(
     assert model.vectorised == (method == "none" or (style == "luong" and not input_feed))
     batch = two_pairs()
     output = model(batch.source, batch.source_lengths, batch.target_input)
-    memory, mask, state = model.encode(batch.source, batch.source_lengths)
+    memory, state = model.encode(batch.source, batch.source_lengths)
     feed = model._initial_feed(memory)
     for t in range(batch.target_input.size(1)):
-        logits, state, feed, weights = model.step(
-            batch.target_input[:, t], state, feed, memory, mask
-        )
+        logits, state, feed, weights = model.step(batch.target_input[:, t], state, feed, memory)
         torch.testing.assert_close(output.logits[:, t], logits, atol=1e-5, rtol=1e-5)
         if weights is not None:
             torch.testing.assert_close(output.attention[:, t], weights, atol=1e-6, rtol=1e-5)
@@ -222,15 +220,15 @@ def test_beam_search_finds_the_best_sequence_by_brute_force() -> None:
     source = torch.tensor([[4, 5, 4]])
     lengths = torch.tensor([3])
     best = model.beam_search(source, lengths, 2, beam_size=6, length_penalty=0)
-    memory, mask, state0 = model.encode(source, lengths)
+    memory, state0 = model.encode(source, lengths)
     candidates = []
-    logits, state1, _, _ = model.step(torch.tensor([BOS_ID]), state0, None, memory, mask)
+    logits, state1, _, _ = model.step(torch.tensor([BOS_ID]), state0, None, memory)
     first = torch.log_softmax(logits, -1)[0]
     for a in range(6):
         if a == EOS_ID:
             candidates.append((first[a].item(), [a]))
             continue
-        logits, _, _, _ = model.step(torch.tensor([a]), state1, None, memory, mask)
+        logits, _, _, _ = model.step(torch.tensor([a]), state1, None, memory)
         second = torch.log_softmax(logits, -1)[0]
         candidates.extend((first[a].item() + second[b].item(), [a, b]) for b in range(6))
     score, tokens = max(candidates)
@@ -256,13 +254,14 @@ def test_decoding_stops_at_eos_and_pads_after_it() -> None:
 def test_bidirectional_encoder_starts_the_decoder_from_both_directions() -> None:
     model = small_model("none", layers=1)
     source = torch.tensor([[4, 5, 6, 7]])
-    memory, _, (hidden, cell) = model.encode(source, torch.tensor([4]))
+    memory, (hidden, cell) = model.encode(source, torch.tensor([4]))
     rnn = model.encoder.rnn
     _, (h, c) = rnn(model.encoder.embedding(source))
     torch.testing.assert_close(hidden[0, 0], torch.cat([h[0, 0], h[1, 0]]))
     torch.testing.assert_close(cell[0, 0], torch.cat([c[0, 0], c[1, 0]]))
-    torch.testing.assert_close(memory[0, -1, :8], h[0, 0])  # forward half ends at the end
-    torch.testing.assert_close(memory[0, 0, 8:], h[1, 0])  # backward half at the start
+    states = memory.states
+    torch.testing.assert_close(states[0, -1, :8], h[0, 0])  # forward half ends at the end
+    torch.testing.assert_close(states[0, 0, 8:], h[1, 0])  # backward half at the start
 
 
 def test_gru_cell_and_scheduled_sampling() -> None:

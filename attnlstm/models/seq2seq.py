@@ -59,6 +59,26 @@ class Seq2SeqOutput:
 
 
 @dataclass
+class Memory:
+    """What the decoder attends to: the encoder's ``states`` (B, S, H), ``mask`` (B, S) True at
+    real source tokens, and the attention's ``key_features`` of the states (computed once per
+    source rather than at every decoder step; None for methods without any)."""
+
+    states: Tensor
+    mask: Tensor
+    key_features: Tensor | None = None
+
+    def repeat_interleave(self, count: int) -> Memory:
+        """Each source repeated ``count`` times in a row (the beams of beam search)."""
+        features = self.key_features
+        return Memory(
+            self.states.repeat_interleave(count, dim=0),
+            self.mask.repeat_interleave(count, dim=0),
+            None if features is None else features.repeat_interleave(count, dim=0),
+        )
+
+
+@dataclass
 class Decoded:
     """Decoded sequences: tokens (B, L) without BOS, padded with 0 after each sequence's end
     (EOS included where it was produced); lengths (B,) the tokens before EOS; attention (B, L,
@@ -190,17 +210,19 @@ class Seq2Seq(nn.Module):
 
     # -- pieces -----------------------------------------------------------------------------
 
-    def encode(self, source: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, RecurrentState]:
-        """memory (B, S, H), mask (B, S) True at real tokens, initial decoder state."""
-        memory, state = self.encoder(source, lengths)
+    def encode(self, source: Tensor, lengths: Tensor) -> tuple[Memory, RecurrentState]:
+        """The memory to attend to and the initial decoder state."""
+        states, state = self.encoder(source, lengths)
         mask = lengths_to_mask(lengths.to(source.device), source.size(1))
-        return memory, mask, state
+        features = None if self.attention is None else self.attention.key_features(states)
+        return Memory(states, mask, features), state
 
-    def _attend(self, query: Tensor | None, memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def _attend(self, query: Tensor | None, memory: Memory) -> tuple[Tensor, Tensor]:
         """query (B, H) or (B, T, H) -> context and weights ((B, S) or (B, T, S))."""
         assert self.attention is not None
+        states, mask = memory.states, memory.mask
         if not self.attention.uses_query:  # one context per source, shared by every step
-            context, weights = self.attention(None, memory, mask)  # B x H, B x S
+            context, weights = self.attention(None, states, mask)  # B x H, B x S
             if query is not None and query.dim() == 3:
                 steps = query.size(1)
                 return (
@@ -209,7 +231,7 @@ class Seq2Seq(nn.Module):
                 )
             return context, weights
         step_mask = mask if query is not None and query.dim() == 2 else mask.unsqueeze(1)
-        return self.attention(query, memory, step_mask)
+        return self.attention(query, states, step_mask, key_features=memory.key_features)
 
     def _top(self, state: RecurrentState) -> Tensor:
         """The top layer's hidden state (B, H)."""
@@ -221,15 +243,14 @@ class Seq2Seq(nn.Module):
         tokens: Tensor,
         state: RecurrentState,
         feed: Tensor | None,
-        memory: Tensor,
-        mask: Tensor,
+        memory: Memory,
     ) -> tuple[Tensor, RecurrentState, Tensor | None, Tensor | None]:
         """One decoder step: previous tokens (B,) -> logits (B, V), the new state, the next
         input feed (~h_t, or None), the attention weights (B, S) or None."""
         embedded = self.dropout(self.embedding(tokens))  # B x E
         weights = None
         if self._context_in_input:  # Bahdanau: attend with s_{t-1}, then step
-            context, weights = self._attend(self._top(state), memory, mask)
+            context, weights = self._attend(self._top(state), memory)
             rnn_input = torch.cat([embedded, context], dim=-1)
         elif self.input_feed:
             assert feed is not None
@@ -242,16 +263,16 @@ class Seq2Seq(nn.Module):
             features = hidden
         else:
             if not self._context_in_input:  # Luong: attend with h_t
-                context, weights = self._attend(hidden, memory, mask)
+                context, weights = self._attend(hidden, memory)
             assert self.combine is not None
             features = torch.tanh(self.combine(torch.cat([context, hidden], dim=-1)))
         logits = self.output(self.dropout(features))
         return logits, state, features if self.input_feed else None, weights
 
-    def _initial_feed(self, memory: Tensor) -> Tensor | None:
+    def _initial_feed(self, memory: Memory) -> Tensor | None:
         if not self.input_feed:
             return None
-        return memory.new_zeros(memory.size(0), self.hidden_size)
+        return memory.states.new_zeros(memory.states.size(0), self.hidden_size)
 
     # -- teacher forcing --------------------------------------------------------------------
 
@@ -264,15 +285,15 @@ class Seq2Seq(nn.Module):
         In training with ``teacher_forcing`` < 1 each step feeds, per example, the gold token
         with that probability and the model's own previous prediction otherwise.
         """
-        memory, mask, state = self.encode(source, source_lengths)
+        memory, state = self.encode(source, source_lengths)
         sampling = self.training and self.teacher_forcing < 1.0
         if self.vectorised and not sampling:
-            return self._forward_all_at_once(target_input, state, memory, mask)
+            return self._forward_all_at_once(target_input, state, memory)
         logits_steps, weight_steps = [], []
         feed = self._initial_feed(memory)
         tokens = target_input[:, 0]
         for t in range(target_input.size(1)):
-            logits, state, feed, weights = self.step(tokens, state, feed, memory, mask)
+            logits, state, feed, weights = self.step(tokens, state, feed, memory)
             logits_steps.append(logits)
             if weights is not None:
                 weight_steps.append(weights)
@@ -285,13 +306,13 @@ class Seq2Seq(nn.Module):
         return Seq2SeqOutput(torch.stack(logits_steps, dim=1), attention)
 
     def _forward_all_at_once(
-        self, target_input: Tensor, state: RecurrentState, memory: Tensor, mask: Tensor
+        self, target_input: Tensor, state: RecurrentState, memory: Memory
     ) -> Seq2SeqOutput:
         embedded = self.dropout(self.embedding(target_input))  # B x T x E
         hidden, _ = self.rnn(embedded, state)  # B x T x H: one call for every step
         if self.attention is None:
             return Seq2SeqOutput(self.output(self.dropout(hidden)))
-        context, weights = self._attend(hidden, memory, mask)  # B x T x H, B x T x S
+        context, weights = self._attend(hidden, memory)  # B x T x H, B x T x S
         assert self.combine is not None
         features = torch.tanh(self.combine(torch.cat([context, hidden], dim=-1)))
         return Seq2SeqOutput(self.output(self.dropout(features)), weights)
@@ -301,16 +322,16 @@ class Seq2Seq(nn.Module):
     @torch.no_grad()
     def greedy(self, source: Tensor, source_lengths: Tensor, max_length: int) -> Decoded:
         """Take the most likely token at each step until EOS or ``max_length`` tokens."""
-        memory, mask, state = self.encode(source, source_lengths)
+        memory, state = self.encode(source, source_lengths)
         batch = source.size(0)
         feed = self._initial_feed(memory)
         tokens = source.new_full((batch,), BOS_ID)
         done = torch.zeros(batch, dtype=torch.bool, device=source.device)
         lengths = torch.full((batch,), max_length, dtype=torch.long, device=source.device)
-        scores = memory.new_zeros(batch)
+        scores = memory.states.new_zeros(batch)
         outputs, weight_steps = [], []
         for t in range(max_length):
-            logits, state, feed, weights = self.step(tokens, state, feed, memory, mask)
+            logits, state, feed, weights = self.step(tokens, state, feed, memory)
             log_probs = torch.log_softmax(logits.float(), dim=-1)
             tokens = log_probs.argmax(-1)
             scores = scores + torch.where(done, 0.0, log_probs.gather(1, tokens[:, None])[:, 0])
@@ -347,11 +368,10 @@ class Seq2Seq(nn.Module):
         """
         if beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {beam_size}")
-        memory, mask, state = self.encode(source, source_lengths)
+        memory, state = self.encode(source, source_lengths)
         batch, k, device = source.size(0), beam_size, source.device
-        # every example's memory, mask and state repeated K times: row b * K + j = beam j
-        memory = memory.repeat_interleave(k, dim=0)
-        mask = mask.repeat_interleave(k, dim=0)
+        # every example's memory and state repeated K times: row b * K + j = beam j
+        memory = memory.repeat_interleave(k)
         state = _map_state(state, lambda s: s.repeat_interleave(k, dim=1))
         feed = self._initial_feed(memory)
         tokens = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
@@ -363,12 +383,12 @@ class Seq2Seq(nn.Module):
         best_score = torch.full((batch,), float("-inf"), device=device)
         best_tokens = torch.zeros(batch, max_length, dtype=torch.long, device=device)
         best_lengths = torch.zeros(batch, dtype=torch.long, device=device)
-        best_weights = memory.new_zeros(batch, max_length, memory.size(1))
+        best_weights = memory.states.new_zeros(batch, max_length, memory.states.size(1))
         finished_count = torch.zeros(batch, dtype=torch.long, device=device)
         rows = torch.arange(batch, device=device)
 
         for t in range(max_length):
-            logits, state, feed, weights = self.step(tokens, state, feed, memory, mask)
+            logits, state, feed, weights = self.step(tokens, state, feed, memory)
             log_probs = torch.log_softmax(logits.float(), dim=-1)  # BK x V
             vocab = log_probs.size(-1)
             candidates = (live_scores.view(-1, 1) + log_probs).view(batch, k * vocab)
