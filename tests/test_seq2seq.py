@@ -346,7 +346,9 @@ def test_meter_counts_exact_matches_against_any_reference_and_bleu_is_sacrebleus
     assert metrics["exact"] == 0.5
     assert metrics["acc"] == 1.0
     expected = sacrebleu.corpus_bleu(
-        ["i m cold .", "he is late ."], [["i am cold .", "he is tall ."], ["i m cold .", None]]
+        ["i m cold .", "he is late ."],
+        [["i am cold .", "he is tall ."], ["i m cold .", None]],
+        tokenize="none",
     ).score
     assert metrics["bleu"] == pytest.approx(expected) and 0 < metrics["bleu"] < 100
     assert corpus_bleu(["a b c d"], [["a b c d"]]) == pytest.approx(100.0)

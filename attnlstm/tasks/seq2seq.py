@@ -7,8 +7,9 @@ final EOS. Every evaluation also decodes greedily; the test split decodes with b
 
 - ``loss``, ``acc``: cross-entropy and accuracy of the teacher-forced next-token predictions;
 - ``exact``: the share of greedy outputs identical to one of the source's references;
-- ``bleu``: corpus BLEU (sacrebleu, 13a tokenisation, every reference of a source) of the
-  greedy outputs; ``beam_exact`` / ``beam_bleu`` the same for beam search (test);
+- ``bleu``: corpus BLEU (sacrebleu, every reference of a source) of the greedy outputs, on the
+  task's own tokens (``tokenize="none"``: the text is already tokenised, punctuation split
+  off, by the normalisation); ``beam_exact`` / ``beam_bleu`` the same for beam search (test);
 - synthetic tasks at test: ``exact_len_<lo>_<hi>`` per source-length bucket.
 """
 
@@ -137,12 +138,14 @@ class Seq2SeqMeter(Meter):
 
 
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
-    """sacrebleu's corpus BLEU (0-100) with a variable number of references per hypothesis."""
+    """sacrebleu's corpus BLEU (0-100) of space-separated tokens (``tokenize="none"``: the
+    tasks' text is tokenised already), with a variable number of references per hypothesis."""
     streams = max((len(r) for r in references), default=1)
     reference_streams = [
         [refs[i] if i < len(refs) else None for refs in references] for i in range(streams)
     ]
-    return float(sacrebleu.corpus_bleu(list(hypotheses), reference_streams).score)
+    bleu = sacrebleu.corpus_bleu(list(hypotheses), reference_streams, tokenize="none")
+    return float(bleu.score)
 
 
 class Seq2SeqTask(Task):
