@@ -389,6 +389,14 @@ def test_reverse_trains_end_to_end_with_heatmaps_and_length_buckets(tmp_path: Pa
     events = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
     assert {"val/attention/0", "val/attention/1"} <= set(events.Tags()["images"])
     assert "val/exact" in events.Tags()["scalars"]
+    table = subprocess.run(
+        [sys.executable, str(SCRIPTS / "seq2seq_table.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "| exact | beam_exact | exact_len_2_3 | exact_len_4_6 |" in table
+    assert f"| luong | dot | {100 * test['test/exact']:.1f} | " in table
 
 
 def test_translate_script_after_training(tmp_path: Path) -> None:
