@@ -236,6 +236,24 @@ def test_beam_search_finds_the_best_sequence_by_brute_force() -> None:
     assert best.tokens[0, : len(tokens)].tolist() == tokens
 
 
+def test_beam_search_does_not_stop_on_unlikely_early_eos() -> None:
+    """Token 4 has probability ~1 at every step and EOS ~e^-9: the likely hypothesis never
+    ends before the limit, while every step offers an unlikely EOS. Stopping after K finished
+    hypotheses would return one of those (score ~ -9); the search must return 4 4 ... 4."""
+    model = small_model("general")
+    with torch.no_grad():
+        model.output.weight.zero_()
+        model.output.bias.zero_()
+        model.output.bias[4] = 10.0
+        model.output.bias[EOS_ID] = 1.0  # the second most likely token, ~e^-9
+    batch = two_pairs()
+    greedy = model.greedy(batch.source, batch.source_lengths, 8)
+    beam = model.beam_search(batch.source, batch.source_lengths, 8, beam_size=3, length_penalty=0)
+    assert beam.tokens.tolist() == [[4] * 8, [4] * 8] == greedy.tokens.tolist()
+    assert beam.lengths.tolist() == [8, 8]
+    torch.testing.assert_close(beam.scores, greedy.scores)
+
+
 def test_decoding_stops_at_eos_and_pads_after_it() -> None:
     model = small_model("dot")
     with torch.no_grad():  # make EOS the most likely token at every step

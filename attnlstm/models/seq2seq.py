@@ -362,12 +362,21 @@ class Seq2Seq(nn.Module):
         A hypothesis ends when it emits EOS; it is ranked by score / length^length_penalty
         (length counting EOS; 0 ranks by the raw log-probability, 1 by the mean per token).
         At each step the 2K best continuations of the K live hypotheses are taken: those
-        ending in EOS among the first K are finished, the first K others live on. An example
-        stops once it has K finished hypotheses or at ``max_length`` (then its live ones count
-        as finished); the best finished hypothesis is returned. ``beam_size`` 1 is greedy.
+        ending in EOS are finished, the K best others live on. An example stops when no live
+        hypothesis can still beat its best finished one: a live score s <= 0 can at best
+        become s / max_length^length_penalty. (Stopping after K finished hypotheses, as some
+        toolkits do, can end the search on K unlikely early EOS before the likely hypothesis
+        finishes.) At ``max_length`` the live hypotheses count as finished. The best finished
+        hypothesis is returned. ``beam_size`` 1 is greedy decoding.
         """
         if beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+        if beam_size == 1:
+            greedy = self.greedy(source, source_lengths, max_length)
+            ended = greedy.lengths < max_length
+            steps = torch.where(ended, greedy.lengths + 1, greedy.lengths).clamp(min=1)
+            greedy.scores = greedy.scores / steps.float() ** length_penalty
+            return greedy
         memory, state = self.encode(source, source_lengths)
         batch, k, device = source.size(0), beam_size, source.device
         # every example's memory and state repeated K times: row b * K + j = beam j
@@ -384,7 +393,7 @@ class Seq2Seq(nn.Module):
         best_tokens = torch.zeros(batch, max_length, dtype=torch.long, device=device)
         best_lengths = torch.zeros(batch, dtype=torch.long, device=device)
         best_weights = memory.states.new_zeros(batch, max_length, memory.states.size(1))
-        finished_count = torch.zeros(batch, dtype=torch.long, device=device)
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
         rows = torch.arange(batch, device=device)
 
         for t in range(max_length):
@@ -407,15 +416,10 @@ class Seq2Seq(nn.Module):
                 )
                 new_weights = torch.cat([previous, step_weights], dim=2)  # B x 2K x t+1 x S
 
-            # hypotheses that end here (EOS among the first K, or any live one at the limit)
+            # hypotheses that end here: EOS, or anything at the length limit
             is_eos = token == EOS_ID
-            ends = is_eos.clone()
-            ends[:, k:] = False
-            if t == max_length - 1:
-                ends = torch.ones_like(ends)
-                ends[:, k:] = False
-            active = finished_count < k  # examples still searching
-            ends &= active[:, None] & torch.isfinite(top_scores)
+            ends = torch.ones_like(is_eos) if t == max_length - 1 else is_eos
+            ends = ends & ~done[:, None] & torch.isfinite(top_scores)
             normalised = top_scores / (steps**length_penalty)
             normalised = normalised.masked_fill(~ends, float("-inf"))
             candidate_best, which = normalised.max(dim=1)  # B
@@ -430,14 +434,19 @@ class Seq2Seq(nn.Module):
                 if new_weights is not None:
                     best_weights[better, :steps] = new_weights[rows, which][better]
                     best_weights[better, steps:] = 0.0
-            finished_count += ends.sum(dim=1)
-            if not bool((finished_count < k).any()):
+            if t == max_length - 1:
                 break
 
             # the K best continuations that did not emit EOS live on
             keep_scores = top_scores.masked_fill(is_eos, float("-inf"))
             keep_scores, keep = keep_scores.topk(k, dim=1)  # B x K (positions in the 2K)
             live_scores = keep_scores
+            # stop an example once no live hypothesis can beat its best finished one
+            best_live = live_scores.max(dim=1).values  # B, <= 0 (or -inf: none left)
+            bound = best_live / (max_length**length_penalty) if length_penalty > 0 else best_live
+            done = done | (best_score >= bound)
+            if bool(done.all()):
+                break
             chosen_rows = source_row.gather(1, keep).view(-1)  # BK
             tokens = token.gather(1, keep).view(-1)
             history = new_history.gather(
