@@ -202,9 +202,17 @@ def test_never_overwrites_a_run(tmp_path: Path) -> None:
 def test_stops_when_solved(tmp_path: Path) -> None:
     # with a huge tolerance every prediction is correct: solved after the first epoch
     run_cli([*TINY, "trainer.max_epochs=5", "task.tolerance=100"], tmp_path)
-    metrics = json.loads((only_run_dir(tmp_path / "outputs") / "metrics.json").read_text())
+    run_dir = only_run_dir(tmp_path / "outputs")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["stop_reason"] == "solved" and metrics["solved"] is True
     assert metrics["epochs"] == 1 and metrics["solved_epoch"] == 1
+    # the checkpoint knows the run stopped: resuming it trains nothing more
+    checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
+    assert checkpoint["trainer"]["stop_reason"] == "solved"
+    result = run_cli([f"resume={run_dir}"], tmp_path)
+    assert "nothing left to train" in result.stdout + result.stderr
+    again = json.loads((run_dir / "metrics.json").read_text())
+    assert again["epochs"] == 1 and again["test"] == metrics["test"]
 
 
 def test_early_stopping(tmp_path: Path) -> None:

@@ -251,6 +251,13 @@ class Trainer:
             self.writer.add_scalar("train/epoch_loss", train_loss, self.state.step)
             self.writer.flush()
 
+            # decide whether to stop before checkpointing, so that a resumed run that already
+            # stopped knows it (and does not train on)
+            patience = cfg.early_stopping_patience
+            if solved and cfg.stop_when_solved:
+                self.state.stop_reason = "solved"
+            elif patience is not None and self.state.epochs_without_improvement >= patience:
+                self.state.stop_reason = "early_stopping"
             self._save(improved)
             log.info(
                 "epoch %d/%d  train loss %.4g%s  %s  lr %.3g  %.1fs  %.0f %s/s%s",
@@ -267,13 +274,10 @@ class Trainer:
             )
             self.write_metrics("running")
 
-            if solved and cfg.stop_when_solved:
-                self.state.stop_reason = "solved"
+            if self.state.stop_reason == "solved":
                 log.info("solved at epoch %d (val %s)", epoch, monitor.metric)
                 break
-            patience = cfg.early_stopping_patience
-            if patience is not None and self.state.epochs_without_improvement >= patience:
-                self.state.stop_reason = "early_stopping"
+            if self.state.stop_reason == "early_stopping":
                 log.info("early stopping: no better val %s for %d epochs", monitor.metric, patience)
                 break
         else:
