@@ -416,6 +416,22 @@ def test_reverse_trains_end_to_end_with_heatmaps_and_length_buckets(tmp_path: Pa
     assert "| exact | beam_exact | exact_len_2_3 | exact_len_4_6 |" in table
     assert f"| luong | dot | {100 * test['test/exact']:.1f} | " in table
 
+    # scripts/evaluate.py: the same test numbers from the checkpoint; other decoding settings
+    def evaluate(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, str(SCRIPTS / "evaluate.py"), str(run), *args]
+        return subprocess.run(command, capture_output=True, text=True)
+
+    out = tmp_path / "eval.json"
+    again = evaluate("--out", str(out))
+    assert again.returncode == 0, again.stderr
+    metrics_again = json.loads(out.read_text())["metrics"]
+    assert metrics_again == pytest.approx({k.removeprefix("test/"): v for k, v in test.items()})
+    greedy_only = json.loads(evaluate("--set", "task.beam_size=1").stdout)["metrics"]
+    assert "beam_exact" not in greedy_only and greedy_only["exact"] == metrics_again["exact"]
+    assert evaluate("--out", str(out)).returncode == 2  # never over an existing file
+    bad = evaluate("--set", "model.hidden_size=3")
+    assert bad.returncode == 2 and "task.<key>=<value>" in bad.stderr
+
 
 def test_translate_script_after_training(tmp_path: Path) -> None:
     run_cli(
