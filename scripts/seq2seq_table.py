@@ -7,7 +7,9 @@ the folders given, with its style and attention method and its test metrics.
 
 Default columns: test exact match (greedy, beam) and exact match per source-length bucket
 for the synthetic tasks; BLEU (greedy, beam) and exact match for translation. A run that has
-not finished its test shows its status instead.
+not finished its test shows its status instead. ``--eval-file NAME`` takes a run's test
+metrics from RUN/NAME, written by ``scripts/evaluate.py --out``, where there is one (to
+re-score checkpoints with newer decoding code or settings).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def find_runs(roots: Sequence[Path]) -> list[Path]:
     return runs
 
 
-def describe(run: Path) -> tuple[str, str, str, dict, dict]:
+def describe(run: Path, eval_file: str | None = None) -> tuple[str, str, str, dict, dict]:
     """(task, style, method, test metrics, the whole metrics.json) of a run folder."""
     cfg = OmegaConf.load(run / "config.yaml")
     metrics = json.loads((run / "metrics.json").read_text())
@@ -37,6 +39,8 @@ def describe(run: Path) -> tuple[str, str, str, dict, dict]:
     if method != "none" and cfg.model.get("input_feed", False):
         style += " + input feeding"
     test = {k.removeprefix("test/"): v for k, v in metrics.get("test", {}).items()}
+    if eval_file and (run / eval_file).is_file():
+        test = json.loads((run / eval_file).read_text())["metrics"]
     return str(cfg.task.name), style, method, test, metrics
 
 
@@ -48,13 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("roots", nargs="+", type=Path, help="folders holding run folders")
     parser.add_argument("--columns", nargs="*", help="test metrics to show (default: by task)")
+    parser.add_argument("--eval-file", default=None, help="RUN/<this> overrides the test metrics")
     args = parser.parse_args(argv)
     runs = [r for r in find_runs(args.roots) if (r / "config.yaml").exists()]
     rows = []
     for run in runs:
         cfg = OmegaConf.load(run / "config.yaml")
         if str(cfg.model.name) == "seq2seq":
-            rows.append((run, *describe(run)))
+            rows.append((run, *describe(run, args.eval_file)))
     if not rows:
         print("error: no seq2seq runs found", file=sys.stderr)
         return 2

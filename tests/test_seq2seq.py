@@ -431,6 +431,21 @@ def test_reverse_trains_end_to_end_with_heatmaps_and_length_buckets(tmp_path: Pa
     assert evaluate("--out", str(out)).returncode == 2  # never over an existing file
     bad = evaluate("--set", "model.hidden_size=3")
     assert bad.returncode == 2 and "task.<key>=<value>" in bad.stderr
+    # the table can take a run's test numbers from such a file instead
+    assert evaluate("--set", "task.beam_size=1", "--out", str(run / "greedy.json")).returncode == 0
+    table = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPTS / "seq2seq_table.py"),
+            str(tmp_path),
+            "--eval-file",
+            "greedy.json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"| luong | dot | {100 * greedy_only['exact']:.1f} |  | " in table  # no beam column
 
 
 def test_translate_script_after_training(tmp_path: Path) -> None:
