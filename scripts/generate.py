@@ -17,20 +17,15 @@ import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from attnlstm.data.corpus import EOS, UNK, Vocabulary
 from attnlstm.models import build_language_model
-from attnlstm.training.io import checkpoint_file, load_checkpoint
+from attnlstm.training.io import load_trained_model
 
 
 def load_language_model(path: Path) -> tuple[torch.nn.Module, Vocabulary]:
     """The model and vocabulary of a checkpoint (a run folder: its best.pt, else last.pt)."""
-    path = checkpoint_file(path)
-    checkpoint = load_checkpoint(path)
-    cfg = OmegaConf.create(checkpoint["config"])
-    if cfg.model.name != "lm" or "vocab" not in checkpoint.get("task", {}):
-        raise ValueError(f"{path} is a model={cfg.model.name} checkpoint, not a language model")
+    checkpoint, cfg = load_trained_model(path, "lm", "vocab", "a language model")
     vocab = Vocabulary.from_state_dict(checkpoint["task"]["vocab"])
     model = build_language_model(cfg.model, cfg.attention, len(vocab))
     model.load_state_dict(checkpoint.get("eval_model") or checkpoint["model"])

@@ -16,22 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from attnlstm.data.tagging import TaggingVocab, collate, encode_sentence
 from attnlstm.models import build_tagger
 from attnlstm.tasks.base import TaskSpec
-from attnlstm.training.io import checkpoint_file, load_checkpoint
+from attnlstm.training.io import load_trained_model
 
 
 def load_tagger(path: Path) -> tuple[torch.nn.Module, TaggingVocab, int]:
     """The model, vocabulary and ``task.max_word_chars`` of a checkpoint (a run folder: its
     best.pt, else last.pt)."""
-    path = checkpoint_file(path)
-    checkpoint = load_checkpoint(path)
-    cfg = OmegaConf.create(checkpoint["config"])
-    if cfg.model.name != "tagger" or "vocab" not in checkpoint.get("task", {}):
-        raise ValueError(f"{path} is a model={cfg.model.name} checkpoint, not a tagger")
+    checkpoint, cfg = load_trained_model(path, "tagger", "vocab", "a tagger")
     vocab = TaggingVocab.from_state_dict(checkpoint["task"]["vocab"])
     spec = TaskSpec(len(vocab.words), len(vocab.tags), "tags", len(vocab.chars))
     model = build_tagger(cfg.model, cfg.attention, spec)

@@ -26,17 +26,13 @@ from attnlstm.models import build_seq2seq
 from attnlstm.models.seq2seq import Seq2Seq
 from attnlstm.plots import save_attention_png
 from attnlstm.tasks.base import AttentionMap, TaskSpec
-from attnlstm.training.io import checkpoint_file, load_checkpoint
+from attnlstm.training.io import load_trained_model
 
 
 def load_translator(path: Path) -> tuple[Seq2Seq, Vocabulary, Vocabulary, dict]:
     """The model, source and target vocabularies and task config of a checkpoint (a run
     folder: its best.pt, else last.pt)."""
-    path = checkpoint_file(path)
-    checkpoint = load_checkpoint(path)
-    cfg = OmegaConf.create(checkpoint["config"])
-    if cfg.model.name != "seq2seq" or "source_vocab" not in checkpoint.get("task", {}):
-        raise ValueError(f"{path} is a model={cfg.model.name} checkpoint, not a seq2seq model")
+    checkpoint, cfg = load_trained_model(path, "seq2seq", "source_vocab", "a seq2seq model")
     source = Vocabulary.from_state_dict(checkpoint["task"]["source_vocab"])
     target = Vocabulary.from_state_dict(checkpoint["task"]["target_vocab"])
     model = build_seq2seq(cfg.model, cfg.attention, TaskSpec(len(source), len(target), "sequence"))

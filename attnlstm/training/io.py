@@ -47,6 +47,22 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def load_trained_model(
+    path: Path, model: str, task_key: str, what: str
+) -> tuple[dict[str, Any], Any]:
+    """The checkpoint of a run folder (best.pt, else last.pt) or file, and its config, checked
+    to be a ``model=<model>`` run whose task state holds ``task_key`` (its vocabulary);
+    ValueError naming ``what`` was expected otherwise."""
+    from omegaconf import OmegaConf  # only the scripts need it
+
+    path = checkpoint_file(path)
+    checkpoint = load_checkpoint(path)
+    cfg = OmegaConf.create(checkpoint["config"])
+    if cfg.model.name != model or task_key not in checkpoint.get("task", {}):
+        raise ValueError(f"{path} is a model={cfg.model.name} checkpoint, not {what}")
+    return checkpoint, cfg
+
+
 def write_text(text: str, path: Path) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     _atomic_write(path, lambda f: f.write(text.encode()))
