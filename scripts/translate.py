@@ -13,6 +13,7 @@ punctuation split off); words the model never saw become <unk>. Each line printe
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,7 +54,7 @@ def translate(
 ) -> list[tuple[list[str], torch.Tensor | None]]:
     """Each sentence's output words and its attention (output steps x source tokens)."""
     batch = collate([source_vocab.encode(s, UNK_ID) for s in sentences], [[]] * len(sentences), [])
-    limit = int(max_ratio * batch.source.size(1) + 0.999999) + max_extra
+    limit = math.ceil(max_ratio * batch.source.size(1)) + max_extra  # as the task decodes
     if beam > 1:
         decoded = model.beam_search(batch.source, batch.source_lengths, limit, beam, length_penalty)
     else:
