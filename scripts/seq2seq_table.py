@@ -19,6 +19,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -30,9 +31,9 @@ def find_runs(roots: Sequence[Path]) -> list[Path]:
     return runs
 
 
-def describe(run: Path, eval_file: str | None = None) -> tuple[str, str, str, dict, dict]:
-    """(task, style, method, test metrics, the whole metrics.json) of a run folder."""
-    cfg = OmegaConf.load(run / "config.yaml")
+def describe(run: Path, cfg: Any, eval_file: str | None = None) -> tuple[str, str, str, dict, dict]:
+    """(task, style, method, test metrics, the whole metrics.json) of a run folder whose
+    config is ``cfg``."""
     metrics = json.loads((run / "metrics.json").read_text())
     method = str(cfg.attention.method)
     style = "-" if method == "none" else str(cfg.model.attention_style)
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for run in runs:
         cfg = OmegaConf.load(run / "config.yaml")
         if str(cfg.model.name) == "seq2seq":
-            rows.append((run, *describe(run, args.eval_file)))
+            rows.append((run, *describe(run, cfg, args.eval_file)))
     if not rows:
         print("error: no seq2seq runs found", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
-from attnlstm.attention import make_attention
+from attnlstm.attention import Attention, make_attention
 from attnlstm.errors import ConfigError
 from attnlstm.models.common import ModelOutput
 from attnlstm.models.ffattn import FeedForwardPooling
@@ -135,6 +135,16 @@ def _check_tagger(model_cfg: DictConfig) -> None:
         raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
 
 
+def configured_attention(
+    attention_cfg: DictConfig, query_dim: int | None, key_dim: int
+) -> Attention | None:
+    """The ``attention=`` method between query_dim and key_dim vectors; None for ``none``."""
+    method = str(attention_cfg.method)
+    if method == "none":
+        return None
+    return make_attention(method, query_dim, key_dim, attention_cfg.hidden_dim)
+
+
 def _check_seq2seq(model_cfg: DictConfig, attention_method: str) -> None:
     for key in ("embedding_size", "hidden_size", "num_layers"):
         if model_cfg[key] <= 0:
@@ -163,11 +173,8 @@ def _check_seq2seq(model_cfg: DictConfig, attention_method: str) -> None:
 def build_seq2seq(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpec) -> Seq2Seq:
     """``model=seq2seq`` for ``spec.input_size`` source and ``spec.output_size`` target
     tokens; the attention compares decoder states with encoder states (both hidden_size)."""
-    method = str(attention_cfg.method)
     size = model_cfg.hidden_size
-    attention = (
-        None if method == "none" else make_attention(method, size, size, attention_cfg.hidden_dim)
-    )
+    attention = configured_attention(attention_cfg, size, size)
     return Seq2Seq(
         spec.input_size,
         spec.output_size,
@@ -187,7 +194,6 @@ def build_seq2seq(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSp
 def build_tagger(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpec) -> BiLSTMTagger:
     """``model=tagger`` for a task with ``spec.input_size`` words, ``spec.output_size`` tags and
     ``spec.char_vocab_size`` characters."""
-    method = str(attention_cfg.method)
     encoder_name = str(model_cfg.char_encoder)
     char_encoder: nn.Module | None = None
     if encoder_name == "lstm":
@@ -202,11 +208,7 @@ def build_tagger(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpe
             model_cfg.char_kernel_size,
         )
     state_size = model_cfg.hidden_size * (2 if model_cfg.bidirectional else 1)
-    attention = (
-        None
-        if method == "none"
-        else make_attention(method, state_size, state_size, attention_cfg.hidden_dim)
-    )
+    attention = configured_attention(attention_cfg, state_size, state_size)
     return BiLSTMTagger(
         spec.input_size,
         spec.output_size,
@@ -231,11 +233,7 @@ def build_language_model(
         if model_cfg.tie_weights and method == "none"
         else model_cfg.hidden_size
     )
-    attention = (
-        None
-        if method == "none"
-        else make_attention(method, top_size, top_size, attention_cfg.hidden_dim)
-    )
+    attention = configured_attention(attention_cfg, top_size, top_size)
     return LSTMLanguageModel(
         vocab_size,
         model_cfg.embedding_size,
@@ -271,11 +269,8 @@ def build_model(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpec
     activation = str(model_cfg.output_activation)
     if name in ("lstm", "lstm_attn"):
         state_size = model_cfg.hidden_size * (2 if model_cfg.bidirectional else 1)
-        attention = (
-            None
-            if name == "lstm"
-            else make_attention(method, state_size, state_size, attention_cfg.hidden_dim)
-        )
+        # check_compatible has made sure lstm comes with attention=none, lstm_attn without
+        attention = configured_attention(attention_cfg, state_size, state_size)
         return LSTMPooling(
             spec.input_size,
             spec.output_size,
@@ -287,11 +282,7 @@ def build_model(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpec
             activation,
             attention,
         )
-    attention = (
-        None
-        if name == "mean"
-        else make_attention(method, None, model_cfg.hidden_size, attention_cfg.hidden_dim)
-    )
+    attention = configured_attention(attention_cfg, None, model_cfg.hidden_size)
     return FeedForwardPooling(
         spec.input_size,
         spec.output_size,
