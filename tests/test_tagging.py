@@ -18,7 +18,14 @@ from attnlstm.data.conllu import ConlluError, TaggedSentence, read_conllu
 from attnlstm.data.tagging import IGNORE, UNK_ID, TaggingVocab, collate, encode_sentence
 from attnlstm.errors import ConfigError
 from attnlstm.models import build_model
-from attnlstm.models.tagger import BiLSTMTagger, CharCNNEncoder, CharLSTMEncoder, TaggerOutput
+from attnlstm.models.tagger import (
+    CHAR_LENGTH_BUCKETS,
+    BiLSTMTagger,
+    CharCNNEncoder,
+    CharLSTMEncoder,
+    TaggerOutput,
+    distinct_rows,
+)
 from attnlstm.paths import data_dir
 from attnlstm.tasks import build_task
 from attnlstm.tasks.tagging import TaggingMeter, TaggingTask
@@ -339,6 +346,46 @@ def test_char_cnn_features_do_not_depend_on_the_padded_width() -> None:
     word = torch.tensor([[3, 4, 5]])
     padded = torch.tensor([[3, 4, 5, 0, 0, 0]])
     torch.testing.assert_close(encoder(word, torch.tensor([3])), encoder(padded, torch.tensor([3])))
+
+
+def random_words(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Character ids (N, max length) padded with 0, and the lengths (N,)."""
+    generator = torch.Generator().manual_seed(seed)
+    chars = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, n in enumerate(lengths):
+        chars[row, :n] = torch.randint(1, 30, (n,), generator=generator)
+    return chars, torch.tensor(lengths)
+
+
+def test_char_lstm_buckets_give_the_states_of_one_padded_batch() -> None:
+    """Words of every bucket (1 to 3 * the last bound characters), in mixed order: the bucketed
+    encoder equals the masked BiLSTM run once over the whole batch."""
+    torch.manual_seed(0)
+    encoder = CharLSTMEncoder(30, 4, 3).eval()
+    longest = 3 * CHAR_LENGTH_BUCKETS[-1]
+    lengths = torch.randperm(longest, generator=torch.Generator().manual_seed(1)) + 1
+    chars, lengths = random_words(lengths.tolist())
+    with torch.no_grad():
+        bucketed = encoder(chars, lengths)
+        whole = encoder.lstm(encoder.embedding(chars), lengths)[1]
+    assert bucketed.shape == (longest, 6)
+    torch.testing.assert_close(bucketed, whole, rtol=1e-5, atol=1e-6)
+    # and a word's features do not depend on what else is in the batch
+    with torch.no_grad():
+        alone = encoder(chars[:1, : int(lengths[0])], lengths[:1])
+    torch.testing.assert_close(bucketed[:1], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_distinct_rows_encode_each_word_form_once() -> None:
+    chars, lengths = random_words([3, 5, 1], seed=2)
+    repeated = torch.cat([chars, chars[[1, 0, 1]]])  # 6 words, 3 forms
+    repeated = torch.nn.functional.pad(repeated, (0, 4))  # a batch padded wider than its words
+    unique, unique_lengths, inverse = distinct_rows(
+        repeated, torch.cat([lengths, lengths[[1, 0, 1]]])
+    )
+    assert unique.shape == (3, 5)  # padding beyond the longest word dropped
+    torch.testing.assert_close(unique[inverse], repeated[:, :5])
+    assert sorted(unique_lengths.tolist()) == [1, 3, 5]
 
 
 def test_self_attention_lets_a_word_see_the_whole_sentence() -> None:
