@@ -179,10 +179,13 @@ class WeightAveraging(StrEnum):
     """``nt_asgd``: awd-lstm-lm's non-monotonically triggered averaging. SGD runs as usual until
     the validation loss has not beaten the best of all but the last ``nonmono`` epochs; from
     then on the model is evaluated and tested with the average of the weights after every
-    update (ASGD with constant rate, as awd-lstm-lm's ``ASGD(t0=0, lambd=0)``)."""
+    update (ASGD with constant rate, as awd-lstm-lm's ``ASGD(t0=0, lambd=0)``). ``ema``: the
+    model is evaluated and tested with an exponential moving average of the weights,
+    w_ema <- d * w_ema + (1 - d) * w after every update (d = ``ema_decay``)."""
 
     none = "none"
     nt_asgd = "nt_asgd"
+    ema = "ema"
 
 
 class SchedulerName(StrEnum):
@@ -470,6 +473,7 @@ class OptimConfig:
     min_lr: float = 0.0  # cosine and plateau
     averaging: WeightAveraging = WeightAveraging.none
     nonmono: int = 5  # nt_asgd: epochs of the non-monotone trigger
+    ema_decay: float = 0.999  # ema: the average's decay per update
 
 
 @dataclass

@@ -318,3 +318,62 @@ def test_progress_bar_shows_on_a_terminal(tmp_path: Path) -> None:
         output += chunk
     assert process.wait(timeout=120) == 0
     assert b"epoch 1:" in output and b"/200" in output and b"it/s" in output
+
+
+# -- weight averaging ---------------------------------------------------------------------
+
+
+def test_ema_averages_the_weights_after_every_update() -> None:
+    from torch import nn
+
+    from attnlstm.errors import ConfigError
+    from attnlstm.training.averaging import ExponentialAveraging
+
+    model = nn.Linear(1, 1, bias=False)
+    averaging = ExponentialAveraging(model, decay=0.5)
+    assert averaging.active  # from the first update on
+    for value in (2.0, 4.0, 8.0):  # the first update copies; then 0.5 * old + 0.5 * new
+        with torch.no_grad():
+            model.weight.fill_(value)
+        averaging.update()
+    assert averaging.eval_model.weight.item() == pytest.approx(0.5 * (0.5 * 2 + 0.5 * 4) + 4)
+    assert model.weight.item() == 8.0  # training keeps the raw weights
+    restored = ExponentialAveraging(nn.Linear(1, 1, bias=False), decay=0.5)
+    restored.load_state_dict(averaging.state_dict())
+    assert restored.eval_model.weight.item() == pytest.approx(5.5)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        ExponentialAveraging(model, decay=1.0)
+
+
+def test_ema_run_tests_the_average_and_resumes_exactly(tmp_path: Path) -> None:
+    ema = [*TINY, "trainer.attention_images=0", "optim.averaging=ema", "optim.ema_decay=0.9"]
+    run_cli([*ema, "trainer.max_epochs=3"], tmp_path / "straight")
+    straight = only_run_dir(tmp_path / "straight")
+    expected = json.loads((straight / "metrics.json").read_text())
+    best = load_checkpoint(straight / "best.pt")
+    assert best["eval_model"] is not None  # the average, saved beside the raw weights
+    assert any(not torch.equal(best["eval_model"][k], v) for k, v in best["model"].items()), (
+        "the tested weights are the average, not the last raw ones"
+    )
+
+    run_cli([*ema, "trainer.max_epochs=1"], tmp_path / "split")
+    run_dir = only_run_dir(tmp_path / "split")
+    run_cli([f"resume={run_dir}", "trainer.max_epochs=3"], tmp_path / "split")
+    got = json.loads((run_dir / "metrics.json").read_text())
+    assert [r["val/loss"] for r in got["history"]] == [r["val/loss"] for r in expected["history"]]
+    assert got["test"] == expected["test"]
+
+    other = [*TINY, "trainer.attention_images=0", "trainer.max_epochs=3"]
+    run_cli(other, tmp_path / "plain")  # the same run without averaging validates other weights
+    plain = json.loads((only_run_dir(tmp_path / "plain") / "metrics.json").read_text())
+    assert [r["train/loss"] for r in plain["history"]] == [
+        r["train/loss"] for r in expected["history"]
+    ]
+    assert [r["val/loss"] for r in plain["history"]] != [r["val/loss"] for r in expected["history"]]
+
+
+def test_a_bad_ema_decay_stops_the_run_with_a_config_error(tmp_path: Path) -> None:
+    result = run_cli([*TINY, "optim.averaging=ema", "optim.ema_decay=1.5"], tmp_path, check=False)
+    assert result.returncode == 2
+    assert "optim.ema_decay must be in (0, 1), got 1.5" in result.stdout
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.pt"))

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from attnlstm.plots import attention_figure
 from attnlstm.tasks.base import Task
-from attnlstm.training.averaging import NonMonotoneAveraging
+from attnlstm.training.averaging import build_averaging
 from attnlstm.training.interrupt import StopRequest
 from attnlstm.training.io import load_checkpoint, save_checkpoint, write_json
 from attnlstm.training.optim import build_optimizer, build_scheduler
@@ -76,11 +76,7 @@ class Trainer:
         self.scheduler = build_scheduler(
             cfg.optim, self.optimizer, cfg.trainer.max_epochs, task.monitor.mode
         )
-        self.averaging = (
-            NonMonotoneAveraging(self.model, cfg.optim.nonmono)
-            if str(cfg.optim.get("averaging", "none")) == "nt_asgd"
-            else None
-        )
+        self.averaging = build_averaging(cfg.optim, self.model)
         self.state = TrainState()
         self.resumed = False
         self.writer: SummaryWriter | None = None
@@ -102,7 +98,7 @@ class Trainer:
         return {
             "version": CHECKPOINT_VERSION,
             "model": self.model.state_dict(),
-            # the weights that validation saw (NT-ASGD's average), when they differ
+            # the weights that validation saw (an average, see averaging.py), when they differ
             "eval_model": None
             if self.averaging is None or not self.averaging.active
             else self.averaging.eval_model.state_dict(),
@@ -345,7 +341,7 @@ class Trainer:
     @torch.inference_mode()
     def evaluate(self, split: str) -> dict[str, float]:
         """Metrics on ``split`` (``val`` or ``test``) of the current model, or of its averaged
-        weights once NT-ASGD averages."""
+        weights when they are averaged (``optim.averaging``)."""
         model = self.model if self.averaging is None else self.averaging.eval_model
         model.eval()
         meter = self.task.new_meter(split)
