@@ -75,6 +75,14 @@ class TagColumn(StrEnum):
     xpos = "xpos"
 
 
+class AuxTagColumn(StrEnum):
+    """A second CoNLL-U tag column predicted beside the target, or none."""
+
+    none = "none"
+    upos = "upos"
+    xpos = "xpos"
+
+
 class TaggerName(StrEnum):
     tagger = "tagger"
 
@@ -258,7 +266,10 @@ class TaggingTaskConfig:
     ``word_dropout_alpha`` > 0 adds Kiperwasser & Goldberg (2016)'s frequency-scaled dropout,
     alpha / (alpha + count(w)), which drops rare words often and frequent ones almost never
     (the two combine as independent events). ``label_smoothing`` smooths the training loss's
-    targets (the reported loss is the plain cross-entropy).
+    targets (the reported loss is the plain cross-entropy). ``aux_tag_column`` (the other of
+    UPOS / XPOS) is predicted by a second classifier on the same states, its cross-entropy
+    weighted by ``aux_weight`` in the training loss (multi-task, as UDPipe 2 predicts UPOS,
+    XPOS and features jointly); validation and test report its accuracy as ``aux_acc``.
     Sentences are batched ``batch_size`` at a time (``eval_batch_size`` in evaluation), padded,
     with masks; words longer than ``max_word_chars`` keep their first characters.
     """
@@ -269,6 +280,8 @@ class TaggingTaskConfig:
     valid_file: str = "en_ewt-ud-dev.conllu"
     test_file: str = "en_ewt-ud-test.conllu"
     tag_column: TagColumn = TagColumn.upos
+    aux_tag_column: AuxTagColumn = AuxTagColumn.none
+    aux_weight: float = 1.0
     min_count: int = 1
     lowercase: bool = False
     word_dropout: float = 0.0

@@ -28,7 +28,8 @@ def load_tagger(path: Path) -> tuple[torch.nn.Module, TaggingVocab, int]:
     best.pt, else last.pt)."""
     checkpoint, cfg = load_trained_model(path, "tagger", "vocab", "a tagger")
     vocab = TaggingVocab.from_state_dict(checkpoint["task"]["vocab"])
-    spec = TaskSpec(len(vocab.words), len(vocab.tags), "tags", len(vocab.chars))
+    aux_size = 0 if vocab.aux_tags is None else len(vocab.aux_tags)
+    spec = TaskSpec(len(vocab.words), len(vocab.tags), "tags", len(vocab.chars), aux_size)
     model = build_tagger(cfg.model, cfg.attention, spec)
     model.load_state_dict(checkpoint.get("eval_model") or checkpoint["model"])
     return model.eval(), vocab, int(cfg.task.max_word_chars)

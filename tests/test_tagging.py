@@ -416,6 +416,84 @@ def test_the_tagger_refuses_other_tasks_and_other_models_refuse_tagging() -> Non
         build_model(cfg.model, cfg.attention, task.spec)
 
 
+# -- the auxiliary tag column ---------------------------------------------------------------
+
+
+def test_reader_reads_a_second_tag_column_and_requires_it(tmp_path: Path) -> None:
+    sentences = read_conllu(FIXTURE / "train.conllu", "upos", "xpos")
+    assert sentences[1].tags == ("PRON", "AUX", "PART", "VERB", "PUNCT")
+    assert sentences[1].aux_tags == ("PRP", "VBP", "RB", "VB", ".")
+    assert read_conllu(FIXTURE / "train.conllu")[1].aux_tags is None
+    swapped = read_conllu(FIXTURE / "train.conllu", "xpos", "upos")[0]
+    assert swapped.tags[:2] == ("DT", "NN") and swapped.aux_tags[:2] == ("DET", "NOUN")
+    bad = tmp_path / "bad.conllu"
+    bad.write_text("1\tHi\thi\tINTJ\t_\t_\t0\troot\t_\t_\n")
+    assert read_conllu(bad)[0].tags == ("INTJ",)  # XPOS not asked for: not needed
+    with pytest.raises(ConlluError, match=r"bad.conllu:1: word 'Hi' has no XPOS tag"):
+        read_conllu(bad, "upos", "xpos")
+    with pytest.raises(ValueError, match="aux_column"):
+        read_conllu(bad, "upos", "upos")
+
+
+def test_aux_tags_reach_the_batches_the_model_the_loss_and_the_metrics() -> None:
+    task = fixture_task(aux_tag_column="xpos")
+    assert task.spec.aux_output_size == len(task.vocab.aux_tags)
+    assert {"DT", "NN", "VBD", "PRP"} <= set(task.vocab.aux_tags.words)
+    batch = next(task.train_batches(1))
+    assert batch.aux_targets is not None and batch.aux_targets.shape == batch.targets.shape
+    assert torch.equal(batch.aux_targets == IGNORE, batch.targets == IGNORE)  # same padding
+    cfg = compose_config(["model=tagger", "model.hidden_size=8", "model.dropout=0"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.attention, task.spec).eval()
+    output = task.forward(model, batch)
+    assert output.aux_logits.shape == (*batch.targets.shape, task.spec.aux_output_size)
+    main_only = torch.nn.functional.cross_entropy(
+        output.logits.flatten(0, 1), batch.targets.flatten()
+    )
+    aux_only = torch.nn.functional.cross_entropy(
+        output.aux_logits.flatten(0, 1), batch.aux_targets.flatten()
+    )
+    torch.testing.assert_close(task.loss(output, batch), main_only + aux_only)
+    half = fixture_task(aux_tag_column="xpos", aux_weight=0.5)
+    torch.testing.assert_close(half.loss(output, batch), main_only + 0.5 * aux_only)
+    meter = task.new_meter("val")
+    with torch.no_grad():
+        for eval_batch in task.eval_batches("val"):
+            meter.update(task.forward(model, eval_batch), eval_batch)
+    metrics = meter.compute()
+    assert 0.0 <= metrics["aux_acc"] <= 1.0
+    plain = fixture_task()
+    assert plain.spec.aux_output_size == 0 and next(plain.train_batches(1)).aux_targets is None
+    assert build_model(cfg.model, cfg.attention, plain.spec).aux_classifier is None
+
+
+def test_aux_tag_settings_that_make_no_sense_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="aux_tag_column=upos is the target column itself"):
+        fixture_task(aux_tag_column="upos")
+    with pytest.raises(ConfigError, match="aux_weight must be >= 0"):
+        fixture_task(aux_tag_column="xpos", aux_weight=-1.0)
+    toy = compose_config(["task=pos_toy", "task.aux_tag_column=xpos"])
+    with pytest.raises(ConfigError, match="pos_toy has one tag column"):
+        build_task(toy.task, 0, None)
+
+
+def test_aux_tags_train_and_tag_from_the_checkpoint(tmp_path: Path) -> None:
+    run_cli([*POS_TINY, "task.aux_tag_column=xpos"], tmp_path)
+    run_dir = only_run_dir(tmp_path / "outputs")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "val/aux_acc" in metrics["history"][-1] and "test/aux_acc" in metrics["test"]
+    script = Path(__file__).parents[1] / "scripts" / "tag.py"
+    result = subprocess.run(
+        [sys.executable, str(script), str(run_dir), "The dog read ."],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    tags = [pair.rsplit("/", 1)[1] for pair in result.stdout.split()]
+    assert len(tags) == 4 and set(tags) <= set(build_task_tags())  # UPOS, the target
+
+
 # -- end to end -----------------------------------------------------------------------------
 
 

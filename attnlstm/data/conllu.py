@@ -35,38 +35,54 @@ class ConlluError(ValueError):
 
 @dataclass(frozen=True)
 class TaggedSentence:
-    """The words of a sentence and their tags (equal lengths, at least one word)."""
+    """The words of a sentence and their tags (equal lengths, at least one word); ``aux_tags``
+    is a second tag column of the same words (e.g. XPOS beside UPOS) when one was read."""
 
     words: tuple[str, ...]
     tags: tuple[str, ...]
+    aux_tags: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.words)
 
 
-def read_conllu(path: Path | str, tag_column: str = "upos") -> list[TaggedSentence]:
-    """The tagged sentences of a CoNLL-U file; ``tag_column`` is ``upos`` or ``xpos``.
+def read_conllu(
+    path: Path | str, tag_column: str = "upos", aux_column: str | None = None
+) -> list[TaggedSentence]:
+    """The tagged sentences of a CoNLL-U file; ``tag_column`` is ``upos`` or ``xpos``, and
+    ``aux_column`` (the other one, or None) is read into ``aux_tags``.
 
     Raises:
         ConlluError: a line without 10 fields, an ID that is neither a word index, a range
             nor an empty node, word IDs out of order, an empty form, or a word without a tag.
     """
-    if tag_column not in ("upos", "xpos"):
-        raise ValueError(f"tag_column must be upos or xpos, got {tag_column!r}")
-    return list(_sentences(Path(path), FIELDS.index(tag_column)))
+    for column in (tag_column, aux_column):
+        if column not in ("upos", "xpos", None):
+            raise ValueError(f"tag columns must be upos or xpos, got {column!r}")
+    if tag_column is None or aux_column == tag_column:
+        raise ValueError(f"tag_column={tag_column!r} and aux_column={aux_column!r}")
+    aux_index = None if aux_column is None else FIELDS.index(aux_column)
+    return list(_sentences(Path(path), FIELDS.index(tag_column), aux_index))
 
 
-def _sentences(path: Path, tag_index: int) -> Iterator[TaggedSentence]:
+def _sentences(path: Path, tag_index: int, aux_index: int | None) -> Iterator[TaggedSentence]:
     words: list[str] = []
     tags: list[str] = []
+    aux_tags: list[str] = []
+
+    def sentence() -> TaggedSentence:
+        return TaggedSentence(
+            tuple(words), tuple(tags), None if aux_index is None else tuple(aux_tags)
+        )
+
     expected_id = 1  # the ID the next word of the open sentence must have
     with open(path, encoding="utf-8-sig", newline=None) as handle:
         for line_number, raw in enumerate(handle, start=1):
             line = raw.rstrip("\n")
             if not line.strip():
                 if words:
-                    yield TaggedSentence(tuple(words), tuple(tags))
-                words, tags, expected_id = [], [], 1
+                    yield sentence()
+                words, tags, aux_tags, expected_id = [], [], [], 1
                 continue
             if line.startswith("#"):
                 continue
@@ -104,12 +120,15 @@ def _sentences(path: Path, tag_index: int) -> Iterator[TaggedSentence]:
             form, tag = fields[1], fields[tag_index]
             if not form:
                 raise ConlluError(path, line_number, "empty FORM")
-            if tag in ("", "_"):
-                raise ConlluError(
-                    path, line_number, f"word {form!r} has no {FIELDS[tag_index].upper()} tag"
-                )
+            for index in (tag_index, aux_index):
+                if index is not None and fields[index] in ("", "_"):
+                    raise ConlluError(
+                        path, line_number, f"word {form!r} has no {FIELDS[index].upper()} tag"
+                    )
             words.append(form)
             tags.append(tag)
+            if aux_index is not None:
+                aux_tags.append(fields[aux_index])
             expected_id += 1
     if words:  # a file may end without the final blank line
-        yield TaggedSentence(tuple(words), tuple(tags))
+        yield sentence()

@@ -26,13 +26,15 @@ IGNORE = -100
 @dataclass
 class TaggingVocab:
     """Words (with ``min_count`` and optional lowercasing), characters and tags of a training
-    split, plus the set of its word forms (after lowercasing) to tell unseen words apart."""
+    split, plus the set of its word forms (after lowercasing) to tell unseen words apart;
+    ``aux_tags``, the second tag column's tags, when the sentences have one."""
 
     words: Vocabulary
     chars: Vocabulary
     tags: Vocabulary
     lowercase: bool
     train_forms: frozenset[str]
+    aux_tags: Vocabulary | None = None
 
     @classmethod
     def from_sentences(
@@ -43,26 +45,33 @@ class TaggingVocab:
             raise ValueError(f"min_count must be at least 1, got {min_count}")
         counts: Counter[str] = Counter()
         chars, tags = Vocabulary([PAD, UNK]), Vocabulary()
+        aux_tags = Vocabulary() if sentences and sentences[0].aux_tags is not None else None
         for sentence in sentences:
             for word, tag in zip(sentence.words, sentence.tags, strict=True):
                 counts[word.lower() if lowercase else word] += 1
                 for char in word:
                     chars.add(char)
                 tags.add(tag)
+            if aux_tags is not None:
+                for aux_tag in sentence.aux_tags or ():
+                    aux_tags.add(aux_tag)
         words = Vocabulary([PAD, UNK, *(w for w, n in counts.items() if n >= min_count)])
-        return cls(words, chars, tags, lowercase, frozenset(counts))
+        return cls(words, chars, tags, lowercase, frozenset(counts), aux_tags)
 
     def normalize(self, word: str) -> str:
         return word.lower() if self.lowercase else word
 
     def state_dict(self) -> dict[str, object]:
-        return {
+        state: dict[str, object] = {
             "words": list(self.words.words),
             "chars": list(self.chars.words),
             "tags": list(self.tags.words),
             "lowercase": self.lowercase,
             "train_forms": sorted(self.train_forms),
         }
+        if self.aux_tags is not None:  # absent, not None: older checkpoints compare equal
+            state["aux_tags"] = list(self.aux_tags.words)
+        return state
 
     @classmethod
     def from_state_dict(cls, state: dict[str, object]) -> TaggingVocab:
@@ -72,19 +81,22 @@ class TaggingVocab:
             Vocabulary(state["tags"]),  # type: ignore[arg-type]
             bool(state["lowercase"]),
             frozenset(state["train_forms"]),  # type: ignore[arg-type]
+            Vocabulary(state["aux_tags"]) if "aux_tags" in state else None,  # type: ignore[arg-type]
         )
 
 
 @dataclass
 class EncodedSentence:
     """One sentence as ids: words (L,), chars (L, C) padded with 0, char_lengths (L,), tags
-    (L,) (:data:`IGNORE` when untagged), unseen (L,) bool: the form never occurs in training."""
+    (L,) (:data:`IGNORE` when untagged), unseen (L,) bool: the form never occurs in training;
+    aux_tags (L,), the second tag column, or None."""
 
     words: Tensor
     chars: Tensor
     char_lengths: Tensor
     tags: Tensor
     unseen: Tensor
+    aux_tags: Tensor | None = None
 
     def __len__(self) -> int:
         return self.words.numel()
@@ -95,9 +107,10 @@ def encode_sentence(
     words: Sequence[str],
     tags: Sequence[str] | None = None,
     max_word_chars: int = 30,
+    aux_tags: Sequence[str] | None = None,
 ) -> EncodedSentence:
-    """Ids of a sentence's words, characters and tags (a tag unknown to ``vocab`` is an
-    error: the tag set comes from the training split)."""
+    """Ids of a sentence's words, characters and tags, and of ``aux_tags`` when given (a tag
+    unknown to ``vocab`` is an error: the tag sets come from the training split)."""
     if not words:
         raise ValueError("a sentence needs at least one word")
     forms = [vocab.normalize(w) for w in words]
@@ -107,17 +120,26 @@ def encode_sentence(
     for index, word in enumerate(words):
         ids = vocab.chars.encode(word[:max_word_chars], UNK_ID)
         chars[index, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    if tags is None:
-        tag_ids = torch.full((len(words),), IGNORE, dtype=torch.long)
-    else:
-        unknown = sorted({t for t in tags if t not in vocab.tags})
-        if unknown:
-            raise ValueError(
-                f"tags {unknown} do not occur in the training split (tags: {vocab.tags.words})"
-            )
-        tag_ids = torch.tensor(vocab.tags.encode(tags), dtype=torch.long)
+    tag_ids = _tag_ids(vocab.tags, tags, len(words))
+    aux_ids = None
+    if aux_tags is not None:
+        if vocab.aux_tags is None:
+            raise ValueError("auxiliary tags given, but the vocabulary has no auxiliary tag set")
+        aux_ids = _tag_ids(vocab.aux_tags, aux_tags, len(words))
     unseen = torch.tensor([f not in vocab.train_forms for f in forms], dtype=torch.bool)
-    return EncodedSentence(word_ids, chars, char_lengths, tag_ids, unseen)
+    return EncodedSentence(word_ids, chars, char_lengths, tag_ids, unseen, aux_ids)
+
+
+def _tag_ids(tag_set: Vocabulary, tags: Sequence[str] | None, length: int) -> Tensor:
+    """(L,) ids of ``tags`` in ``tag_set``; all :data:`IGNORE` without tags."""
+    if tags is None:
+        return torch.full((length,), IGNORE, dtype=torch.long)
+    unknown = sorted({t for t in tags if t not in tag_set})
+    if unknown:
+        raise ValueError(
+            f"tags {unknown} do not occur in the training split (tags: {tag_set.words})"
+        )
+    return torch.tensor(tag_set.encode(tags), dtype=torch.long)
 
 
 @dataclass
@@ -131,6 +153,8 @@ class TaggingBatch:
         targets: (B, T) int64 tag ids, :data:`IGNORE` at padding.
         unseen: (B, T) bool, True at words never seen in training.
         lengths: (B,) int64 words per sentence, on the CPU.
+        aux_targets: (B, T) int64 ids of the second tag column (:data:`IGNORE` at padding),
+            or None.
     """
 
     words: Tensor
@@ -139,6 +163,7 @@ class TaggingBatch:
     targets: Tensor
     unseen: Tensor
     lengths: Tensor
+    aux_targets: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.lengths.sum())  # words: the trainer's throughput counts these
@@ -154,13 +179,21 @@ class TaggingBatch:
 
     def to(self, device: torch.device) -> TaggingBatch:
         """Everything but ``lengths`` moved to ``device``."""
+        aux = self.aux_targets
         return TaggingBatch(
-            *(t.to(device, non_blocking=True) for t in self._tensors()), lengths=self.lengths
+            *(t.to(device, non_blocking=True) for t in self._tensors()),
+            lengths=self.lengths,
+            aux_targets=None if aux is None else aux.to(device, non_blocking=True),
         )
 
     def select(self, count: int) -> TaggingBatch:
         """The first ``count`` sentences."""
-        return TaggingBatch(*(t[:count] for t in self._tensors()), lengths=self.lengths[:count])
+        aux = self.aux_targets
+        return TaggingBatch(
+            *(t[:count] for t in self._tensors()),
+            lengths=self.lengths[:count],
+            aux_targets=None if aux is None else aux[:count],
+        )
 
     def _tensors(self) -> tuple[Tensor, ...]:
         return self.words, self.chars, self.char_lengths, self.targets, self.unseen
@@ -174,6 +207,8 @@ def collate(sentences: Sequence[EncodedSentence]) -> TaggingBatch:
     chars = torch.zeros(batch, steps, width, dtype=torch.long)
     char_lengths = torch.zeros(batch, steps, dtype=torch.long)
     targets = torch.full((batch, steps), IGNORE, dtype=torch.long)
+    with_aux = all(s.aux_tags is not None for s in sentences)
+    aux_targets = torch.full((batch, steps), IGNORE, dtype=torch.long) if with_aux else None
     unseen = torch.zeros(batch, steps, dtype=torch.bool)
     for row, sentence in enumerate(sentences):
         length = len(sentence)
@@ -182,5 +217,7 @@ def collate(sentences: Sequence[EncodedSentence]) -> TaggingBatch:
         char_lengths[row, :length] = sentence.char_lengths
         targets[row, :length] = sentence.tags
         unseen[row, :length] = sentence.unseen
+        if aux_targets is not None:
+            aux_targets[row, :length] = sentence.aux_tags
     lengths = torch.tensor([len(s) for s in sentences], dtype=torch.long)
-    return TaggingBatch(words, chars, char_lengths, targets, unseen, lengths)
+    return TaggingBatch(words, chars, char_lengths, targets, unseen, lengths, aux_targets)

@@ -220,6 +220,7 @@ def build_tagger(model_cfg: DictConfig, attention_cfg: DictConfig, spec: TaskSpe
         model_cfg.dropout,
         attention,
         residual=model_cfg.attention_residual,
+        aux_tags=spec.aux_output_size,
     )
 
 

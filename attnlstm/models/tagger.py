@@ -8,6 +8,7 @@ For a batch of B sentences padded to T words (words of at most C characters):
     c_i  = Attention(h_i, h, mask: the real words of the sentence)        B x T x D
     o_i  = tanh(W_c [c_i; h_i])   (+ h_i with ``residual``; o_i = h_i without attention)
     p_i  = softmax(W_o Dropout(o_i) + b_o)                     B x T x K
+    q_i  = softmax(W_a Dropout(o_i) + b_a)   (with ``aux_tags``: a second tag column, B x T x A)
 
 ``chars`` is the final forward and backward states of a character BiLSTM (Plank et al. 2016),
 or max-pooled character convolutions (Ma & Hovy 2016): F features computed once per distinct
@@ -47,10 +48,12 @@ def distinct_rows(chars: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tenso
 @dataclass
 class TaggerOutput:
     """logits (B, T, K); attention (B, T, T) weights of each word over its sentence, or None
-    (a query-free method gives one row per sentence, (B, 1, T))."""
+    (a query-free method gives one row per sentence, (B, 1, T)); aux_logits (B, T, A) of the
+    auxiliary tag column, or None."""
 
     logits: Tensor
     attention: Tensor | None = None
+    aux_logits: Tensor | None = None
 
 
 class CharLSTMEncoder(nn.Module):
@@ -123,6 +126,7 @@ class BiLSTMTagger(nn.Module):
         dropout: float = 0.33,
         attention: Attention | None = None,
         residual: bool = True,
+        aux_tags: int = 0,
     ) -> None:
         super().__init__()
         self.word_embedding = nn.Embedding(vocab_size, word_embedding_size, padding_idx=0)
@@ -140,6 +144,7 @@ class BiLSTMTagger(nn.Module):
         self.residual = residual
         self.output_dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(state_size, num_tags)
+        self.aux_classifier = nn.Linear(state_size, aux_tags) if aux_tags > 0 else None
 
     def forward(
         self, words: Tensor, chars: Tensor, char_lengths: Tensor, lengths: Tensor
@@ -171,4 +176,6 @@ class BiLSTMTagger(nn.Module):
             output = torch.tanh(self.combine(torch.cat([context, states], dim=-1)))
             if self.residual:
                 output = output + states
-        return TaggerOutput(self.classifier(self.output_dropout(output)), weights)
+        features_out = self.output_dropout(output)
+        aux_logits = None if self.aux_classifier is None else self.aux_classifier(features_out)
+        return TaggerOutput(self.classifier(features_out), weights, aux_logits)

@@ -24,12 +24,15 @@ class TaskSpec:
             ``"sequence"`` = a token sequence per source sequence (encoder-decoders;
             input_size is the source vocabulary, output_size the target vocabulary).
         char_vocab_size: characters known to the task (taggers' character features), or 0.
+        aux_output_size: classes of an auxiliary per-word output (a tagger's second tag
+            column), or 0.
     """
 
     input_size: int
     output_size: int
     target: str = "value"
     char_vocab_size: int = 0
+    aux_output_size: int = 0
 
 
 @dataclass

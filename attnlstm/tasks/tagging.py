@@ -46,7 +46,7 @@ POOL_BATCHES = 50
 
 class TaggingMeter(Meter):
     """Loss, accuracy and unseen-word accuracy over real words; with ``per_tag``, the accuracy
-    of each gold tag too (``acc_<TAG>``)."""
+    of each gold tag too (``acc_<TAG>``); ``aux_acc`` when the batches have auxiliary tags."""
 
     def __init__(self, tag_names: Sequence[str], per_tag: bool = False) -> None:
         self.tag_names = list(tag_names)
@@ -58,6 +58,7 @@ class TaggingMeter(Meter):
         self.unseen_words: Tensor | int = 0
         self.tag_correct = torch.zeros(len(tag_names), dtype=torch.long)
         self.tag_total = torch.zeros(len(tag_names), dtype=torch.long)
+        self.aux_correct: Tensor | int | None = None
 
     def update(self, output: Any, batch: TaggingBatch) -> None:
         logits, targets = output.logits, batch.targets  # B x T x K, B x T
@@ -72,6 +73,10 @@ class TaggingMeter(Meter):
         self.words += int(batch.lengths.sum())
         self.unseen_correct = self.unseen_correct + (hits & unseen).sum()
         self.unseen_words = self.unseen_words + unseen.sum()
+        aux_logits = getattr(output, "aux_logits", None)
+        if aux_logits is not None and batch.aux_targets is not None:
+            aux_hits = (aux_logits.argmax(-1) == batch.aux_targets) & real
+            self.aux_correct = (self.aux_correct or 0) + aux_hits.sum()
         if self.per_tag:
             gold = targets[real].cpu()
             size = len(self.tag_names)
@@ -87,6 +92,8 @@ class TaggingMeter(Meter):
             # no unseen word at all (e.g. the toy task): nothing to get wrong
             "unseen_acc": float(self.unseen_correct) / unseen if unseen else 1.0,
         }
+        if self.aux_correct is not None:
+            metrics["aux_acc"] = float(self.aux_correct) / words
         if self.per_tag:
             for name, hit, total in zip(
                 self.tag_names, self.tag_correct.tolist(), self.tag_total.tolist(), strict=True
@@ -95,6 +102,14 @@ class TaggingMeter(Meter):
                     metrics[f"acc_{name}"] = hit / total
             metrics["unseen_words"] = float(unseen)
         return metrics
+
+
+def _mean_cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
+    """logits (B, T, K), targets (B, T) with :data:`IGNORE` at padding -> the mean over real
+    words."""
+    return nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), label_smoothing=label_smoothing
+    )
 
 
 def resolve_treebank_files(cfg: TaggingTaskConfig, configured_dir: str | None) -> list[Path]:
@@ -122,14 +137,26 @@ class TaggingTask(Task):
             raise ConfigError(f"task.word_dropout_alpha must be >= 0, got {cfg.word_dropout_alpha}")
         if not 0.0 <= cfg.label_smoothing < 1.0:
             raise ConfigError(f"task.label_smoothing must lie in [0, 1), got {cfg.label_smoothing}")
+        aux_column = None if str(cfg.aux_tag_column) == "none" else str(cfg.aux_tag_column)
+        if aux_column == str(cfg.tag_column):
+            raise ConfigError(
+                f"task.aux_tag_column={aux_column} is the target column itself; pick the other"
+                " column or none"
+            )
+        if cfg.aux_weight < 0:
+            raise ConfigError(f"task.aux_weight must be >= 0, got {cfg.aux_weight}")
         self.cfg = cfg
         self.name = str(cfg.name)
         if self.name == "pos_toy":
+            if aux_column is not None:
+                raise ConfigError("task=pos_toy has one tag column; task.aux_tag_column=none")
             train = valid = test = list(TOY_SENTENCES)
         else:
             paths = resolve_treebank_files(cfg, configured_data_dir)
             try:
-                train, valid, test = (read_conllu(p, str(cfg.tag_column)) for p in paths)
+                train, valid, test = (
+                    read_conllu(p, str(cfg.tag_column), aux_column) for p in paths
+                )
             except ConlluError as error:
                 raise ConfigError(f"task={self.name}: malformed CoNLL-U: {error}") from None
         for split, sentences in (("train", train), ("valid", valid), ("test", test)):
@@ -143,11 +170,18 @@ class TaggingTask(Task):
             log.warning("tags not in the training split: %s", ", ".join(sorted(unseen_tags)))
             for tag in sorted(unseen_tags):
                 self.vocab.tags.add(tag)
+        aux_tags = self.vocab.aux_tags
+        if aux_tags is not None:  # the same for the auxiliary column
+            for tag in sorted(
+                {t for s in (*valid, *test) for t in s.aux_tags or ()} - set(aux_tags.words)
+            ):
+                aux_tags.add(tag)
         self.spec = TaskSpec(
             input_size=len(self.vocab.words),
             output_size=len(self.vocab.tags),
             target="tags",
             char_vocab_size=len(self.vocab.chars),
+            aux_output_size=0 if aux_tags is None else len(aux_tags),
         )
         self.drop_probability = self._word_drop_probability(train)
         self.train_data = self._encode(train, "train")
@@ -173,7 +207,7 @@ class TaggingTask(Task):
     def _encode(self, sentences: Sequence[TaggedSentence], split: str) -> list[EncodedSentence]:
         try:
             return [
-                encode_sentence(self.vocab, s.words, s.tags, self.cfg.max_word_chars)
+                encode_sentence(self.vocab, s.words, s.tags, self.cfg.max_word_chars, s.aux_tags)
                 for s in sentences
             ]
         except ValueError as error:
@@ -215,13 +249,15 @@ class TaggingTask(Task):
 
     def loss(self, output: Any, batch: TaggingBatch) -> Tensor:
         """Mean cross-entropy over the real words of the batch, against targets smoothed by
-        ``task.label_smoothing``."""
-        logits = output.logits
-        return nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)),
-            batch.targets.reshape(-1),
-            label_smoothing=self.cfg.label_smoothing,
-        )
+        ``task.label_smoothing``; plus ``task.aux_weight`` times the same for the auxiliary
+        tags when the model predicts them."""
+        smoothing = self.cfg.label_smoothing
+        loss = _mean_cross_entropy(output.logits, batch.targets, smoothing)
+        aux_logits = getattr(output, "aux_logits", None)
+        if aux_logits is not None and batch.aux_targets is not None:
+            aux_loss = _mean_cross_entropy(aux_logits, batch.aux_targets, smoothing)
+            loss = loss + self.cfg.aux_weight * aux_loss
+        return loss
 
     def new_meter(self, split: str = "val") -> Meter:
         return TaggingMeter(self.vocab.tags.words, per_tag=split == "test")
