@@ -59,6 +59,9 @@ class TaggerOutput:
 class CharLSTMEncoder(nn.Module):
     """Words as characters -> the char BiLSTM's final states: (N, C) ids -> (N, 2 * hidden)."""
 
+    #: bucket bounds (``()``: all words in one padded batch; ``scripts/bench_tagger.py``)
+    length_buckets: tuple[int, ...] = CHAR_LENGTH_BUCKETS
+
     def __init__(self, num_chars: int, embedding_size: int, hidden_size: int) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_chars, embedding_size, padding_idx=0)
@@ -71,11 +74,11 @@ class CharLSTMEncoder(nn.Module):
         Words run in buckets of similar length (:data:`CHAR_LENGTH_BUCKETS`), each padded to
         its own longest word: the same states, for about a fifth of the steps on EWT."""
         lengths = lengths.to(chars.device)
-        if chars.size(1) <= CHAR_LENGTH_BUCKETS[0]:
+        if not self.length_buckets or chars.size(1) <= self.length_buckets[0]:
             return self.lstm(self.embedding(chars), lengths)[1]
         output: Tensor | None = None
         lower = 0
-        for upper in (*CHAR_LENGTH_BUCKETS, chars.size(1)):
+        for upper in (*self.length_buckets, chars.size(1)):
             rows = ((lengths > lower) & (lengths <= upper)).nonzero().squeeze(1)
             lower = upper
             if rows.numel() == 0:
@@ -113,6 +116,9 @@ class CharCNNEncoder(nn.Module):
 
 class BiLSTMTagger(nn.Module):
     """See the module docstring for the computation and shapes."""
+
+    #: encode each distinct form of a batch once (False: every word; ``scripts/bench_tagger.py``)
+    encode_distinct_forms = True
 
     def __init__(
         self,
@@ -158,9 +164,13 @@ class BiLSTMTagger(nn.Module):
         features = [self.word_embedding(words)]  # B x T x E
         if self.char_encoder is not None:
             real = mask.reshape(-1).nonzero().squeeze(1)  # the real words, flattened
-            forms, form_lengths, form_of_word = distinct_rows(
-                chars.reshape(batch * steps, -1)[real], char_lengths.reshape(-1)[real]
-            )
+            word_chars = chars.reshape(batch * steps, -1)[real]
+            word_lengths = char_lengths.reshape(-1)[real]
+            if self.encode_distinct_forms:
+                forms, form_lengths, form_of_word = distinct_rows(word_chars, word_lengths)
+            else:
+                forms, form_lengths = word_chars, word_lengths
+                form_of_word = torch.arange(real.numel(), device=real.device)
             encoded = self.char_encoder(forms, form_lengths)[form_of_word]  # N x F
             char_features = encoded.new_zeros(batch * steps, encoded.size(1))
             char_features = char_features.index_copy(0, real, encoded)
