@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -376,6 +377,29 @@ def test_char_lstm_buckets_give_the_states_of_one_padded_batch() -> None:
     torch.testing.assert_close(bucketed[:1], alone, rtol=1e-5, atol=1e-6)
 
 
+def test_distinct_forms_give_the_scores_of_encoding_every_word() -> None:
+    """The tagger encodes each distinct form of a batch once; the scores are those of
+    encoding every word (repeated words included) one by one."""
+    model = small_tagger("general", "lstm")
+    chars, char_lengths = random_words([3, 5, 3, 1, 5, 2], seed=3)
+    chars[2], chars[4] = chars[0], chars[1]  # "a b a c b d": two forms repeated
+    char_lengths[2], char_lengths[4] = char_lengths[0], char_lengths[1]
+    words = torch.tensor([[4, 5, 4, 6, 5, 7], [8, 4, 5, 0, 0, 0]])
+    batch_chars = torch.zeros(2, 6, 5, dtype=torch.long)
+    batch_chars[0] = chars
+    batch_chars[1, :3] = chars[[5, 0, 1]]
+    batch_lengths = torch.stack(
+        [char_lengths, torch.cat([char_lengths[[5, 0, 1]], torch.zeros(3, dtype=torch.long)])]
+    )
+    lengths = torch.tensor([6, 3])
+    with torch.no_grad():
+        distinct = model(words, batch_chars, batch_lengths, lengths).logits
+        model.encode_distinct_forms = False
+        every = model(words, batch_chars, batch_lengths, lengths).logits
+    mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+    torch.testing.assert_close(distinct[mask], every[mask], rtol=1e-5, atol=1e-6)
+
+
 def test_distinct_rows_encode_each_word_form_once() -> None:
     chars, lengths = random_words([3, 5, 1], seed=2)
     repeated = torch.cat([chars, chars[[1, 0, 1]]])  # 6 words, 3 forms
@@ -552,14 +576,20 @@ def build_task_tags() -> list[str]:
     return fixture_task().vocab.tags.words
 
 
-def test_the_ewt_preset_runs_end_to_end(tmp_path: Path) -> None:
-    """``experiment=pos_ewt`` (shrunk) on the fixture treebank standing in for EWT."""
-    folder = tmp_path / "data" / "ud-english-ewt"
+def fixture_as_ewt(root: Path) -> Path:
+    """The fixture treebank under EWT's file names in ``root/ud-english-ewt``; returns root."""
+    folder = root / "ud-english-ewt"
     folder.mkdir(parents=True)
     for source, split in (("train", "train"), ("dev", "dev"), ("test", "test")):
         (folder / f"en_ewt-ud-{split}.conllu").write_text(
             (FIXTURE / f"{source}.conllu").read_text()
         )
+    return root
+
+
+def test_the_ewt_preset_runs_end_to_end(tmp_path: Path) -> None:
+    """``experiment=pos_ewt`` (shrunk) on the fixture treebank standing in for EWT."""
+    fixture_as_ewt(tmp_path / "data")
     args = [
         "experiment=pos_ewt",
         "attention=additive",
@@ -575,3 +605,26 @@ def test_the_ewt_preset_runs_end_to_end(tmp_path: Path) -> None:
     metrics = json.loads((only_run_dir(tmp_path / "run" / "outputs") / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs"] == 2
     assert 0.0 <= metrics["test"]["test/acc"] <= 1.0
+
+
+def test_bench_tagger_compares_the_char_paths(tmp_path: Path) -> None:
+    script = Path(__file__).parents[1] / "scripts" / "bench_tagger.py"
+    data = fixture_as_ewt(tmp_path / "data")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--updates=2",
+            "--rounds=1",
+            "--threads=1",
+            f"--data-dir={data}",
+            "task.batch_size=1",
+            "model.hidden_size=8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert re.search(r"\(a\)/\(b\) = [0-9.]+ +\(a\)/\(c\) = [0-9.]+", result.stdout)
+    assert len(re.findall(r"words/s", result.stdout)) == 3
