@@ -5,10 +5,14 @@ settings (decoding options, say), without touching the run.
     python scripts/evaluate.py outputs/reverse/seq2seq-dot/<timestamp>            # best.pt, test
     python scripts/evaluate.py RUN --split val --set task.beam_size=10 task.length_penalty=0.6
     python scripts/evaluate.py RUN --out RUN/eval_beam10.json
+    python scripts/evaluate.py TAGGER_RUN_1 TAGGER_RUN_2      # an ensemble of taggers
 
 The model and the task are rebuilt from the config stored in the checkpoint (``--set`` may
-change ``task.*`` keys only: the model must stay the one trained). Metrics are printed as
-JSON; ``--out`` also writes them to a new file (never over an existing one).
+change ``task.*`` keys only: the model must stay the one trained). Several tagger runs of
+one task and vocabulary (other seeds, sizes or attention) are evaluated as an ensemble that
+tags with the mean of their probabilities (:class:`attnlstm.models.ensemble.TaggerEnsemble`).
+Metrics are printed as JSON; ``--out`` also writes them to a new file (never over an
+existing one).
 """
 
 from __future__ import annotations
@@ -24,15 +28,21 @@ from omegaconf import OmegaConf
 
 from attnlstm.errors import ConfigError
 from attnlstm.models import build_model
+from attnlstm.models.ensemble import TaggerEnsemble
 from attnlstm.tasks import build_task
 from attnlstm.training.io import checkpoint_file, load_checkpoint, write_json
 
 
 @torch.inference_mode()
 def evaluate(
-    path: Path, split: str, overrides: Sequence[str] = (), data_dir: str | None = None
+    path: Path,
+    split: str,
+    overrides: Sequence[str] = (),
+    data_dir: str | None = None,
+    ensemble_with: Sequence[Path] = (),
 ) -> dict[str, float]:
-    """Metrics of the checkpoint at ``path`` (a run folder: its best.pt, else last.pt)."""
+    """Metrics of the checkpoint at ``path`` (a run folder: its best.pt, else last.pt), or of
+    the tagger ensemble of it and the runs ``ensemble_with``."""
     checkpoint = load_checkpoint(checkpoint_file(path))
     cfg = OmegaConf.create(checkpoint["config"])
     for override in overrides:
@@ -45,6 +55,24 @@ def evaluate(
     task = build_task(cfg.task, cfg.seed, data_dir or cfg.get("data_dir"))
     model = build_model(cfg.model, cfg.attention, task.spec)
     model.load_state_dict(checkpoint.get("eval_model") or checkpoint["model"])
+    if ensemble_with:
+        if cfg.model.name != "tagger":
+            raise ConfigError(f"ensembles are for taggers; {path} is a model={cfg.model.name} run")
+        members = [model]
+        for other in ensemble_with:
+            other_checkpoint = load_checkpoint(checkpoint_file(other))
+            other_cfg = OmegaConf.create(other_checkpoint["config"])
+            if other_cfg.model.name != "tagger":
+                raise ConfigError(f"{other} is a model={other_cfg.model.name} run, not a tagger")
+            if other_checkpoint["task"].get("vocab") != checkpoint["task"].get("vocab"):
+                raise ConfigError(
+                    f"{other} was trained with another vocabulary than {path}: an ensemble"
+                    " needs the same task, data and task.min_count / lowercase / aux_tag_column"
+                )
+            member = build_model(other_cfg.model, other_cfg.attention, task.spec)
+            member.load_state_dict(other_checkpoint.get("eval_model") or other_checkpoint["model"])
+            members.append(member)
+        model = TaggerEnsemble(members)
     model.eval()
     meter = task.new_meter(split)
     for batch in task.eval_batches(split):  # type: ignore[arg-type]
@@ -54,7 +82,9 @@ def evaluate(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", type=Path, help="a run folder or a .pt file")
+    parser.add_argument(
+        "checkpoint", type=Path, nargs="+", help="a run folder or a .pt file (taggers: several)"
+    )
     parser.add_argument("--split", choices=["val", "test"], default="test")
     parser.add_argument("--set", nargs="*", default=[], metavar="task.KEY=VALUE")
     parser.add_argument("--data-dir", default=None)
@@ -64,12 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {args.out} exists; it is never overwritten", file=sys.stderr)
         return 2
     try:
-        metrics = evaluate(args.checkpoint, args.split, args.set, args.data_dir)
+        first, *others = args.checkpoint
+        metrics = evaluate(first, args.split, args.set, args.data_dir, others)
     except (FileNotFoundError, ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     result = {
-        "checkpoint": str(checkpoint_file(args.checkpoint)),
+        "checkpoint": [str(checkpoint_file(path)) for path in args.checkpoint]
+        if len(args.checkpoint) > 1
+        else str(checkpoint_file(args.checkpoint[0])),
         "split": args.split,
         "overrides": list(args.set),
         "metrics": metrics,

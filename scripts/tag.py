@@ -3,9 +3,11 @@
 
     python scripts/tag.py outputs/pos_ewt/tagger-none/<timestamp> "The dog ate the apple ."
     echo "I do n't know ." | python scripts/tag.py run/best.pt        # one sentence per line
+    python scripts/tag.py RUN_1 --also RUN_2 "The dog ate the apple ."   # an ensemble
 
 Tokens are split on whitespace (tokenise as the treebank did: "don't" is "do n't" in EWT).
-Each sentence is printed as word/TAG pairs on one line.
+Each sentence is printed as word/TAG pairs on one line. ``--also`` adds taggers trained on the
+same vocabulary; the tags are then the ensemble's, by the mean of the taggers' probabilities.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from attnlstm.data.tagging import TaggingVocab, collate, encode_sentence
 from attnlstm.models import build_tagger
+from attnlstm.models.ensemble import TaggerEnsemble
 from attnlstm.tasks.base import TaskSpec
 from attnlstm.training.io import load_trained_model
 
@@ -33,6 +36,24 @@ def load_tagger(path: Path) -> tuple[torch.nn.Module, TaggingVocab, int]:
     model = build_tagger(cfg.model, cfg.attention, spec)
     model.load_state_dict(checkpoint.get("eval_model") or checkpoint["model"])
     return model.eval(), vocab, int(cfg.task.max_word_chars)
+
+
+def load_ensemble(paths: Sequence[Path]) -> tuple[torch.nn.Module, TaggingVocab, int]:
+    """:func:`load_tagger` for one path; for several, their :class:`TaggerEnsemble` (ValueError
+    unless they share the vocabulary and ``task.max_word_chars``)."""
+    model, vocab, max_word_chars = load_tagger(paths[0])
+    if len(paths) == 1:
+        return model, vocab, max_word_chars
+    members = [model]
+    for path in paths[1:]:
+        member, member_vocab, member_chars = load_tagger(path)
+        if member_vocab.state_dict() != vocab.state_dict() or member_chars != max_word_chars:
+            raise ValueError(
+                f"{path} was trained with another vocabulary than {paths[0]}; an ensemble"
+                " needs taggers of the same task and data settings"
+            )
+        members.append(member)
+    return TaggerEnsemble(members).eval(), vocab, max_word_chars
 
 
 @torch.inference_mode()
@@ -61,9 +82,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "sentences", nargs="*", help="sentences to tag (default: one per line on stdin)"
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--also",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="CHECKPOINT",
+        help="another tagger of the same vocabulary: tag with the ensemble (repeatable)",
+    )
+    args = parser.parse_intermixed_args(argv)  # sentences may follow --also
     try:
-        model, vocab, max_word_chars = load_tagger(args.checkpoint)
+        model, vocab, max_word_chars = load_ensemble([args.checkpoint, *args.also])
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -628,3 +628,61 @@ def test_bench_tagger_compares_the_char_paths(tmp_path: Path) -> None:
     )
     assert re.search(r"\(a\)/\(b\) = [0-9.]+ +\(a\)/\(c\) = [0-9.]+", result.stdout)
     assert len(re.findall(r"words/s", result.stdout)) == 3
+
+
+# -- ensembles ------------------------------------------------------------------------------
+
+
+def test_ensemble_scores_are_the_log_of_the_mean_probability() -> None:
+    from attnlstm.models.ensemble import TaggerEnsemble, mean_probability_scores
+
+    first, second = torch.randn(2, 3, 5), torch.randn(2, 3, 5)
+    scores = mean_probability_scores([first, second])
+    expected = ((first.softmax(-1) + second.softmax(-1)) / 2).log()
+    torch.testing.assert_close(scores, expected)
+    torch.testing.assert_close(scores.softmax(-1), expected.exp())  # a distribution already
+    torch.testing.assert_close(mean_probability_scores([first]), first.log_softmax(-1))
+
+    torch.manual_seed(0)
+    taggers = [small_tagger(None, "lstm"), small_tagger("dot", "cnn")]
+    words = torch.tensor([[3, 4, 5], [6, 7, 0]])
+    chars = torch.randint(1, 30, (2, 3, 4))
+    char_lengths, lengths = torch.full((2, 3), 4), torch.tensor([3, 2])
+    with torch.no_grad():
+        output = TaggerEnsemble(taggers).eval()(words, chars, char_lengths, lengths)
+        members = [t(words, chars, char_lengths, lengths).logits for t in taggers]
+    torch.testing.assert_close(output.logits, mean_probability_scores(members))
+    assert output.aux_logits is None and output.attention is None
+
+
+def test_evaluate_and_tag_with_an_ensemble_of_runs(tmp_path: Path) -> None:
+    for name, seed in (("a", 0), ("b", 1)):
+        run_cli([*POS_TINY, f"seed={seed}", "trainer.attention_images=0"], tmp_path / name)
+    first, second = (only_run_dir(tmp_path / n / "outputs") for n in "ab")
+    scripts = Path(__file__).parents[1] / "scripts"
+
+    def script(name: str, *args: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(scripts / name), *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    alone = json.loads(script("evaluate.py", first).stdout)["metrics"]
+    result = script("evaluate.py", first, second, "--out", tmp_path / "ensemble.json")
+    assert result.returncode == 0, result.stderr
+    ensemble = json.loads((tmp_path / "ensemble.json").read_text())
+    assert len(ensemble["checkpoint"]) == 2
+    assert {"acc", "unseen_acc", "acc_NOUN"} <= set(ensemble["metrics"])
+    assert ensemble["metrics"]["loss"] != alone["loss"]  # two models' probabilities, not one
+    tagged = script("tag.py", first, "--also", second, "The dog read .")
+    assert tagged.returncode == 0, tagged.stderr
+    assert [pair.rsplit("/", 1)[0] for pair in tagged.stdout.split()] == ["The", "dog", "read", "."]
+
+    run_cli([*POS_TINY, "task.lowercase=true"], tmp_path / "c")  # another vocabulary
+    third = only_run_dir(tmp_path / "c" / "outputs")
+    refused = script("evaluate.py", first, third)
+    assert refused.returncode == 2 and "another vocabulary" in refused.stderr
+    refused = script("tag.py", first, "--also", third, "The dog")
+    assert refused.returncode == 2 and "another vocabulary" in refused.stderr
