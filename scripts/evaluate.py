@@ -21,11 +21,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
+from attnlstm.data.tagging import TaggingVocab
 from attnlstm.errors import ConfigError
 from attnlstm.models import build_model
 from attnlstm.models.ensemble import TaggerEnsemble
@@ -64,12 +66,18 @@ def evaluate(
             other_cfg = OmegaConf.create(other_checkpoint["config"])
             if other_cfg.model.name != "tagger":
                 raise ConfigError(f"{other} is a model={other_cfg.model.name} run, not a tagger")
-            if other_checkpoint["task"].get("vocab") != checkpoint["task"].get("vocab"):
+            vocabs = [
+                TaggingVocab.from_state_dict(c["task"]["vocab"])
+                for c in (checkpoint, other_checkpoint)
+            ]
+            if not vocabs[0].matches(vocabs[1]):
                 raise ConfigError(
                     f"{other} was trained with another vocabulary than {path}: an ensemble"
-                    " needs the same task, data and task.min_count / lowercase / aux_tag_column"
+                    " needs the same task, data and task.min_count / lowercase"
                 )
-            member = build_model(other_cfg.model, other_cfg.attention, task.spec)
+            aux_tags = vocabs[1].aux_tags  # its own auxiliary head, if it was trained with one
+            spec = replace(task.spec, aux_output_size=0 if aux_tags is None else len(aux_tags))
+            member = build_model(other_cfg.model, other_cfg.attention, spec)
             member.load_state_dict(other_checkpoint.get("eval_model") or other_checkpoint["model"])
             members.append(member)
         model = TaggerEnsemble(members)

@@ -47,7 +47,7 @@ def load_ensemble(paths: Sequence[Path]) -> tuple[torch.nn.Module, TaggingVocab,
     members = [model]
     for path in paths[1:]:
         member, member_vocab, member_chars = load_tagger(path)
-        if member_vocab.state_dict() != vocab.state_dict() or member_chars != max_word_chars:
+        if not member_vocab.matches(vocab) or member_chars != max_word_chars:
             raise ValueError(
                 f"{path} was trained with another vocabulary than {paths[0]}; an ensemble"
                 " needs taggers of the same task and data settings"

@@ -656,8 +656,9 @@ def test_ensemble_scores_are_the_log_of_the_mean_probability() -> None:
 
 
 def test_evaluate_and_tag_with_an_ensemble_of_runs(tmp_path: Path) -> None:
-    for name, seed in (("a", 0), ("b", 1)):
-        run_cli([*POS_TINY, f"seed={seed}", "trainer.attention_images=0"], tmp_path / name)
+    for name, extra in (("a", "seed=0"), ("b", "task.aux_tag_column=xpos")):
+        # b: another seed's draws (the auxiliary head's) and an auxiliary head to ignore
+        run_cli([*POS_TINY, extra, "trainer.attention_images=0"], tmp_path / name)
     first, second = (only_run_dir(tmp_path / n / "outputs") for n in "ab")
     scripts = Path(__file__).parents[1] / "scripts"
 

@@ -58,6 +58,15 @@ class TaggingVocab:
         words = Vocabulary([PAD, UNK, *(w for w, n in counts.items() if n >= min_count)])
         return cls(words, chars, tags, lowercase, frozenset(counts), aux_tags)
 
+    def matches(self, other: TaggingVocab) -> bool:
+        """Whether ``other`` reads words and characters and numbers the target tags as this
+        vocabulary does (the auxiliary tags may differ): taggers of matching vocabularies
+        can vote together."""
+        mine, theirs = self.state_dict(), other.state_dict()
+        mine.pop("aux_tags", None)
+        theirs.pop("aux_tags", None)
+        return mine == theirs
+
     def normalize(self, word: str) -> str:
         return word.lower() if self.lowercase else word
 

@@ -7,8 +7,8 @@ probability,
     s = log (1/M sum_m softmax(z_m)) = logsumexp_m(log_softmax(z_m)) - log M      (B, T, K)
 
 so that ``argmax`` is the ensemble's tag and ``cross_entropy(s, y)`` is its negative log
-likelihood (``softmax(s)`` is the mean probability itself). The auxiliary tag column, when
-every member predicts it, is combined the same way. Members may differ in anything but their
+likelihood (``softmax(s)`` is the mean probability itself). The auxiliary tag column is
+combined the same way when every member predicts it, and dropped otherwise. Members may differ in anything but their
 input and output vocabularies (seeds, sizes, attention); averaging probabilities, not logits,
 keeps each member's calibration its own.
 """
