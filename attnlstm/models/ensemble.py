@@ -8,9 +8,9 @@ probability,
 
 so that ``argmax`` is the ensemble's tag and ``cross_entropy(s, y)`` is its negative log
 likelihood (``softmax(s)`` is the mean probability itself). The auxiliary tag column is
-combined the same way when every member predicts it, and dropped otherwise. Members may differ in anything but their
-input and output vocabularies (seeds, sizes, attention); averaging probabilities, not logits,
-keeps each member's calibration its own.
+combined the same way when every member predicts it, and dropped otherwise. Members may differ
+in anything but their input and output vocabularies (seeds, sizes, attention); averaging
+probabilities, not logits, keeps each member's calibration its own.
 """
 
 from __future__ import annotations

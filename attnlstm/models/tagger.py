@@ -186,6 +186,6 @@ class BiLSTMTagger(nn.Module):
             output = torch.tanh(self.combine(torch.cat([context, states], dim=-1)))
             if self.residual:
                 output = output + states
-        features_out = self.output_dropout(output)
-        aux_logits = None if self.aux_classifier is None else self.aux_classifier(features_out)
-        return TaggerOutput(self.classifier(features_out), weights, aux_logits)
+        dropped_output = self.output_dropout(output)
+        aux_logits = None if self.aux_classifier is None else self.aux_classifier(dropped_output)
+        return TaggerOutput(self.classifier(dropped_output), weights, aux_logits)
