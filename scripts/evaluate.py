@@ -21,18 +21,16 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from attnlstm.data.tagging import TaggingVocab
 from attnlstm.errors import ConfigError
 from attnlstm.models import build_model
-from attnlstm.models.ensemble import TaggerEnsemble
 from attnlstm.tasks import build_task
 from attnlstm.training.io import checkpoint_file, load_checkpoint, write_json
+from attnlstm.training.tagger_io import load_taggers
 
 
 @torch.inference_mode()
@@ -55,32 +53,13 @@ def evaluate(
             raise ConfigError(f"--set {override}: the task has no key {key[5:]!r}")
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     task = build_task(cfg.task, cfg.seed, data_dir or cfg.get("data_dir"))
-    model = build_model(cfg.model, cfg.attention, task.spec)
-    model.load_state_dict(checkpoint.get("eval_model") or checkpoint["model"])
     if ensemble_with:
         if cfg.model.name != "tagger":
             raise ConfigError(f"ensembles are for taggers; {path} is a model={cfg.model.name} run")
-        members = [model]
-        for other in ensemble_with:
-            other_checkpoint = load_checkpoint(checkpoint_file(other))
-            other_cfg = OmegaConf.create(other_checkpoint["config"])
-            if other_cfg.model.name != "tagger":
-                raise ConfigError(f"{other} is a model={other_cfg.model.name} run, not a tagger")
-            vocabs = [
-                TaggingVocab.from_state_dict(c["task"]["vocab"])
-                for c in (checkpoint, other_checkpoint)
-            ]
-            if not vocabs[0].matches(vocabs[1]):
-                raise ConfigError(
-                    f"{other} was trained with another vocabulary than {path}: an ensemble"
-                    " needs the same task, data and task.min_count / lowercase"
-                )
-            aux_tags = vocabs[1].aux_tags  # its own auxiliary head, if it was trained with one
-            spec = replace(task.spec, aux_output_size=0 if aux_tags is None else len(aux_tags))
-            member = build_model(other_cfg.model, other_cfg.attention, spec)
-            member.load_state_dict(other_checkpoint.get("eval_model") or other_checkpoint["model"])
-            members.append(member)
-        model = TaggerEnsemble(members)
+        model = load_taggers([path, *ensemble_with])[0]
+    else:
+        model = build_model(cfg.model, cfg.attention, task.spec)
+        model.load_state_dict(checkpoint.get("eval_model") or checkpoint["model"])
     model.eval()
     meter = task.new_meter(split)
     for batch in task.eval_batches(split):  # type: ignore[arg-type]

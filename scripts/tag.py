@@ -20,40 +20,7 @@ from pathlib import Path
 import torch
 
 from attnlstm.data.tagging import TaggingVocab, collate, encode_sentence
-from attnlstm.models import build_tagger
-from attnlstm.models.ensemble import TaggerEnsemble
-from attnlstm.tasks.base import TaskSpec
-from attnlstm.training.io import load_trained_model
-
-
-def load_tagger(path: Path) -> tuple[torch.nn.Module, TaggingVocab, int]:
-    """The model, vocabulary and ``task.max_word_chars`` of a checkpoint (a run folder: its
-    best.pt, else last.pt)."""
-    checkpoint, cfg = load_trained_model(path, "tagger", "vocab", "a tagger")
-    vocab = TaggingVocab.from_state_dict(checkpoint["task"]["vocab"])
-    aux_size = 0 if vocab.aux_tags is None else len(vocab.aux_tags)
-    spec = TaskSpec(len(vocab.words), len(vocab.tags), "tags", len(vocab.chars), aux_size)
-    model = build_tagger(cfg.model, cfg.attention, spec)
-    model.load_state_dict(checkpoint.get("eval_model") or checkpoint["model"])
-    return model.eval(), vocab, int(cfg.task.max_word_chars)
-
-
-def load_ensemble(paths: Sequence[Path]) -> tuple[torch.nn.Module, TaggingVocab, int]:
-    """:func:`load_tagger` for one path; for several, their :class:`TaggerEnsemble` (ValueError
-    unless they share the vocabulary and ``task.max_word_chars``)."""
-    model, vocab, max_word_chars = load_tagger(paths[0])
-    if len(paths) == 1:
-        return model, vocab, max_word_chars
-    members = [model]
-    for path in paths[1:]:
-        member, member_vocab, member_chars = load_tagger(path)
-        if not member_vocab.matches(vocab) or member_chars != max_word_chars:
-            raise ValueError(
-                f"{path} was trained with another vocabulary than {paths[0]}; an ensemble"
-                " needs taggers of the same task and data settings"
-            )
-        members.append(member)
-    return TaggerEnsemble(members).eval(), vocab, max_word_chars
+from attnlstm.training.tagger_io import load_taggers
 
 
 @torch.inference_mode()
@@ -92,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_intermixed_args(argv)  # sentences may follow --also
     try:
-        model, vocab, max_word_chars = load_ensemble([args.checkpoint, *args.also])
+        model, vocab, max_word_chars = load_taggers([args.checkpoint, *args.also])
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

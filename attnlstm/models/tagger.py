@@ -34,12 +34,12 @@ from attnlstm.models.recurrent import MaskedLSTM
 CHAR_LENGTH_BUCKETS = (4, 8, 12)
 
 
-def distinct_rows(chars: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def distinct_rows(chars: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The distinct words of a batch, so each form's characters are encoded once.
 
-    chars (N, C) int64 (0 = padding), lengths (N,) -> (unique (U, C'), unique lengths (U,),
-    inverse (N,)) with ``unique[inverse] == chars`` up to the padding columns dropped
-    (C' = the longest word)."""
+    chars (N, C) int64 (0 = padding, so a row's length is its count of non-zero ids) ->
+    (unique (U, C'), unique lengths (U,), inverse (N,)) with ``unique[inverse] == chars`` up
+    to the padding columns dropped (C' = the longest word)."""
     unique, inverse = torch.unique(chars, dim=0, return_inverse=True)
     unique_lengths = (unique != 0).sum(dim=1)
     return unique[:, : int(unique_lengths.max())], unique_lengths, inverse
@@ -72,7 +72,7 @@ class CharLSTMEncoder(nn.Module):
         """chars (N, C) int64 (0 = padding), lengths (N,) >= 1 -> (N, 2H).
 
         Words run in buckets of similar length (:data:`CHAR_LENGTH_BUCKETS`), each padded to
-        its own longest word: the same states, for about a fifth of the steps on EWT."""
+        its own longest word: the same states, in fewer steps (``scripts/bench_tagger.py``)."""
         lengths = lengths.to(chars.device)
         if not self.length_buckets or chars.size(1) <= self.length_buckets[0]:
             return self.lstm(self.embedding(chars), lengths)[1]
@@ -167,7 +167,7 @@ class BiLSTMTagger(nn.Module):
             word_chars = chars.reshape(batch * steps, -1)[real]
             word_lengths = char_lengths.reshape(-1)[real]
             if self.encode_distinct_forms:
-                forms, form_lengths, form_of_word = distinct_rows(word_chars, word_lengths)
+                forms, form_lengths, form_of_word = distinct_rows(word_chars)
             else:
                 forms, form_lengths = word_chars, word_lengths
                 form_of_word = torch.arange(real.numel(), device=real.device)
