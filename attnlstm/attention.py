@@ -22,7 +22,9 @@ attended to. Masked steps get weight exactly 0; a row with nothing to attend to 
 context and zero weights (never NaN). Padded key values must be finite: they are multiplied by
 an exact zero weight.
 
-Methods (``make_attention(method, ...)``):
+Methods (``make_attention(method, ...)``; each class registers itself in :data:`ATTENTION` with
+``@register_attention(name)``, and its capabilities are its class attributes ``uses_query`` and
+``takes_hidden_dim``):
 
 - ``dot``         e = q . k                                   (Luong et al. 2015)
 - ``scaled_dot``  e = q . k / sqrt(Dk)                        (Vaswani et al. 2017)
@@ -40,11 +42,15 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+from attnlstm.registry import Registry
+
 __all__ = [
+    "ATTENTION",
     "ATTENTION_METHODS",
     "AdditiveAttention",
     "Attention",
@@ -55,7 +61,25 @@ __all__ = [
     "ScaledDotAttention",
     "make_attention",
     "masked_softmax",
+    "register_attention",
 ]
+
+#: Every attention method by its ``attention=`` name. Adding a method is one class decorated
+#: with :func:`register_attention` (here or in its own module), one ``conf/attention/<name>.yaml``
+#: and its hand-computed test case.
+ATTENTION: Registry[type[Attention]] = Registry("attention method")
+
+
+def register_attention(name: str) -> Callable[[type[Attention]], type[Attention]]:
+    """Class decorator: register an :class:`Attention` subclass as ``attention=<name>``, its
+    capabilities read from its class attributes."""
+
+    def add(cls: type[Attention]) -> type[Attention]:
+        return ATTENTION.register(
+            name, uses_query=cls.uses_query, takes_hidden_dim=cls.takes_hidden_dim
+        )(cls)
+
+    return add
 
 
 def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor:
@@ -83,13 +107,21 @@ class Attention(nn.Module, ABC):
     query-free method) and keys (B, T, Dk) to scores (B, Tq, T) (query-free: (B, 1, T)).
     """
 
-    #: False for query-free methods (``feedforward``), which take ``query=None``.
+    #: False for query-free methods, which take ``query=None`` (and ``query_dim=None``).
     uses_query: bool = True
+    #: whether ``hidden_dim`` (``attention.hidden_dim``) sizes the scorer; others ignore it
+    takes_hidden_dim: bool = False
 
-    def __init__(self, query_dim: int | None, key_dim: int) -> None:
+    def __init__(self, query_dim: int | None, key_dim: int, hidden_dim: int | None = None) -> None:
+        """Every method takes the same arguments: the query's and the keys' feature sizes and
+        the scorer's hidden width (used where :attr:`takes_hidden_dim`)."""
         super().__init__()
         if key_dim <= 0:
             raise ValueError(f"key_dim must be positive, got {key_dim}")
+        if hidden_dim is not None and hidden_dim <= 0:
+            raise ValueError(f"hidden_dim must be positive or None, got {hidden_dim}")
+        if self.uses_query and query_dim is None:
+            raise ValueError(f"{type(self).__name__} needs a query_dim")
         self.query_dim = query_dim
         self.key_dim = key_dim
 
@@ -186,11 +218,12 @@ class Attention(nn.Module, ABC):
         return f"query_dim={self.query_dim}, key_dim={self.key_dim}"
 
 
+@register_attention("dot")
 class DotAttention(Attention):
     """Luong's dot score, e_ij = q_i . k_j. Needs query_dim == key_dim."""
 
-    def __init__(self, query_dim: int, key_dim: int) -> None:
-        _require_same_dims("dot", query_dim, key_dim)
+    def __init__(self, query_dim: int, key_dim: int, hidden_dim: int | None = None) -> None:
+        _require_same_dims(type(self), query_dim, key_dim)
         super().__init__(query_dim, key_dim)
 
     def score(
@@ -200,11 +233,11 @@ class DotAttention(Attention):
         return torch.bmm(query, keys.transpose(1, 2))  # B x Tq x T
 
 
+@register_attention("scaled_dot")
 class ScaledDotAttention(DotAttention):
     """Scaled dot product, e_ij = q_i . k_j / sqrt(Dk). Needs query_dim == key_dim."""
 
-    def __init__(self, query_dim: int, key_dim: int) -> None:
-        _require_same_dims("scaled_dot", query_dim, key_dim)
+    def __init__(self, query_dim: int, key_dim: int, hidden_dim: int | None = None) -> None:
         super().__init__(query_dim, key_dim)
         self.scale = 1.0 / math.sqrt(key_dim)
 
@@ -214,10 +247,11 @@ class ScaledDotAttention(DotAttention):
         return super().score(query, keys) * self.scale
 
 
+@register_attention("general")
 class GeneralAttention(Attention):
     """Luong's general score, e_ij = q_i^T W k_j with W of shape (Dq, Dk), no bias."""
 
-    def __init__(self, query_dim: int, key_dim: int) -> None:
+    def __init__(self, query_dim: int, key_dim: int, hidden_dim: int | None = None) -> None:
         super().__init__(query_dim, key_dim)
         self.linear = nn.Linear(query_dim, key_dim, bias=False)  # q -> q^T W
 
@@ -228,15 +262,18 @@ class GeneralAttention(Attention):
         return torch.bmm(self.linear(query), keys.transpose(1, 2))  # B x Tq x T
 
 
+@register_attention("concat")
 class ConcatAttention(Attention):
     """Luong's concat score, e_ij = v^T tanh(W [q_i; k_j] + b), W of shape (H, Dq + Dk).
 
     The concatenation is never materialised: W [q; k] = W_q q + W_k k with W = [W_q, W_k].
-    Memory is O(B Tq T H).
+    Memory is O(B Tq T H). H = ``hidden_dim`` (default Dk).
     """
 
+    takes_hidden_dim = True
+
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int | None = None) -> None:
-        super().__init__(query_dim, key_dim)
+        super().__init__(query_dim, key_dim, hidden_dim)
         hidden_dim = hidden_dim or key_dim
         self.linear = nn.Linear(query_dim + key_dim, hidden_dim)  # W, b on [q; k]
         self.v = nn.Linear(hidden_dim, 1, bias=False)
@@ -256,11 +293,15 @@ class ConcatAttention(Attention):
         return self.v(hidden).squeeze(-1)  # B x Tq x T
 
 
+@register_attention("additive")
 class AdditiveAttention(Attention):
-    """Bahdanau's additive score, e_ij = v^T tanh(W q_i + U k_j), no biases. Memory O(B Tq T H)."""
+    """Bahdanau's additive score, e_ij = v^T tanh(W q_i + U k_j), no biases. Memory O(B Tq T H),
+    H = ``hidden_dim`` (default Dk)."""
+
+    takes_hidden_dim = True
 
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int | None = None) -> None:
-        super().__init__(query_dim, key_dim)
+        super().__init__(query_dim, key_dim, hidden_dim)
         hidden_dim = hidden_dim or key_dim
         self.query_proj = nn.Linear(query_dim, hidden_dim, bias=False)  # W
         self.key_proj = nn.Linear(key_dim, hidden_dim, bias=False)  # U
@@ -281,6 +322,7 @@ class AdditiveAttention(Attention):
         return self.v(hidden).squeeze(-1)  # B x Tq x T
 
 
+@register_attention("feedforward")
 class FeedForwardAttention(Attention):
     """Raffel & Ellis's query-free score, computed from each key alone.
 
@@ -289,9 +331,10 @@ class FeedForwardAttention(Attention):
     """
 
     uses_query = False
+    takes_hidden_dim = True
 
     def __init__(self, query_dim: int | None, key_dim: int, hidden_dim: int | None = None) -> None:
-        super().__init__(None, key_dim)
+        super().__init__(None, key_dim, hidden_dim)
         self.hidden_dim = hidden_dim
         if hidden_dim is None:
             self.linear = nn.Linear(key_dim, 1)
@@ -310,47 +353,40 @@ class FeedForwardAttention(Attention):
         return scores.transpose(1, 2)  # B x 1 x T
 
 
-def _require_same_dims(method: str, query_dim: int, key_dim: int) -> None:
+def _require_same_dims(cls: type[Attention], query_dim: int, key_dim: int) -> None:
     if query_dim != key_dim:
         raise ValueError(
-            f"{method} attention needs query_dim == key_dim, got query_dim={query_dim} and"
-            f" key_dim={key_dim}; use 'general' (q^T W k) to compare vectors of different sizes"
+            f"{cls.__name__} needs query_dim == key_dim, got query_dim={query_dim} and"
+            f" key_dim={key_dim}; use a method with a learned projection (e.g. q^T W k) to"
+            " compare vectors of different sizes"
         )
 
 
-ATTENTION_METHODS: dict[str, type[Attention]] = {
-    "dot": DotAttention,
-    "scaled_dot": ScaledDotAttention,
-    "general": GeneralAttention,
-    "concat": ConcatAttention,
-    "additive": AdditiveAttention,
-    "feedforward": FeedForwardAttention,
-}
-_TAKES_HIDDEN_DIM = ("concat", "additive", "feedforward")
+def attention_methods() -> dict[str, type[Attention]]:
+    """``{name: class}`` of every registered method."""
+    return {entry.name: entry.component for entry in ATTENTION.entries()}
+
+
+#: ``{name: class}`` of the methods defined in this module (:func:`attention_methods` also
+#: lists methods registered elsewhere)
+ATTENTION_METHODS: dict[str, type[Attention]] = attention_methods()
 
 
 def make_attention(
     method: str, query_dim: int | None, key_dim: int, hidden_dim: int | None = None
 ) -> Attention:
-    """Build the attention ``method`` (one of :data:`ATTENTION_METHODS`).
+    """Build the registered attention ``method``.
 
     Args:
-        method: ``dot``, ``scaled_dot``, ``general``, ``concat``, ``additive`` or ``feedforward``.
-        query_dim: Dq; ignored (may be None) for the query-free ``feedforward``.
+        method: a name in :data:`ATTENTION` (``ValueError`` listing them otherwise).
+        query_dim: Dq; ignored (may be None) for query-free methods.
         key_dim: Dk.
-        hidden_dim: H of the ``concat``/``additive`` scorer (default Dk) or of a two-layer
-            ``feedforward`` scorer (default: the paper's single layer).
+        hidden_dim: the scorer's hidden width, for methods that take one (``takes_hidden_dim``;
+            default: their own, see each class); ignored by the others.
     """
-    method = str(method)
-    if method not in ATTENTION_METHODS:
+    if str(method) not in ATTENTION:
         raise ValueError(
-            f"unknown attention method {method!r}; choose one of {sorted(ATTENTION_METHODS)}"
+            f"unknown attention method {str(method)!r}; choose one of {ATTENTION.names()}"
         )
-    cls = ATTENTION_METHODS[method]
-    if method == "feedforward":
-        return cls(None, key_dim, hidden_dim)
-    if query_dim is None:
-        raise ValueError(f"{method} attention needs a query_dim")
-    if method in _TAKES_HIDDEN_DIM:
-        return cls(query_dim, key_dim, hidden_dim)
-    return cls(query_dim, key_dim)
+    cls = ATTENTION.get(method).component
+    return cls(query_dim if cls.uses_query else None, key_dim, hidden_dim)

@@ -7,11 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from attnlstm.contracts import lengths_to_mask
 
-def lengths_to_mask(lengths: Tensor, max_length: int) -> Tensor:
-    """Boolean mask (B, max_length), True at steps t < lengths[b]."""
-    steps = torch.arange(max_length, device=lengths.device)
-    return steps.unsqueeze(0) < lengths.unsqueeze(1)
+__all__ = ["SequenceBatch", "lengths_to_mask"]
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from attnlstm.training.tensorboard import flatten_config
+from attnlstm.loggers.base import flatten_config
 
 #: config keys that never distinguish runs in a useful way
 _IGNORED_KEYS = {"resume", "data_dir", "trainer.progress_bar"}

@@ -5,19 +5,27 @@ only pick values. Because every group option starts from one of these schemas, a
 value of the wrong type or a choice outside an enum fails while the config is composed, before
 any work, with OmegaConf naming the key (and, for enums, the valid values).
 
-Checks that need more than one key (a model that cannot use the chosen attention, or cannot
-solve the chosen task) live in :func:`attnlstm.models.check_compatible` and run at build time.
+Every schema checks the ranges of its own keys in ``__post_init__``, which runs in
+:func:`validate` when the composed config becomes typed objects, before any data is read. Checks
+across groups (a model that cannot use the chosen attention, or cannot solve the chosen task)
+read the registries' capabilities in :func:`attnlstm.models.check_compatible`, also before any
+data is read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from attnlstm.errors import ConfigError
+
+T = TypeVar("T")
 
 if sys.version_info >= (3, 11):
     from enum import StrEnum
@@ -28,35 +36,6 @@ else:  # pragma: no cover
 
         def __str__(self) -> str:
             return str(self.value)
-
-
-class AttentionMethod(StrEnum):
-    """``attention=`` choices; ``none`` means the model uses no attention."""
-
-    none = "none"
-    dot = "dot"
-    scaled_dot = "scaled_dot"
-    general = "general"
-    concat = "concat"
-    additive = "additive"
-    feedforward = "feedforward"
-
-
-class SequenceModelName(StrEnum):
-    """The sequence-to-value models."""
-
-    lstm = "lstm"
-    lstm_attn = "lstm_attn"
-    ffattn = "ffattn"
-    mean = "mean"
-
-
-class LanguageModelTaskName(StrEnum):
-    """``lm_ptb`` and ``lm_wikitext2`` name a corpus; ``lm`` reads any folder (``task.path``)."""
-
-    lm = "lm"
-    lm_ptb = "lm_ptb"
-    lm_wikitext2 = "lm_wikitext2"
 
 
 class TaggingTaskName(StrEnum):
@@ -83,10 +62,6 @@ class AuxTagColumn(StrEnum):
     xpos = "xpos"
 
 
-class TaggerName(StrEnum):
-    tagger = "tagger"
-
-
 class CharEncoder(StrEnum):
     """How ``model=tagger`` builds a word's character-level features: ``none``; ``lstm``, the
     final states of a character BiLSTM (Plank et al. 2016); ``cnn``, max-pooled convolutions
@@ -97,17 +72,11 @@ class CharEncoder(StrEnum):
     cnn = "cnn"
 
 
-class LanguageModelName(StrEnum):
-    lm = "lm"
-
-
-class Seq2SeqTaskName(StrEnum):
-    """``reverse`` and ``sort``: synthetic symbol sequences; ``translation``: sentence pairs
-    (English-French by default)."""
+class SyntheticSeq2SeqProblem(StrEnum):
+    """``reverse`` and ``sort``: the target is the source reversed / sorted."""
 
     reverse = "reverse"
     sort = "sort"
-    translation = "translation"
 
 
 class TranslationFilter(StrEnum):
@@ -122,10 +91,6 @@ class TranslationFilter(StrEnum):
 class Language(StrEnum):
     eng = "eng"
     fra = "fra"
-
-
-class Seq2SeqName(StrEnum):
-    seq2seq = "seq2seq"
 
 
 class AttentionStyle(StrEnum):
@@ -179,7 +144,11 @@ class DeviceType(StrEnum):
 
 
 class OptimizerName(StrEnum):
+    """``adam`` (L2 weight decay added to the gradient), ``adamw`` (decoupled weight decay,
+    Loshchilov & Hutter 2019), ``sgd``."""
+
     adam = "adam"
+    adamw = "adamw"
     sgd = "sgd"
 
 
@@ -201,6 +170,61 @@ class SchedulerName(StrEnum):
     step = "step"
     cosine = "cosine"
     plateau = "plateau"
+
+
+# -- range checks -------------------------------------------------------------------------
+# Each schema checks its own keys in __post_init__, which runs when the composed config becomes
+# typed objects (``validate``), before any data is read or any folder is written. A failure is
+# one ConfigError naming the key, the bad value and what is allowed.
+
+
+def _show(value: Any) -> str:
+    """``value`` as it would be written on the command line: ``null``, ``true``, ``-1`` (not
+    ``-1.0``: OmegaConf turned the ``-1`` the user typed into a float), ``[2,0.999]``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_show(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_show(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{key}={_show(value)} is not allowed: {allowed}")
+
+
+def _positive(node: Any, group: str, *keys: str) -> None:
+    for key in keys:
+        value = getattr(node, key)
+        if value is None or not value > 0:
+            _fail(f"{group}.{key}", value, "it must be positive")
+
+
+def _positive_or_none(node: Any, group: str, *keys: str, none_means: str) -> None:
+    for key in keys:
+        value = getattr(node, key)
+        if value is not None and not value > 0:
+            _fail(f"{group}.{key}", value, f"it must be positive, or null ({none_means})")
+
+
+def _non_negative(node: Any, group: str, *keys: str) -> None:
+    for key in keys:
+        value = getattr(node, key)
+        if not value >= 0:
+            _fail(f"{group}.{key}", value, "it must be >= 0")
+
+
+def _probability(node: Any, group: str, *keys: str, closed: bool = False) -> None:
+    """Each key in [0, 1) (``closed``: [0, 1])."""
+    for key in keys:
+        value = getattr(node, key)
+        if not (0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
+            _fail(f"{group}.{key}", value, f"it must lie in [0, 1{']' if closed else ')'}")
 
 
 @dataclass
@@ -227,6 +251,38 @@ class LongMemoryTaskConfig:
     mask_padding: bool = True  # False reproduces the paper's unmasked zero padding exactly
     tolerance: float = 0.04  # a prediction is correct when |error| < tolerance
 
+    #: the two markers need at least this many steps (see tasks/long_memory.py)
+    MIN_LENGTH: ClassVar[int] = 11
+
+    def __post_init__(self) -> None:
+        if self.min_length < self.MIN_LENGTH:
+            _fail(
+                "task.min_length",
+                self.min_length,
+                f"the markers need sequences of at least {self.MIN_LENGTH} steps",
+            )
+        if self.max_length is not None and not self.variable_length:
+            _fail(
+                "task.max_length",
+                self.max_length,
+                "it applies to the variable-length mode; set task.variable_length=true or drop"
+                " task.max_length (fixed-length sequences have lengths in [T0, 1.1 T0))",
+            )
+        if self.max_length is not None and self.max_length < self.min_length:
+            _fail(
+                "task.max_length",
+                self.max_length,
+                f"it must be >= task.min_length={self.min_length}",
+            )
+        _positive(self, "task", "batch_size", "batches_per_epoch", "eval_size", "eval_batch_size")
+        if self.eval_size % self.eval_batch_size:
+            _fail(
+                "task.eval_size",
+                self.eval_size,
+                f"it must be a multiple of task.eval_batch_size={self.eval_batch_size}",
+            )
+        _positive(self, "task", "tolerance")
+
 
 @dataclass
 class LanguageModelTaskConfig:
@@ -239,10 +295,11 @@ class LanguageModelTaskConfig:
     to the next and detached. ``variable_bptt`` draws each training segment's length as
     awd-lstm-lm does: ``bptt`` with probability 0.95 (else bptt / 2), then N(that, 5), at least
     5; its loss is weighted by length / bptt, as awd-lstm-lm rescales its learning rate.
+    ``name`` only labels the run (``lm_ptb``, ``lm_wikitext2``, ``lm``).
     """
 
-    name: LanguageModelTaskName = LanguageModelTaskName.lm_ptb
-    path: str = "ptb"  # folder, relative to the data directory (or absolute)
+    name: str = "lm_ptb"
+    path: str = MISSING  # folder, relative to the data directory (or absolute); required
     train_file: str = "ptb.train.txt"
     valid_file: str = "ptb.valid.txt"
     test_file: str = "ptb.test.txt"
@@ -251,6 +308,10 @@ class LanguageModelTaskConfig:
     bptt: int = 35
     variable_bptt: bool = False
     max_train_tokens: int | None = None  # read only the first N tokens of train (smoke tests)
+
+    def __post_init__(self) -> None:
+        _positive(self, "task", "batch_size", "eval_batch_size", "bptt")
+        _positive_or_none(self, "task", "max_train_tokens", none_means="the whole split")
 
 
 @dataclass
@@ -291,24 +352,24 @@ class TaggingTaskConfig:
     eval_batch_size: int = 256
     max_word_chars: int = 30
 
+    def __post_init__(self) -> None:
+        _positive(self, "task", "batch_size", "eval_batch_size", "min_count", "max_word_chars")
+        _probability(self, "task", "word_dropout", "label_smoothing")
+        _non_negative(self, "task", "word_dropout_alpha", "aux_weight")
+        aux = str(self.aux_tag_column)
+        if aux == str(self.tag_column):
+            _fail(
+                "task.aux_tag_column",
+                aux,
+                "it is the target column itself; pick the other column or none",
+            )
+        if str(self.name) == "pos_toy" and aux != "none":
+            _fail("task.aux_tag_column", aux, "task=pos_toy has one tag column; use none")
+
 
 @dataclass
 class Seq2SeqTaskConfig:
-    """Sequence-to-sequence tasks.
-
-    ``reverse`` / ``sort``: sources of ``symbols`` symbols with lengths uniform in
-    [``min_length``, ``max_length``]; the target is the source reversed / sorted. Each training
-    epoch is ``batches_per_epoch`` batches of fresh pairs (seeded by the run's seed and the
-    epoch); validation and test are fixed sets of ``eval_size`` pairs (seeded by ``data_seed``).
-    At test time the exact match is also reported per source-length bucket, the buckets
-    starting at ``length_buckets``.
-
-    ``translation``: the tab-separated ``file`` (English<TAB>French) in ``path``, normalised as
-    PyTorch's tutorial does (lowercase ASCII, punctuation split off), filtered by ``filter``,
-    translated from ``source_language`` to the other. Source sentences are split
-    ``valid_fraction`` / ``test_fraction`` / rest with ``split_seed``, all translations of a
-    source staying in one split (they are its references). Vocabularies keep tokens seen
-    ``min_count`` times in training.
+    """What every sequence-to-sequence task shares: batching, decoding and the solved mark.
 
     Decoding (validation: greedy; test: greedy and, with ``beam_size`` > 1, beam search with
     ``length_penalty``) stops at EOS or ``ceil(max_decode_ratio * S) + max_decode_extra``
@@ -316,7 +377,32 @@ class Seq2SeqTaskConfig:
     run counts as solved (and stops, with ``trainer.stop_when_solved``); None never.
     """
 
-    name: Seq2SeqTaskName = Seq2SeqTaskName.reverse
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    max_decode_ratio: float = 1.5
+    max_decode_extra: int = 5
+    solved_exact: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive(self, "task", "batch_size", "eval_batch_size", "beam_size", "max_decode_ratio")
+        _non_negative(self, "task", "max_decode_extra", "length_penalty")
+        if self.solved_exact is not None and not 0.0 < self.solved_exact <= 1.0:
+            _fail("task.solved_exact", self.solved_exact, "it must lie in (0, 1], or be null")
+
+
+@dataclass
+class SyntheticSeq2SeqTaskConfig(Seq2SeqTaskConfig):
+    """``reverse`` / ``sort``: sources of ``symbols`` symbols with lengths uniform in
+    [``min_length``, ``max_length``]; the target is the source reversed / sorted. Each training
+    epoch is ``batches_per_epoch`` batches of fresh pairs (seeded by the run's seed and the
+    epoch); validation and test are fixed sets of ``eval_size`` pairs (seeded by ``data_seed``).
+    At test time the exact match is also reported per source-length bucket, the buckets
+    starting at ``length_buckets``.
+    """
+
+    name: SyntheticSeq2SeqProblem = SyntheticSeq2SeqProblem.reverse
     symbols: int = 20
     min_length: int = 5
     max_length: int = 50
@@ -324,6 +410,29 @@ class Seq2SeqTaskConfig:
     eval_size: int = 1000
     data_seed: int = 1234
     length_buckets: list[int] = field(default_factory=lambda: [5, 15, 25, 35, 45])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self, "task", "symbols", "min_length", "batches_per_epoch", "eval_size")
+        if self.max_length < self.min_length:
+            _fail(
+                "task.max_length",
+                self.max_length,
+                f"it must be >= task.min_length={self.min_length}",
+            )
+
+
+@dataclass
+class TranslationTaskConfig(Seq2SeqTaskConfig):
+    """``translation``: the tab-separated ``file`` (English<TAB>French) in ``path``, normalised
+    as PyTorch's tutorial does (lowercase ASCII, punctuation split off), filtered by ``filter``,
+    translated from ``source_language`` to the other. Source sentences are split
+    ``valid_fraction`` / ``test_fraction`` / rest with ``split_seed``, all translations of a
+    source staying in one split (they are its references). Vocabularies keep tokens seen
+    ``min_count`` times in training. ``name`` only labels the run.
+    """
+
+    name: str = "translation"
     path: str = "eng-fra"
     file: str = "eng-fra.txt"
     source_language: Language = Language.fra
@@ -333,13 +442,63 @@ class Seq2SeqTaskConfig:
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
     split_seed: int = 1234
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self, "task", "filter_max_length", "min_count")
+        for key in ("valid_fraction", "test_fraction"):
+            value = getattr(self, key)
+            if not 0.0 < value < 1.0:
+                _fail(f"task.{key}", value, "it must lie in (0, 1)")
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            _fail(
+                "task.test_fraction",
+                self.test_fraction,
+                f"task.valid_fraction + task.test_fraction must be below 1 (valid_fraction is"
+                f" {self.valid_fraction})",
+            )
+
+
+@dataclass
+class TextClassificationTaskConfig:
+    """Text classification: one label per text, from TSV/CSV files (``task=sst2``,
+    ``task=text_classification`` for any folder).
+
+    ``path`` (relative to the data directory, or absolute) holds ``train_file``, ``valid_file``
+    and ``test_file``; each row gives a label in ``label_column`` and a text in
+    ``text_column``, each a header name or a position (``"0"``, ``"1"``); ``header`` says
+    whether the first row names the columns; ``delimiter`` null means a comma for ``.csv``
+    files and a tab otherwise. Texts are split on whitespace (``lowercase`` first, if set);
+    the vocabulary is the training texts' tokens seen ``min_count`` times (others are
+    ``<unk>``); texts longer than ``max_tokens`` keep their first tokens. The classes are the
+    training labels, sorted. In training each token becomes ``<unk>`` with probability
+    ``word_dropout``. Batches of ``batch_size`` texts (``eval_batch_size`` in evaluation) are
+    padded, with lengths, drawn from pools sorted by length. Metrics: loss, accuracy and the
+    macro-averaged F1 over the classes. ``name`` only labels the run.
+    """
+
+    name: str = "text_classification"
+    path: str = MISSING
+    train_file: str = "train.tsv"
+    valid_file: str = "dev.tsv"
+    test_file: str = "test.tsv"
+    label_column: str = "0"
+    text_column: str = "1"
+    header: bool = True
+    delimiter: str | None = None
+    lowercase: bool = False
+    min_count: int = 1
+    max_tokens: int | None = None
+    word_dropout: float = 0.0
     batch_size: int = 64
     eval_batch_size: int = 256
-    beam_size: int = 5
-    length_penalty: float = 1.0
-    max_decode_ratio: float = 1.5
-    max_decode_extra: int = 5
-    solved_exact: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive(self, "task", "min_count", "batch_size", "eval_batch_size")
+        _positive_or_none(self, "task", "max_tokens", none_means="whole texts")
+        _probability(self, "task", "word_dropout")
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            _fail("task.delimiter", repr(self.delimiter), "one character, or null")
 
 
 @dataclass
@@ -356,7 +515,7 @@ class Seq2SeqConfig:
     embeddings, between layers and before the output layer.
     """
 
-    name: Seq2SeqName = Seq2SeqName.seq2seq
+    name: str = "seq2seq"
     embedding_size: int = 128
     hidden_size: int = 256
     num_layers: int = 1
@@ -366,6 +525,25 @@ class Seq2SeqConfig:
     attention_style: AttentionStyle = AttentionStyle.luong
     input_feed: bool = False
     teacher_forcing: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "model", "embedding_size", "hidden_size", "num_layers")
+        if self.bidirectional and self.hidden_size % 2:
+            _fail(
+                "model.hidden_size",
+                self.hidden_size,
+                "a bidirectional encoder splits it between its two directions, so it must be even",
+            )
+        _probability(self, "model", "dropout")
+        _probability(self, "model", "teacher_forcing", closed=True)
+        if self.input_feed and str(self.attention_style) == "bahdanau":
+            _fail(
+                "model.input_feed",
+                "true",
+                "input feeding is Luong's (the attentional vector fed to the next step);"
+                " Bahdanau attention already feeds the context in: use"
+                " model.attention_style=luong or model.input_feed=false",
+            )
 
 
 @dataclass
@@ -382,7 +560,7 @@ class TaggerConfig:
     features, between LSTM layers and before the classifier.
     """
 
-    name: TaggerName = TaggerName.tagger
+    name: str = "tagger"
     word_embedding_size: int = 100
     char_encoder: CharEncoder = CharEncoder.lstm
     char_embedding_size: int = 30
@@ -394,6 +572,16 @@ class TaggerConfig:
     dropout: float = 0.33
     # o = h + tanh(W [c; h]) instead of tanh(W [c; h]): the plain tagger's path stays intact
     attention_residual: bool = True
+
+    def __post_init__(self) -> None:
+        _positive(self, "model", "word_embedding_size", "hidden_size", "num_layers")
+        if str(self.char_encoder) != "none":
+            _positive(self, "model", "char_embedding_size", "char_hidden_size", "char_kernel_size")
+        if str(self.char_encoder) == "cnn" and self.char_kernel_size % 2 == 0:
+            _fail(
+                "model.char_kernel_size", self.char_kernel_size, "it must be odd (centred windows)"
+            )
+        _probability(self, "model", "dropout")
 
 
 @dataclass
@@ -419,7 +607,7 @@ class LanguageModelConfig:
     (``next_word``).
     """
 
-    name: LanguageModelName = LanguageModelName.lm
+    name: str = "lm"
     embedding_size: int = 200
     hidden_size: int = 200
     num_layers: int = 2
@@ -437,16 +625,32 @@ class LanguageModelConfig:
     attention_values: AttentionValues = AttentionValues.state
     init_range: float = 0.1  # embedding and decoder weights ~ U(-r, r), as the peers
 
+    def __post_init__(self) -> None:
+        _positive(self, "model", "embedding_size", "hidden_size", "num_layers", "attention_window")
+        _probability(
+            self,
+            "model",
+            "dropout_embedding",
+            "dropout_input",
+            "dropout_hidden",
+            "dropout_output",
+            "weight_drop",
+        )
+        _non_negative(self, "model", "ar", "tar")
+        _positive(self, "model", "init_range")
+
 
 @dataclass
 class SequenceModelConfig:
     """Sequence-to-value models: ``lstm``, ``lstm_attn``, ``ffattn`` and ``mean``.
 
     ``num_layers`` counts LSTM layers (``lstm``, ``lstm_attn``) or per-step dense layers
-    (``ffattn``, ``mean``). ``head_size`` is the hidden width of the output MLP.
+    (``ffattn``, ``mean``). ``head_size`` is the hidden width of the output MLP. For a task
+    whose inputs are tokens (text classification) the model first embeds each token in
+    ``embedding_size`` features (dropped with ``embedding_dropout``).
     """
 
-    name: SequenceModelName = SequenceModelName.lstm_attn
+    name: str = "lstm_attn"
     hidden_size: int = 100
     num_layers: int = 1
     bidirectional: bool = False
@@ -455,14 +659,27 @@ class SequenceModelConfig:
     output_activation: Activation = Activation.none
     pooling: PoolingImplementation = PoolingImplementation.auto  # ffattn and mean
     chunk_size: int = 4096  # steps per chunk of the chunked pooling
+    embedding_size: int = 128  # token inputs only
+    embedding_dropout: float = 0.0  # token inputs only
+
+    def __post_init__(self) -> None:
+        _positive(self, "model", "hidden_size", "num_layers", "head_size", "chunk_size")
+        _positive(self, "model", "embedding_size")
+        _probability(self, "model", "dropout", "embedding_dropout")
 
 
 @dataclass
 class AttentionConfig:
-    method: AttentionMethod = AttentionMethod.feedforward
-    # scorer width for concat / additive (default: key size) and a two-layer feedforward scorer
-    # (default: the paper's single layer)
+    """``attention=<method>``: one of the registered methods (attnlstm.attention.ATTENTION),
+    or ``none``; checked against the registry before anything is built."""
+
+    method: str = "feedforward"
+    # scorer width for methods that take one (concat / additive: default the key size;
+    # feedforward: a two-layer scorer, default the paper's single layer); others ignore it
     hidden_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive_or_none(self, "attention", "hidden_dim", none_means="the method's default")
 
 
 @dataclass
@@ -470,15 +687,18 @@ class DeviceConfig:
     type: DeviceType = DeviceType.auto
     index: int = 0
 
+    def __post_init__(self) -> None:
+        _non_negative(self, "device", "index")
+
 
 @dataclass
 class OptimConfig:
     name: OptimizerName = OptimizerName.adam
     lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
     momentum: float = 0.0  # sgd
     nesterov: bool = False  # sgd
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # every optimiser (adamw: decoupled)
     scheduler: SchedulerName = SchedulerName.none
     step_size: int = 10  # step: epochs between decays
     gamma: float = 0.5  # step and plateau: decay factor
@@ -487,6 +707,18 @@ class OptimConfig:
     averaging: WeightAveraging = WeightAveraging.none
     nonmono: int = 5  # nt_asgd: epochs of the non-monotone trigger
     ema_decay: float = 0.999  # ema: the average's decay per update
+
+    def __post_init__(self) -> None:
+        _positive(self, "optim", "lr", "step_size")
+        if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
+            _fail("optim.betas", list(self.betas), "two values, each in [0, 1)")
+        _non_negative(self, "optim", "momentum", "weight_decay", "patience", "min_lr", "nonmono")
+        if str(self.name) == "sgd" and self.nesterov and self.momentum <= 0:
+            _fail("optim.nesterov", "true", "Nesterov momentum needs optim.momentum > 0")
+        if not 0.0 < self.gamma < 1.0:
+            _fail("optim.gamma", self.gamma, "a decay factor in (0, 1)")
+        if not 0.0 < self.ema_decay < 1.0:
+            _fail("optim.ema_decay", self.ema_decay, "it must lie in (0, 1)")
 
 
 @dataclass
@@ -500,6 +732,27 @@ class TrainerConfig:
     attention_images: int = 4  # validation examples whose attention weights are logged
     limit_train_batches: int | None = None  # end each epoch after this many updates (trials)
 
+    def __post_init__(self) -> None:
+        _positive(self, "trainer", "max_epochs", "log_every_n_steps")
+        _positive_or_none(self, "trainer", "grad_clip", none_means="no clipping")
+        _positive_or_none(
+            self, "trainer", "early_stopping_patience", none_means="no early stopping"
+        )
+        _positive_or_none(self, "trainer", "limit_train_batches", none_means="whole epochs")
+        _non_negative(self, "trainer", "attention_images")
+
+
+@dataclass
+class LoggerConfig:
+    """One entry of ``logger`` (``logger=tensorboard``, the default; ``csv``; ``mlflow``;
+    ``many``: all three). ``name`` is the backend (attnlstm.loggers.LOGGERS).
+    ``tracking_uri`` (mlflow): where runs are stored; null is a file store ``mlruns/`` in the
+    run's own folder. ``experiment`` (mlflow): the experiment the run is filed under."""
+
+    name: str = "tensorboard"
+    tracking_uri: str | None = None
+    experiment: str = "attnlstm"
+
 
 @dataclass
 class TrainConfig:
@@ -511,6 +764,7 @@ class TrainConfig:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    logger: dict[str, LoggerConfig] = field(default_factory=dict)  # conf/logger/
     seed: int = 0
     resume: str | None = None  # a run directory to continue
     data_dir: str | None = None  # datasets (default: $ATTNLSTM_DATA)
@@ -518,13 +772,16 @@ class TrainConfig:
 
 #: The schema each config group's options start from. They live in the ConfigStore under
 #: ``schema/<group>`` (out of the way of the group's own option list) and an option's YAML
-#: begins with ``defaults: [/schema/<group>@_here_: <name>]``.
+#: begins with ``defaults: [/schema/<group>@_here_: <name>]``. A test checks that every
+#: registered model and task family's schema is here.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "task": {
         "long_memory": LongMemoryTaskConfig,
         "language_model": LanguageModelTaskConfig,
         "tagging": TaggingTaskConfig,
-        "seq2seq": Seq2SeqTaskConfig,
+        "seq2seq": SyntheticSeq2SeqTaskConfig,
+        "translation": TranslationTaskConfig,
+        "text_classification": TextClassificationTaskConfig,
     },
     "model": {
         "sequence": SequenceModelConfig,
@@ -536,6 +793,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "device": {"device": DeviceConfig},
     "trainer": {"trainer": TrainerConfig},
     "optim": {"optim": OptimConfig},
+    "logger": {"logger": LoggerConfig},
 }
 
 
@@ -546,3 +804,71 @@ def register_configs() -> None:
     for group, schemas in GROUP_SCHEMAS.items():
         for name, node in schemas.items():
             store.store(group=f"schema/{group}", name=name, node=node)
+
+
+# -- from a composed config to typed objects ------------------------------------------------
+
+
+def _unknown_keys(node: Any, prefix: str = "") -> list[str]:
+    """Keys of ``node`` that its schema does not have (``+key=value`` additions)."""
+    if not isinstance(node, DictConfig):
+        return []
+    schema = OmegaConf.get_type(node)
+    if schema is None or not dataclasses.is_dataclass(schema):
+        allowed = None
+    else:
+        allowed = {f.name for f in dataclasses.fields(schema)}
+    unknown = []
+    for key in node:
+        name = f"{prefix}{key}"
+        if allowed is not None and key not in allowed:
+            value = OmegaConf.to_container(node, resolve=False).get(key)
+            group = prefix.rstrip(".") or "the root config"
+            unknown.append(
+                f"{name}={_show(value)} is not allowed: {group} has no key {key!r} (its keys:"
+                f" {', '.join(sorted(allowed))})"
+            )
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            unknown.extend(_unknown_keys(child, f"{name}."))
+    return unknown
+
+
+def validate(cfg: DictConfig) -> TrainConfig:
+    """The typed config of a composed one: every schema's ``__post_init__`` runs (range
+    checks), keys the schema does not have and required values left unset are refused.
+    Raises :class:`ConfigError` with one sentence naming the key."""
+    unknown = _unknown_keys(cfg)
+    if unknown:
+        raise ConfigError(unknown[0])
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"{missing[0]} must be set (it is '???', required): e.g. {missing[0]}=<value>"
+            + (" (the corpus folder)" if missing[0] == "task.path" else "")
+        )
+    typed = OmegaConf.to_object(cfg)
+    assert isinstance(typed, TrainConfig)
+    return typed
+
+
+def typed(node: Any, schema: type[T]) -> T:
+    """``node`` as an instance of the dataclass ``schema`` (``__post_init__`` checks run): a
+    DictConfig composed from the schema, a plain DictConfig or dict, or the instance itself."""
+    if isinstance(node, schema):
+        return node
+    if isinstance(node, DictConfig):
+        node_type = OmegaConf.get_type(node)
+        if node_type is not None and dataclasses.is_dataclass(node_type):
+            instance = OmegaConf.to_object(node)
+            if isinstance(instance, schema):
+                return instance
+        node = OmegaConf.to_container(node, resolve=True)
+    known = {f.name for f in dataclasses.fields(schema)}
+    unknown = sorted(set(node) - known)
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} for {schema.__name__}")
+    converted = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
+    assert isinstance(converted, schema)
+    return converted

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # no display needed: figures go to TensorBoard or files
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from attnlstm.tasks.base import AttentionMap
+from attnlstm.contracts import AttentionMap
 
 
 def attention_figure(attention: AttentionMap, max_cell_inches: float = 0.35) -> Figure:

@@ -20,13 +20,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from attnlstm.config import TrainConfig, register_configs
+from attnlstm.config import TrainConfig, register_configs, validate
 from attnlstm.errors import ConfigError
-from attnlstm.models import build_model
+from attnlstm.io import load_checkpoint, write_text
+from attnlstm.models import build_model, check_compatible
 from attnlstm.paths import config_dir
-from attnlstm.tasks import build_task
+from attnlstm.tasks import build_task, task_family
 from attnlstm.training import Trainer, resolve_device
-from attnlstm.training.io import load_checkpoint, write_text
 
 log = logging.getLogger("attnlstm")
 
@@ -102,6 +102,16 @@ def config_for_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> D
     return saved
 
 
+def check_config(cfg: DictConfig) -> TrainConfig:
+    """Every check that needs no data, in the order a user would fix them: each key's range
+    (the schemas), then the model against the attention method and the task family (the
+    registries' capabilities), then the device. Returns the typed config."""
+    typed = validate(cfg)
+    family = task_family(cfg.task)
+    check_compatible(typed.model, typed.attention, family.target, family.inputs)
+    return typed
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Build the task, model and trainer from ``cfg`` and train in Hydra's run directory."""
     hydra_cfg = HydraConfig.get()
@@ -110,11 +120,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg = config_for_resume(cfg, run_dir, list(hydra_cfg.overrides.task))
     elif (run_dir / "last.pt").exists():
         raise ConfigError(f"{run_dir} already holds a run; it is never overwritten")
+    typed = check_config(cfg)
+    device = resolve_device(typed.device.type, typed.device.index)
 
-    torch.manual_seed(cfg.seed)
-    task = build_task(cfg.task, cfg.seed, cfg.data_dir)
-    model = build_model(cfg.model, cfg.attention, task.spec)
-    device = resolve_device(cfg.device.type, cfg.device.index)
+    torch.manual_seed(typed.seed)
+    task = build_task(typed.task, typed.seed, typed.data_dir)
+    model = build_model(typed.model, typed.attention, task.spec)
     write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
 
     parameters = sum(p.numel() for p in model.parameters())
@@ -127,10 +138,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         parameters,
         device,
     )
-    trainer = Trainer(cfg, task, model, device, run_dir)
-    if cfg.resume:
-        trainer.resume(load_checkpoint(run_dir / "last.pt", device))
-    summary = trainer.run()
+    trainer = Trainer(
+        task,
+        model,
+        device,
+        run_dir,
+        typed.trainer,
+        typed.optim,
+        config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        loggers=typed.logger,
+    )
+    summary = trainer.run(load_checkpoint(run_dir / "last.pt", device) if cfg.resume else None)
     log.info("metrics: %s", run_dir / "metrics.json")
     return summary
 
@@ -165,7 +183,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
         if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad combination does not stop a sweep
             log.error("skipped job %s: %s", hydra_cfg.job.override_dirname, error)
             return None
-        log.error("error: %s", error)
+        print(f"error: {error}", file=sys.stderr)  # one line, no traceback: the user fixes it
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)  # the trainer has saved what there was and said how to resume

@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from attnlstm.errors import ConfigError
 from attnlstm.models import build_model
 from attnlstm.tasks import build_task
-from attnlstm.training.io import checkpoint_file, load_checkpoint, write_json
+from attnlstm.io import checkpoint_file, load_checkpoint, write_json
 from attnlstm.training.tagger_io import load_taggers
 
 

@@ -20,7 +20,7 @@ import torch
 
 from attnlstm.data.corpus import EOS, UNK, Vocabulary
 from attnlstm.models import build_language_model
-from attnlstm.training.io import load_trained_model
+from attnlstm.io import load_trained_model
 
 
 def load_language_model(path: Path) -> tuple[torch.nn.Module, Vocabulary]:

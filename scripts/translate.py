@@ -27,7 +27,7 @@ from attnlstm.models import build_seq2seq
 from attnlstm.models.seq2seq import Seq2Seq
 from attnlstm.plots import save_attention_png
 from attnlstm.tasks.base import AttentionMap, TaskSpec
-from attnlstm.training.io import load_trained_model
+from attnlstm.io import load_trained_model
 
 
 def load_translator(path: Path) -> tuple[Seq2Seq, Vocabulary, Vocabulary, dict]:

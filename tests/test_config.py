@@ -10,8 +10,11 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from attnlstm.errors import ConfigError
-from attnlstm.models import MODEL_FAMILIES, build_model
+from attnlstm.attention import ATTENTION
+from attnlstm.config import GROUP_SCHEMAS
+from attnlstm.models import MODELS, build_model
 from attnlstm.paths import config_dir
+from attnlstm.tasks import TASKS as TASK_FAMILIES
 from attnlstm.tasks import build_task
 from attnlstm.training.device import resolve_device
 from attnlstm.training.optim import build_optimizer, build_scheduler
@@ -27,28 +30,32 @@ def options(group: str) -> list[str]:
 def test_every_group_has_options() -> None:
     for group in GROUPS:
         assert options(group), group
-    assert set(options("attention")) == {
-        "none",
-        "dot",
-        "scaled_dot",
-        "general",
-        "concat",
-        "additive",
-        "feedforward",
-    }
-    assert set(options("model")) == set(MODEL_FAMILIES)
+    # the YAML options are the registries' names: nothing else lists them
+    assert set(options("attention")) == {"none", *ATTENTION.names()}
+    assert set(options("model")) == set(MODELS.names())
+
+
+def test_registered_schemas_are_in_the_config_store() -> None:
+    """Every registered model and task family names a schema the ConfigStore holds, and every
+    task schema belongs to exactly one registered family."""
+    for entry in MODELS.entries():
+        assert entry.schema in GROUP_SCHEMAS["model"].values(), entry.name
+    for entry in TASK_FAMILIES.entries():
+        assert GROUP_SCHEMAS["task"][entry.name] is entry.schema, entry.name
+    assert len(TASK_FAMILIES) == len(GROUP_SCHEMAS["task"])
 
 
 def _expected_compatible(model: str, attention: str, target: str) -> bool:
-    predicts, takes = MODEL_FAMILIES[model]
+    entry = MODELS.get(model)
+    query_free = attention != "none" and not ATTENTION.get(attention).uses_query
     return (
-        predicts == target
+        entry.predicts == target
         and {
             "none": attention == "none",
-            "any": attention != "none",
-            "query_free": attention == "feedforward",
+            "required": attention != "none",
+            "query_free": query_free,
             "optional": True,
-        }[takes]
+        }[entry.attention]
     )
 
 
@@ -81,9 +88,14 @@ TASK_OVERRIDES.update(
     }
 )
 TASK_OVERRIDES.update({name: [f"task={name}", "task.eval_size=8"] for name in ("reverse", "sort")})
+#: and the text-classification tasks read labelled texts: a hand-written fixture in SST-2's layout
+TEXT_FIXTURE = Path(__file__).parent / "fixtures" / "text_classification"
+TASK_OVERRIDES.update(
+    {name: [f"task={name}", f"task.path={TEXT_FIXTURE}"] for name in ("sst2", "text_classification")}
+)
 TASKS = sorted(
     {o for o in options("task") if o not in TASK_OVERRIDES or o.startswith(("rev", "sort"))}
-    | {"lm", "pos", "translation"}
+    | {"lm", "pos", "translation", "text_classification"}
 )
 
 
@@ -168,8 +180,8 @@ def test_wrong_type_names_the_key() -> None:
 
 def test_unknown_enum_value_lists_the_choices() -> None:
     with pytest.raises(ConfigCompositionException) as error:
-        compose_config(["optim.name=adamw"])
-    assert "expected one of [adam, sgd]" in str(error.value.__cause__)
+        compose_config(["optim.name=adamax"])
+    assert "expected one of [adam, adamw, sgd]" in str(error.value.__cause__)
 
 
 def test_unknown_group_option_lists_the_options() -> None:
@@ -189,7 +201,7 @@ def test_cli_rejects_bad_overrides_before_training(tmp_path: Path) -> None:
         "device.type=tpu": "expected one of [auto, cpu, cuda]",
         "model=transformer": "Available options in 'model'",
         "model=lstm attention=dot": "model=lstm uses no attention",
-        "task.min_length=5": "too short",
+        "task.min_length=5": "task.min_length=5 is not allowed",
     }
     for override, message in cases.items():
         result = run_cli(override.split(), cwd=tmp_path, check=False)

@@ -149,7 +149,7 @@ def test_unmasked_input_uses_every_step() -> None:
         ("lstm", "dot", "model=lstm uses no attention"),
         ("mean", "feedforward", "model=mean uses no attention"),
         ("lstm_attn", "none", "attention=none was chosen"),
-        ("ffattn", "general", "needs attention=feedforward"),
+        ("ffattn", "general", "needs a query-free method"),
     ],
 )
 def test_incompatible_model_and_attention(name: str, attention: str, message: str) -> None:
@@ -170,7 +170,7 @@ def test_incompatible_model_and_task() -> None:
     )
     tagging = TaskSpec(input_size=2, output_size=5, target="tags")  # a per-step task
     with pytest.raises(ConfigError, match="predicts one value per sequence, but this task"):
-        check_compatible(model_cfg, "dot", tagging)
+        check_compatible(model_cfg, OmegaConf.create({"method": "dot"}), tagging.target)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from attnlstm.training.io import load_checkpoint
+from attnlstm.io import load_checkpoint
 from tests.conftest import TINY, only_run_dir, run_cli
 
 

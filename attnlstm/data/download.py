@@ -41,6 +41,10 @@ _WIKITEXT = (
     "/word_language_model/data/wikitext-2"
 )
 _EWT = "https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/r2.16"
+_SST2 = (
+    "https://raw.githubusercontent.com/awake020/pytorch_Bert_sst2"
+    "/ce2ab1719d32182e6233b24b2de246bd32814fde/SST-2"
+)
 
 DATASETS: dict[str, list[RemoteFile]] = {
     "ptb": [
@@ -97,6 +101,23 @@ DATASETS: dict[str, list[RemoteFile]] = {
             "LICENSE.txt",
             f"{_EWT}/LICENSE.txt",
             "b3d1b0f4c6ae151f7eb78738f46ebd5ee140f8a7f76501ba26af123140d35ae7",
+        ),
+    ],
+    "sst-2": [
+        RemoteFile(
+            "train.tsv",
+            f"{_SST2}/train.tsv",
+            "e981ceb4fe6c9acd1c79851d0d091b9e78103f1f2a399ca83dda27915d41c56c",
+        ),
+        RemoteFile(
+            "dev.tsv",
+            f"{_SST2}/dev.tsv",
+            "84207e6be5873fb18db798cc6faec86871f5a426554650ff64a1c34e87665f6f",
+        ),
+        RemoteFile(
+            "test.tsv",
+            f"{_SST2}/test.tsv",
+            "fcd46f967b7b8efd8b5398481dadf873886298d092195167af907fd532e81e1c",
         ),
     ],
     "eng-fra": [

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from attnlstm.contracts import ModelOutput, TaskSpec
+
 #: Lasagne's leaky_rectify slope, used by Raffel & Ellis: LReLU(x) = max(x, 0.01 x)
 LEAKY_SLOPE = 0.01
-
-
-@dataclass
-class ModelOutput:
-    """prediction (B, output_size); attention (B, T) weights over input steps, or None."""
-
-    prediction: Tensor
-    attention: Tensor | None = None
 
 
 class Head(nn.Module):
@@ -47,3 +40,43 @@ def init_lasagne_he_normal(module: nn.Module) -> None:
             nn.init.normal_(layer.weight, std=1.0 / math.sqrt(layer.in_features))
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
+
+
+class EmbeddedTokens(nn.Module):
+    """A sequence-to-value model reading token ids: each id is embedded first.
+
+        x_t = dropout(E[token_t])   (B, T) ids -> (B, T, embedding_size) -> ``model``
+
+    Padding (``pad`` id) embeds to zeros; the wrapped model masks it by ``lengths`` anyway.
+    """
+
+    def __init__(
+        self, vocab_size: int, embedding_size: int, dropout: float, pad: int, model: nn.Module
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad)
+        self.dropout = nn.Dropout(dropout)
+        self.model = model
+
+    def forward(self, tokens: Tensor, lengths: Tensor | None = None) -> ModelOutput:
+        """tokens (B, T) int64; lengths (B,) on the CPU or None."""
+        return self.model(self.dropout(self.embedding(tokens)), lengths)
+
+
+def input_features(cfg: object, spec: TaskSpec) -> int:
+    """Features per step that a sequence model's first layer reads: the task's own features,
+    or ``cfg.embedding_size`` when the task gives token ids."""
+    return spec.input_size if spec.inputs == "features" else int(cfg.embedding_size)  # type: ignore[attr-defined]
+
+
+def with_token_inputs(model: nn.Module, cfg: object, spec: TaskSpec) -> nn.Module:
+    """``model`` itself for feature inputs; wrapped in :class:`EmbeddedTokens` for token ids."""
+    if spec.inputs == "features":
+        return model
+    return EmbeddedTokens(
+        spec.input_size,
+        int(cfg.embedding_size),  # type: ignore[attr-defined]
+        float(cfg.embedding_dropout),  # type: ignore[attr-defined]
+        spec.special.pad,
+        model,
+    )

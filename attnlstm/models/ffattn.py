@@ -5,14 +5,26 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from attnlstm.attention import Attention, FeedForwardAttention
-from attnlstm.batch import lengths_to_mask
+from attnlstm.config import AttentionConfig, SequenceModelConfig
+from attnlstm.contracts import ModelOutput, TaskSpec, lengths_to_mask
 from attnlstm.errors import ConfigError
-from attnlstm.models.common import LEAKY_SLOPE, Head, ModelOutput, init_lasagne_he_normal
+from attnlstm.models.common import (
+    LEAKY_SLOPE,
+    Head,
+    init_lasagne_he_normal,
+    input_features,
+    with_token_inputs,
+)
 from attnlstm.models.long_pooling import chunked_attention_pool, chunked_mean_pool
+from attnlstm.models.registry import configured_attention, register_model
 
 #: ``pooling=auto`` switches to the chunked pooling from this many steps on (below it the
 #: plain computation is as fast; see scripts/bench_long.py)
 AUTO_CHUNKED_FROM_STEPS = 512
+CHUNKED_POOLING_APPLIES = (
+    "model.pooling=chunked applies to ffattn and mean with one dense layer and no dropout;"
+    " use model.pooling=auto or plain"
+)
 
 
 class FeedForwardPooling(nn.Module):
@@ -105,3 +117,46 @@ class FeedForwardPooling(nn.Module):
             counts = mask.sum(dim=1, keepdim=True).clamp(min=1).to(hidden.dtype)  # B x 1
             context = (hidden * mask.unsqueeze(-1)).sum(dim=1) / counts
         return ModelOutput(self.head(context), weights)
+
+
+def _check(cfg: SequenceModelConfig, attention_cfg: AttentionConfig) -> None:
+    if cfg.bidirectional:
+        raise ConfigError(
+            f"model.bidirectional=true is not allowed: model={cfg.name} has no recurrence"
+        )
+    if str(cfg.pooling) == "chunked" and (cfg.num_layers != 1 or cfg.dropout > 0):
+        raise ConfigError(CHUNKED_POOLING_APPLIES)
+
+
+def _build(cfg: SequenceModelConfig, attention_cfg: AttentionConfig, spec: TaskSpec) -> nn.Module:
+    model = FeedForwardPooling(
+        input_features(cfg, spec),
+        spec.output_size,
+        cfg.hidden_size,
+        cfg.num_layers,
+        cfg.dropout,
+        cfg.head_size,
+        str(cfg.output_activation),
+        configured_attention(attention_cfg, None, cfg.hidden_size),
+        pooling=str(cfg.pooling),
+        chunk_size=cfg.chunk_size,
+    )
+    return with_token_inputs(model, cfg, spec)
+
+
+register_model(
+    "ffattn",
+    schema=SequenceModelConfig,
+    predicts="value",
+    reads=("features", "tokens"),
+    attention="query_free",
+    check=_check,
+)(_build)
+register_model(
+    "mean",
+    schema=SequenceModelConfig,
+    predicts="value",
+    reads=("features", "tokens"),
+    attention="none",
+    check=_check,
+)(_build)

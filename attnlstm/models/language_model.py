@@ -26,6 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from attnlstm.attention import Attention
+from attnlstm.config import AttentionConfig, LanguageModelConfig
+from attnlstm.contracts import TaskSpec
+from attnlstm.models.registry import configured_attention, register_model
 from attnlstm.models.regularizers import WeightDropLSTM, embedding_dropout, locked_dropout
 
 
@@ -181,3 +184,33 @@ class LSTMLanguageModel(nn.Module):
         return LanguageModelOutput(
             logits, LanguageModelState(layer_states, memory, memory_words), weights, regularization
         )
+
+
+@register_model(
+    "lm", schema=LanguageModelConfig, predicts="tokens", reads=("tokens",), attention="optional"
+)
+def build_language_model(
+    cfg: LanguageModelConfig, attention_cfg: AttentionConfig, spec: TaskSpec
+) -> LSTMLanguageModel:
+    """``model=lm`` over a vocabulary of ``spec.input_size`` words."""
+    method = str(attention_cfg.method)
+    top_size = cfg.embedding_size if cfg.tie_weights and method == "none" else cfg.hidden_size
+    return LSTMLanguageModel(
+        spec.input_size,
+        cfg.embedding_size,
+        cfg.hidden_size,
+        cfg.num_layers,
+        tie_weights=cfg.tie_weights,
+        dropout_embedding=cfg.dropout_embedding,
+        dropout_input=cfg.dropout_input,
+        dropout_hidden=cfg.dropout_hidden,
+        dropout_output=cfg.dropout_output,
+        weight_drop=cfg.weight_drop,
+        ar=cfg.ar,
+        tar=cfg.tar,
+        attention=configured_attention(attention_cfg, top_size, top_size),
+        attention_window=cfg.attention_window,
+        init_range=cfg.init_range,
+        residual=cfg.attention_residual,
+        next_word_values=str(cfg.attention_values) == "next_word",
+    )

@@ -6,9 +6,12 @@ import torch
 from torch import Tensor, nn
 
 from attnlstm.attention import Attention
-from attnlstm.batch import lengths_to_mask
-from attnlstm.models.common import Head, ModelOutput
+from attnlstm.config import AttentionConfig, SequenceModelConfig
+from attnlstm.contracts import ModelOutput, TaskSpec, lengths_to_mask
+from attnlstm.errors import ConfigError
+from attnlstm.models.common import Head, input_features, with_token_inputs
 from attnlstm.models.recurrent import MaskedLSTM
+from attnlstm.models.registry import configured_attention, register_model
 
 
 class LSTMPooling(nn.Module):
@@ -60,3 +63,45 @@ class LSTMPooling(nn.Module):
             context, weights = self.attention(query, self.dropout(states), mask)
             features = torch.cat([context, last], dim=-1)
         return ModelOutput(self.head(self.dropout(features)), weights)
+
+
+def _check(cfg: SequenceModelConfig, attention_cfg: AttentionConfig) -> None:
+    if str(cfg.pooling) == "chunked":
+        raise ConfigError(
+            f"model.pooling=chunked is not allowed: model={cfg.name} pools LSTM states; the"
+            " chunked pooling applies to ffattn and mean (use model.pooling=auto)"
+        )
+
+
+def _build(cfg: SequenceModelConfig, attention_cfg: AttentionConfig, spec: TaskSpec) -> nn.Module:
+    state_size = cfg.hidden_size * (2 if cfg.bidirectional else 1)
+    model = LSTMPooling(
+        input_features(cfg, spec),
+        spec.output_size,
+        cfg.hidden_size,
+        cfg.num_layers,
+        cfg.bidirectional,
+        cfg.dropout,
+        cfg.head_size,
+        str(cfg.output_activation),
+        configured_attention(attention_cfg, state_size, state_size),
+    )
+    return with_token_inputs(model, cfg, spec)
+
+
+register_model(
+    "lstm",
+    schema=SequenceModelConfig,
+    predicts="value",
+    reads=("features", "tokens"),
+    attention="none",
+    check=_check,
+)(_build)
+register_model(
+    "lstm_attn",
+    schema=SequenceModelConfig,
+    predicts="value",
+    reads=("features", "tokens"),
+    attention="required",
+    check=_check,
+)(_build)

@@ -43,8 +43,10 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnlstm.attention import Attention
-from attnlstm.batch import lengths_to_mask
-from attnlstm.data.seq2seq import BOS_ID, EOS_ID, PAD_ID
+from attnlstm.config import AttentionConfig, Seq2SeqConfig
+from attnlstm.contracts import SpecialTokens, TaskSpec, lengths_to_mask
+from attnlstm.errors import ConfigError
+from attnlstm.models.registry import configured_attention, register_model
 
 RecurrentState = Tensor | tuple[Tensor, Tensor]  # GRU: h; LSTM: (h, c), each L x B x H
 
@@ -103,6 +105,7 @@ class Encoder(nn.Module):
         cell: Literal["lstm", "gru"],
         bidirectional: bool,
         dropout: float,
+        pad: int = 0,
     ) -> None:
         super().__init__()
         if bidirectional and hidden_size % 2:
@@ -111,7 +114,7 @@ class Encoder(nn.Module):
             )
         self.bidirectional = bidirectional
         self.num_layers = num_layers
-        self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD_ID)
+        self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad)
         self.dropout = nn.Dropout(dropout)
         rnn = nn.LSTM if cell == "lstm" else nn.GRU
         self.rnn = rnn(
@@ -163,8 +166,12 @@ class Seq2Seq(nn.Module):
         attention_style: Literal["luong", "bahdanau"] = "luong",
         input_feed: bool = False,
         teacher_forcing: float = 1.0,
+        special: SpecialTokens | None = None,
     ) -> None:
+        """``special``: the ids of padding, BOS and EOS in both vocabularies (from the task's
+        spec; default :class:`SpecialTokens`)."""
         super().__init__()
+        self.special = special or SpecialTokens()
         if attention_style not in ("luong", "bahdanau"):
             raise ValueError(f"attention_style must be luong or bahdanau, got {attention_style!r}")
         if attention_style == "bahdanau" and input_feed:
@@ -175,7 +182,14 @@ class Seq2Seq(nn.Module):
         if not 0.0 <= teacher_forcing <= 1.0:
             raise ValueError(f"teacher_forcing must lie in [0, 1], got {teacher_forcing}")
         self.encoder = Encoder(
-            source_vocab_size, embedding_size, hidden_size, num_layers, cell, bidirectional, dropout
+            source_vocab_size,
+            embedding_size,
+            hidden_size,
+            num_layers,
+            cell,
+            bidirectional,
+            dropout,
+            self.special.pad,
         )
         self.cell = cell
         self.hidden_size = hidden_size
@@ -183,7 +197,9 @@ class Seq2Seq(nn.Module):
         self.style = attention_style
         self.input_feed = input_feed and attention is not None
         self.teacher_forcing = teacher_forcing
-        self.embedding = nn.Embedding(target_vocab_size, embedding_size, padding_idx=PAD_ID)
+        self.embedding = nn.Embedding(
+            target_vocab_size, embedding_size, padding_idx=self.special.pad
+        )
         self.dropout = nn.Dropout(dropout)
         extra_input = hidden_size if (self.input_feed or self._context_in_input) else 0
         rnn = nn.LSTM if cell == "lstm" else nn.GRU
@@ -325,7 +341,7 @@ class Seq2Seq(nn.Module):
         memory, state = self.encode(source, source_lengths)
         batch = source.size(0)
         feed = self._initial_feed(memory)
-        tokens = source.new_full((batch,), BOS_ID)
+        tokens = source.new_full((batch,), self.special.bos)
         done = torch.zeros(batch, dtype=torch.bool, device=source.device)
         lengths = torch.full((batch,), max_length, dtype=torch.long, device=source.device)
         scores = memory.states.new_zeros(batch)
@@ -335,11 +351,11 @@ class Seq2Seq(nn.Module):
             log_probs = torch.log_softmax(logits.float(), dim=-1)
             tokens = log_probs.argmax(-1)
             scores = scores + torch.where(done, 0.0, log_probs.gather(1, tokens[:, None])[:, 0])
-            tokens = tokens.masked_fill(done, PAD_ID)
+            tokens = tokens.masked_fill(done, self.special.pad)
             outputs.append(tokens)
             if weights is not None:
                 weight_steps.append(weights.masked_fill(done[:, None], 0.0))
-            ended = ~done & (tokens == EOS_ID)
+            ended = ~done & (tokens == self.special.eos)
             lengths = torch.where(ended, torch.full_like(lengths, t), lengths)
             done = done | ended
             if bool(done.all()):
@@ -383,7 +399,7 @@ class Seq2Seq(nn.Module):
         memory = memory.repeat_interleave(k)
         state = _map_state(state, lambda s: s.repeat_interleave(k, dim=1))
         feed = self._initial_feed(memory)
-        tokens = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
+        tokens = torch.full((batch * k,), self.special.bos, dtype=torch.long, device=device)
         # only beam 0 is live at the start, so the first step does not pick K copies
         live_scores = torch.full((batch, k), float("-inf"), device=device)
         live_scores[:, 0] = 0.0
@@ -417,7 +433,7 @@ class Seq2Seq(nn.Module):
                 new_weights = torch.cat([previous, step_weights], dim=2)  # B x 2K x t+1 x S
 
             # hypotheses that end here: EOS, or anything at the length limit
-            is_eos = token == EOS_ID
+            is_eos = token == self.special.eos
             ends = torch.ones_like(is_eos) if t == max_length - 1 else is_eos
             ends = ends & ~done[:, None] & torch.isfinite(top_scores)
             normalised = top_scores / (steps**length_penalty)
@@ -428,7 +444,7 @@ class Seq2Seq(nn.Module):
                 best_score = torch.where(better, candidate_best, best_score)
                 chosen = new_history[rows, which]  # B x t+1
                 best_tokens[better, :steps] = chosen[better]
-                best_tokens[better, steps:] = PAD_ID
+                best_tokens[better, steps:] = self.special.pad
                 ended_on_eos = is_eos[rows, which]
                 best_lengths[better] = torch.where(ended_on_eos, steps - 1, steps)[better]
                 if new_weights is not None:
@@ -471,3 +487,40 @@ def _map_state(state: RecurrentState, function) -> RecurrentState:
     if isinstance(state, tuple):
         return tuple(function(s) for s in state)  # type: ignore[return-value]
     return function(state)
+
+
+def _check(cfg: Seq2SeqConfig, attention_cfg: AttentionConfig) -> None:
+    if cfg.input_feed and str(attention_cfg.method) == "none":
+        raise ConfigError(
+            "model.input_feed=true is not allowed with attention=none: it feeds the"
+            " attentional vector, so it needs attention"
+        )
+
+
+@register_model(
+    "seq2seq",
+    schema=Seq2SeqConfig,
+    predicts="sequence",
+    reads=("tokens",),
+    attention="optional",
+    check=_check,
+)
+def build_seq2seq(cfg: Seq2SeqConfig, attention_cfg: AttentionConfig, spec: TaskSpec) -> Seq2Seq:
+    """``model=seq2seq`` for ``spec.input_size`` source and ``spec.output_size`` target
+    tokens; the attention compares decoder states with encoder states (both hidden_size)."""
+    size = cfg.hidden_size
+    return Seq2Seq(
+        spec.input_size,
+        spec.output_size,
+        embedding_size=cfg.embedding_size,
+        hidden_size=size,
+        num_layers=cfg.num_layers,
+        cell=str(cfg.cell),
+        bidirectional=cfg.bidirectional,
+        dropout=cfg.dropout,
+        attention=configured_attention(attention_cfg, size, size),
+        attention_style=str(cfg.attention_style),
+        input_feed=cfg.input_feed,
+        teacher_forcing=cfg.teacher_forcing,
+        special=spec.special,
+    )

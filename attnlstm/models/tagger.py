@@ -25,8 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from attnlstm.attention import Attention
-from attnlstm.batch import lengths_to_mask
+from attnlstm.config import AttentionConfig, TaggerConfig
+from attnlstm.contracts import TaskSpec, lengths_to_mask
 from attnlstm.models.recurrent import MaskedLSTM
+from attnlstm.models.registry import configured_attention, register_model
 
 #: upper bounds (characters) of the length buckets the character BiLSTM runs in; longer words
 #: make one more bucket. A padded batch runs every row for as many steps as its longest row, and
@@ -189,3 +191,38 @@ class BiLSTMTagger(nn.Module):
         dropped_output = self.output_dropout(output)
         aux_logits = None if self.aux_classifier is None else self.aux_classifier(dropped_output)
         return TaggerOutput(self.classifier(dropped_output), weights, aux_logits)
+
+
+@register_model(
+    "tagger", schema=TaggerConfig, predicts="tags", reads=("tokens",), attention="optional"
+)
+def build_tagger(cfg: TaggerConfig, attention_cfg: AttentionConfig, spec: TaskSpec) -> BiLSTMTagger:
+    """``model=tagger`` for a task with ``spec.input_size`` words, ``spec.output_size`` tags,
+    ``spec.char_vocab_size`` characters and ``spec.aux_output_size`` auxiliary tags."""
+    encoder_name = str(cfg.char_encoder)
+    char_encoder: nn.Module | None = None
+    if encoder_name == "lstm":
+        char_encoder = CharLSTMEncoder(
+            spec.char_vocab_size, cfg.char_embedding_size, cfg.char_hidden_size
+        )
+    elif encoder_name == "cnn":
+        char_encoder = CharCNNEncoder(
+            spec.char_vocab_size,
+            cfg.char_embedding_size,
+            2 * cfg.char_hidden_size,
+            cfg.char_kernel_size,
+        )
+    state_size = cfg.hidden_size * (2 if cfg.bidirectional else 1)
+    return BiLSTMTagger(
+        spec.input_size,
+        spec.output_size,
+        cfg.word_embedding_size,
+        char_encoder,
+        cfg.hidden_size,
+        cfg.num_layers,
+        cfg.bidirectional,
+        cfg.dropout,
+        configured_attention(attention_cfg, state_size, state_size),
+        residual=cfg.attention_residual,
+        aux_tags=spec.aux_output_size,
+    )

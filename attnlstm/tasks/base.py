@@ -9,41 +9,10 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
+# the shared types live in attnlstm.contracts; re-exported for the task modules' convenience
+from attnlstm.contracts import AttentionMap, Batch, TaskSpec
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """What a model must read and produce for a task.
-
-    Attributes:
-        input_size: features per input step.
-        output_size: values predicted per sequence.
-        target: what is predicted, which models check before building:
-            ``"value"`` = one output vector per sequence; ``"tokens"`` = the next word at every
-            position of a stream (language models); ``"tags"`` = one class per word of a
-            sentence (taggers; input_size is the word vocabulary, output_size the tag set);
-            ``"sequence"`` = a token sequence per source sequence (encoder-decoders;
-            input_size is the source vocabulary, output_size the target vocabulary).
-        char_vocab_size: characters known to the task (taggers' character features), or 0.
-        aux_output_size: classes of an auxiliary per-word output (a tagger's second tag
-            column), or 0.
-    """
-
-    input_size: int
-    output_size: int
-    target: str = "value"
-    char_vocab_size: int = 0
-    aux_output_size: int = 0
-
-
-@dataclass
-class AttentionMap:
-    """Attention weights to show as a heatmap: ``weights`` (Tq, T), one row per query step
-    (``query_labels``, e.g. output tokens) and one column per key (``key_labels``)."""
-
-    weights: Tensor
-    query_labels: list[str]
-    key_labels: list[str]
-    title: str = ""
+__all__ = ["AttentionMap", "Batch", "Meter", "Monitor", "Task", "TaskSpec"]
 
 
 @dataclass(frozen=True)
@@ -81,14 +50,14 @@ class Task(ABC):
     throughput_unit: str = "samples"
 
     @abstractmethod
-    def train_batches(self, epoch: int) -> Iterator[Any]:
+    def train_batches(self, epoch: int) -> Iterator[Batch]:
         """The batches of one training epoch (CPU tensors)."""
 
     @abstractmethod
     def num_train_batches(self) -> int: ...
 
     @abstractmethod
-    def eval_batches(self, split: Literal["val", "test"]) -> Iterable[Any]:
+    def eval_batches(self, split: Literal["val", "test"]) -> Iterable[Batch]:
         """The fixed batches of a split (CPU tensors)."""
 
     def forward(self, model: nn.Module, batch: Any) -> Any:

@@ -23,6 +23,7 @@ from attnlstm.data.corpus import Corpus, batchify
 from attnlstm.data.download import locate_files
 from attnlstm.errors import ConfigError
 from attnlstm.tasks.base import Meter, Monitor, Task, TaskSpec
+from attnlstm.tasks.registry import register_task
 
 #: the corpus behind each named task: folder and file names under the data directory
 CORPORA: dict[str, tuple[str, str, str, str]] = {
@@ -86,6 +87,7 @@ def resolve_corpus_files(cfg: LanguageModelTaskConfig, configured_dir: str | Non
     return locate_files(name, str(folder_name), list(files), configured_dir)
 
 
+@register_task("language_model", schema=LanguageModelTaskConfig, target="tokens", inputs="tokens")
 class LanguageModelTask(Task):
     """Next-word prediction on a text corpus; metrics: loss (nats per token) and perplexity."""
 
@@ -96,16 +98,13 @@ class LanguageModelTask(Task):
     def __init__(
         self, cfg: LanguageModelTaskConfig, seed: int, configured_data_dir: str | None = None
     ) -> None:
-        for key in ("batch_size", "eval_batch_size", "bptt"):
-            if getattr(cfg, key) <= 0:
-                raise ConfigError(f"task.{key} must be positive, got {getattr(cfg, key)}")
         self.cfg = cfg
         self.name = str(cfg.name)
         train, valid, test = resolve_corpus_files(cfg, configured_data_dir)
         self.corpus = Corpus.from_files(train, valid, test, cfg.max_train_tokens)
         self.vocab = self.corpus.vocab
         vocab_size = len(self.vocab)
-        self.spec = TaskSpec(input_size=vocab_size, output_size=vocab_size, target="tokens")
+        self.spec = TaskSpec(vocab_size, vocab_size, target="tokens", inputs="tokens")
         self.train_data = self._rows(self.corpus.train, cfg.batch_size, "train", "batch_size")
         self.eval_data = {
             "val": self._rows(self.corpus.valid, cfg.eval_batch_size, "valid", "eval_batch_size"),

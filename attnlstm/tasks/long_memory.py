@@ -27,11 +27,11 @@ from torch import Tensor
 
 from attnlstm.batch import SequenceBatch
 from attnlstm.config import LongMemoryProblem, LongMemoryTaskConfig
-from attnlstm.errors import ConfigError
 from attnlstm.tasks.base import Meter, Monitor, Task, TaskSpec
+from attnlstm.tasks.registry import register_task
 
 #: the shortest sequence on which both markers and the end marker fit (N1 <= 9 < L - 1)
-MIN_SEQUENCE_LENGTH = 11
+MIN_SEQUENCE_LENGTH = LongMemoryTaskConfig.MIN_LENGTH
 
 
 def padded_length(min_length: int) -> int:
@@ -109,6 +109,7 @@ class RegressionMeter(Meter):
         return {"loss": self.squared_error / count, "accuracy": self.correct / count}
 
 
+@register_task("long_memory", schema=LongMemoryTaskConfig, target="value", inputs="features")
 class LongMemoryTask(Task):
     """Addition or multiplication with fresh training sequences every epoch and fixed,
     seeded test (and optional validation) sets."""
@@ -117,10 +118,11 @@ class LongMemoryTask(Task):
     monitor = Monitor("accuracy", "max")
     spec = TaskSpec(input_size=2, output_size=1, target="value")
 
-    def __init__(self, cfg: LongMemoryTaskConfig, seed: int) -> None:
+    def __init__(self, cfg: LongMemoryTaskConfig, seed: int, data_dir: str | None = None) -> None:
+        """``cfg`` was checked by its schema; the problems are generated, so ``data_dir`` is
+        unused."""
         self.cfg = cfg
         self.name = LongMemoryProblem(cfg.name).value
-        self._validate()
         self.min_length = cfg.min_length
         if cfg.variable_length:
             self.max_length = cfg.max_length or cfg.min_length
@@ -128,32 +130,6 @@ class LongMemoryTask(Task):
             self.max_length = padded_length(cfg.min_length) - 1
         self._train_generator = torch.Generator().manual_seed(seed)
         self._splits: dict[str, list[SequenceBatch]] = {}
-
-    def _validate(self) -> None:
-        cfg = self.cfg
-        if cfg.min_length < MIN_SEQUENCE_LENGTH:
-            raise ConfigError(
-                f"task.min_length={cfg.min_length} is too short: the markers need sequences of"
-                f" at least {MIN_SEQUENCE_LENGTH} steps"
-            )
-        if cfg.max_length is not None and not cfg.variable_length:
-            raise ConfigError(
-                "task.max_length applies to the variable-length mode; set"
-                " task.variable_length=true or drop task.max_length (fixed-length sequences"
-                " have lengths in [T0, 1.1 T0))"
-            )
-        if cfg.variable_length and cfg.max_length is not None and cfg.max_length < cfg.min_length:
-            raise ConfigError(
-                f"task.max_length={cfg.max_length} is below task.min_length={cfg.min_length}"
-            )
-        for key in ("batch_size", "batches_per_epoch", "eval_size", "eval_batch_size"):
-            if getattr(cfg, key) <= 0:
-                raise ConfigError(f"task.{key} must be positive, got {getattr(cfg, key)}")
-        if cfg.eval_size % cfg.eval_batch_size:
-            raise ConfigError(
-                f"task.eval_size={cfg.eval_size} must be a multiple of"
-                f" task.eval_batch_size={cfg.eval_batch_size}"
-            )
 
     # -- data -------------------------------------------------------------------------------
 

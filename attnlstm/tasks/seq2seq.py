@@ -25,11 +25,19 @@ import sacrebleu
 import torch
 from torch import Tensor, nn
 
-from attnlstm.config import Seq2SeqTaskConfig
+from attnlstm.config import (
+    Seq2SeqTaskConfig,
+    SyntheticSeq2SeqTaskConfig,
+    TranslationTaskConfig,
+)
+from attnlstm.contracts import SpecialTokens
 from attnlstm.data.corpus import Vocabulary
 from attnlstm.data.download import locate_files
 from attnlstm.data.seq2seq import (
+    BOS_ID,
+    EOS_ID,
     IGNORE,
+    PAD_ID,
     UNK_ID,
     Pair,
     Seq2SeqBatch,
@@ -43,6 +51,7 @@ from attnlstm.data.seq2seq import (
 )
 from attnlstm.errors import ConfigError
 from attnlstm.tasks.base import AttentionMap, Meter, Monitor, Task, TaskSpec
+from attnlstm.tasks.registry import register_task
 
 #: batches per pool of training pairs sorted by length before being cut into batches
 POOL_BATCHES = 50
@@ -148,6 +157,8 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) 
     return float(bleu.score)
 
 
+@register_task("translation", schema=TranslationTaskConfig, target="sequence", inputs="tokens")
+@register_task("seq2seq", schema=SyntheticSeq2SeqTaskConfig, target="sequence", inputs="tokens")
 class Seq2SeqTask(Task):
     """Source sequence in, target sequence out; see the module docstring."""
 
@@ -160,9 +171,8 @@ class Seq2SeqTask(Task):
         self.cfg = cfg
         self.name = str(cfg.name)
         self.seed = seed
-        self._check(cfg)
-        self.synthetic = self.name in ("reverse", "sort")
-        if self.synthetic:
+        self.synthetic = isinstance(cfg, SyntheticSeq2SeqTaskConfig)
+        if isinstance(cfg, SyntheticSeq2SeqTaskConfig):
             vocab = synthetic_vocabulary(cfg.symbols)
             self.source_vocab = self.target_vocab = vocab
             make = self._synthetic
@@ -176,28 +186,14 @@ class Seq2SeqTask(Task):
             self.monitor = Monitor("bleu", "max")
         self.train_pairs = train
         self.eval_pairs = {"val": valid, "test": test}
-        self.spec = TaskSpec(len(self.source_vocab), len(self.target_vocab), target="sequence")
+        self.spec = TaskSpec(
+            len(self.source_vocab),
+            len(self.target_vocab),
+            target="sequence",
+            inputs="tokens",
+            special=SpecialTokens(pad=PAD_ID, unk=UNK_ID, bos=BOS_ID, eos=EOS_ID),
+        )
         self.generator = torch.Generator().manual_seed(seed)
-
-    @staticmethod
-    def _check(cfg: Seq2SeqTaskConfig) -> None:
-        positive = ["batch_size", "eval_batch_size", "beam_size", "max_decode_ratio"]
-        positive += ["symbols", "min_length", "batches_per_epoch", "eval_size", "min_count"]
-        for key in positive:
-            if getattr(cfg, key) <= 0:
-                raise ConfigError(f"task.{key} must be positive, got {getattr(cfg, key)}")
-        if cfg.max_length < cfg.min_length:
-            raise ConfigError(
-                f"task.max_length ({cfg.max_length}) must be >= task.min_length ({cfg.min_length})"
-            )
-        if cfg.max_decode_extra < 0 or cfg.length_penalty < 0:
-            raise ConfigError("task.max_decode_extra and task.length_penalty must be >= 0")
-        fractions = (cfg.valid_fraction, cfg.test_fraction)
-        if min(fractions) <= 0 or sum(fractions) >= 1:
-            raise ConfigError(
-                "task.valid_fraction and task.test_fraction must be positive and sum to less"
-                f" than 1, got {cfg.valid_fraction} and {cfg.test_fraction}"
-            )
 
     # -- data -------------------------------------------------------------------------------
 

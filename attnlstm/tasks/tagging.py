@@ -19,10 +19,12 @@ import torch
 from torch import Tensor, nn
 
 from attnlstm.config import TaggingTaskConfig
+from attnlstm.contracts import SpecialTokens
 from attnlstm.data.conllu import ConlluError, TaggedSentence, read_conllu
 from attnlstm.data.download import locate_files
 from attnlstm.data.tagging import (
     IGNORE,
+    PAD_ID,
     UNK_ID,
     EncodedSentence,
     TaggingBatch,
@@ -32,6 +34,7 @@ from attnlstm.data.tagging import (
 )
 from attnlstm.errors import ConfigError
 from attnlstm.tasks.base import Meter, Monitor, Task, TaskSpec
+from attnlstm.tasks.registry import register_task
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +121,7 @@ def resolve_treebank_files(cfg: TaggingTaskConfig, configured_dir: str | None) -
     return locate_files(str(cfg.name), cfg.path, files, configured_dir)
 
 
+@register_task("tagging", schema=TaggingTaskConfig, target="tags", inputs="tokens")
 class TaggingTask(Task):
     """One tag per word of a sentence; the monitor is the validation accuracy."""
 
@@ -128,28 +132,10 @@ class TaggingTask(Task):
     def __init__(
         self, cfg: TaggingTaskConfig, seed: int, configured_data_dir: str | None = None
     ) -> None:
-        for key in ("batch_size", "eval_batch_size", "min_count", "max_word_chars"):
-            if getattr(cfg, key) <= 0:
-                raise ConfigError(f"task.{key} must be positive, got {getattr(cfg, key)}")
-        if not 0.0 <= cfg.word_dropout < 1.0:
-            raise ConfigError(f"task.word_dropout must lie in [0, 1), got {cfg.word_dropout}")
-        if cfg.word_dropout_alpha < 0:
-            raise ConfigError(f"task.word_dropout_alpha must be >= 0, got {cfg.word_dropout_alpha}")
-        if not 0.0 <= cfg.label_smoothing < 1.0:
-            raise ConfigError(f"task.label_smoothing must lie in [0, 1), got {cfg.label_smoothing}")
         aux_column = None if str(cfg.aux_tag_column) == "none" else str(cfg.aux_tag_column)
-        if aux_column == str(cfg.tag_column):
-            raise ConfigError(
-                f"task.aux_tag_column={aux_column} is the target column itself; pick the other"
-                " column or none"
-            )
-        if cfg.aux_weight < 0:
-            raise ConfigError(f"task.aux_weight must be >= 0, got {cfg.aux_weight}")
         self.cfg = cfg
         self.name = str(cfg.name)
         if self.name == "pos_toy":
-            if aux_column is not None:
-                raise ConfigError("task=pos_toy has one tag column; task.aux_tag_column=none")
             train = valid = test = list(TOY_SENTENCES)
         else:
             paths = resolve_treebank_files(cfg, configured_data_dir)
@@ -180,8 +166,10 @@ class TaggingTask(Task):
             input_size=len(self.vocab.words),
             output_size=len(self.vocab.tags),
             target="tags",
+            inputs="tokens",
             char_vocab_size=len(self.vocab.chars),
             aux_output_size=0 if aux_tags is None else len(aux_tags),
+            special=SpecialTokens(pad=PAD_ID, unk=UNK_ID),
         )
         self.drop_probability = self._word_drop_probability(train)
         self.train_data = self._encode(train, "train")

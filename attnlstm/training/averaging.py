@@ -132,7 +132,7 @@ def build_averaging(
     optim_cfg: Any, model: nn.Module
 ) -> NonMonotoneAveraging | ExponentialAveraging | None:
     """The weight averaging ``optim.averaging`` names, or None for ``none``."""
-    name = str(optim_cfg.get("averaging", "none"))
+    name = str(optim_cfg.averaging)
     if name == "nt_asgd":
         return NonMonotoneAveraging(model, optim_cfg.nonmono)
     if name == "ema":

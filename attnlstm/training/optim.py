@@ -5,24 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from omegaconf import DictConfig
 
+from attnlstm.config import OptimConfig
 from attnlstm.errors import ConfigError
 
 
-def build_optimizer(cfg: DictConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """Adam (betas, weight decay) or SGD (momentum, Nesterov, weight decay)."""
-    if cfg.lr <= 0:
-        raise ConfigError(f"optim.lr must be positive, got {cfg.lr}")
+def build_optimizer(
+    cfg: OptimConfig, params: Iterable[torch.nn.Parameter]
+) -> torch.optim.Optimizer:
+    """Adam (betas, L2 weight decay), AdamW (betas, decoupled weight decay) or SGD (momentum,
+    Nesterov, weight decay); ``cfg`` was range-checked by its schema."""
     name = str(cfg.name)
-    if name == "adam":
-        betas = tuple(cfg.betas)
-        if len(betas) != 2:
-            raise ConfigError(f"optim.betas needs two values, got {list(betas)}")
-        return torch.optim.Adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    if name in ("adam", "adamw"):
+        optimizer = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return optimizer(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     if name == "sgd":
-        if cfg.nesterov and cfg.momentum <= 0:
-            raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
         return torch.optim.SGD(
             params,
             lr=cfg.lr,
@@ -30,11 +27,11 @@ def build_optimizer(cfg: DictConfig, params: Iterable[torch.nn.Parameter]) -> to
             nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
         )
-    raise ConfigError(f"unknown optimizer {name!r}; choose adam or sgd")
+    raise ConfigError(f"optim.name={name} is not allowed: choose adam, adamw or sgd")
 
 
 def build_scheduler(
-    cfg: DictConfig, optimizer: torch.optim.Optimizer, max_epochs: int, monitor_mode: str
+    cfg: OptimConfig, optimizer: torch.optim.Optimizer, max_epochs: int, monitor_mode: str
 ) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
     """The per-epoch schedule: none, step (x gamma every step_size epochs), cosine (to min_lr
     over max_epochs) or plateau (x gamma after ``patience`` epochs without a better monitor)."""

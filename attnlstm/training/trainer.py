@@ -1,10 +1,18 @@
 """The one training loop: every task trains, evaluates, logs and checkpoints through it.
 
-Lifecycle (as torchtune's recipes): ``Trainer(...)`` sets up the optimiser, schedule and writer;
-``resume(checkpoint)`` restores a stopped run; ``fit()`` trains epoch by epoch, evaluating on
-the validation split after each and checkpointing (``last.pt``, ``best.pt``); ``test()``
-evaluates the best checkpoint on the test split; ``close()`` flushes the logs. ``run()`` does
-all of it and keeps ``metrics.json`` current, whatever way the run ends.
+Lifecycle (as torchtune's recipes)::
+
+    trainer = Trainer(task, model, device, run_dir, trainer_cfg, optim_cfg, config)
+    trainer.setup(checkpoint=None)   # loggers; a stopped run's state when resuming
+    trainer.fit()                    # epochs: train, validate, checkpoint (last.pt, best.pt)
+    trainer.test()                   # the best checkpoint on the test split
+    trainer.close(status)            # metrics.json with the final status, loggers closed
+
+``run()`` does all of it and records how the run ended in ``metrics.json``: ``completed``
+(max_epochs reached), ``solved``, ``early_stopped``, ``interrupted``, ``diverged``, or
+``failed`` with the exception's one-line summary; never ``running`` once the process is done.
+The trainer emits one record per logged step and one per epoch to a
+:class:`~attnlstm.loggers.Logger`; which backends store them is the logger config's business.
 """
 
 from __future__ import annotations
@@ -12,33 +20,45 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import signal
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from attnlstm.config import OptimConfig, TrainerConfig
+from attnlstm.contracts import TaskSpec
+from attnlstm.io import (
+    CHECKPOINT_VERSION,
+    evaluated_weights,
+    load_checkpoint,
+    save_checkpoint,
+    write_json,
+)
+from attnlstm.loggers import Logger, LoggerCollection, build_loggers, flatten_config
+from attnlstm.loggers.tensorboard import attention_image, attention_matrix_image
 from attnlstm.plots import attention_figure
 from attnlstm.tasks.base import Task
 from attnlstm.training.averaging import build_averaging
 from attnlstm.training.interrupt import StopRequest
-from attnlstm.training.io import load_checkpoint, save_checkpoint, write_json
 from attnlstm.training.optim import build_optimizer, build_scheduler
-from attnlstm.training.tensorboard import (
-    attention_image,
-    attention_matrix_image,
-    flatten_config,
-    write_hparams,
-)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 1
+#: how a run that stopped by itself ended, by its stop reason
+_STATUS_OF_STOP = {
+    "max_epochs": "completed",
+    "solved": "solved",
+    "early_stopping": "early_stopped",
+    "diverged": "diverged",
+}
 
 
 class TrainingDiverged(RuntimeError):
@@ -60,28 +80,128 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (the final metrics.json is written even
+    if a second signal arrives during clean-up); elsewhere than the main thread, a no-op."""
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        blocked = True
+    except (AttributeError, ValueError, OSError):  # not POSIX, or not the main thread
+        blocked = False
+    try:
+        yield
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 class Trainer:
-    """Trains ``model`` on ``task`` as ``cfg.trainer`` and ``cfg.optim`` say, in ``run_dir``."""
+    """Trains ``model`` on ``task`` as ``trainer_cfg`` and ``optim_cfg`` say, in ``run_dir``.
+
+    ``config`` is the run's resolved config as plain containers: it is stored in every
+    checkpoint and logged as hyperparameters. ``loggers``: ``{key: LoggerConfig}`` (the
+    ``logger`` config), or a ready :class:`Logger`.
+    """
 
     def __init__(
-        self, cfg: DictConfig, task: Task, model: nn.Module, device: torch.device, run_dir: Path
+        self,
+        task: Task,
+        model: nn.Module,
+        device: torch.device,
+        run_dir: Path,
+        trainer_cfg: TrainerConfig,
+        optim_cfg: OptimConfig,
+        config: Mapping[str, Any],
+        loggers: Mapping[str, Any] | Logger | None = None,
     ) -> None:
-        self.cfg = cfg
         self.task = task
         self.model = model.to(device)
         self.device = device
         self.run_dir = Path(run_dir)
-        self.trainer_cfg = cfg.trainer
-        self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
+        self.cfg = trainer_cfg
+        self.config = dict(config)
+        self.logger_cfgs = loggers
+        self.optimizer = build_optimizer(optim_cfg, self.model.parameters())
         self.scheduler = build_scheduler(
-            cfg.optim, self.optimizer, cfg.trainer.max_epochs, task.monitor.mode
+            optim_cfg, self.optimizer, trainer_cfg.max_epochs, task.monitor.mode
         )
-        self.averaging = build_averaging(cfg.optim, self.model)
+        self.averaging = build_averaging(optim_cfg, self.model)
         self.state = TrainState()
         self.resumed = False
-        self.writer: SummaryWriter | None = None
+        self.logger: Logger = LoggerCollection([])
         self.test_metrics: dict[str, float] = {}
         self.stop_request = StopRequest()
+        self._set_up = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def setup(self, checkpoint: dict[str, Any] | None = None) -> None:
+        """Restore a stopped run from its ``checkpoint`` (None: a new run), open the loggers
+        and, for a new run, log the hyperparameters."""
+        self._set_up = True
+        if checkpoint is not None:
+            self.resume(checkpoint)
+        if isinstance(self.logger_cfgs, Logger):
+            self.logger = self.logger_cfgs
+        else:
+            resume_step = self.state.step if self.resumed else None
+            self.logger = build_loggers(self.logger_cfgs or {}, self.run_dir, resume_step)
+        if not self.resumed:
+            from omegaconf import OmegaConf
+
+            names = self.task.metric_names
+            tags = [f"val/{m}" for m in names] + [f"test/{m}" for m in names]
+            self.logger.log_hyperparams(
+                flatten_config(self.config), tags, OmegaConf.to_yaml(self.config)
+            )
+
+    def run(self, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+        """setup (from ``checkpoint`` when resuming; skipped if done), fit, test, close;
+        returns the final summary. Whatever way the run ends, ``metrics.json`` says how."""
+        status, error = "running", None
+        try:
+            with self.stop_request:
+                if not self._set_up:
+                    self.setup(checkpoint)
+                self.fit()
+                self.test()
+            status = _STATUS_OF_STOP.get(self.state.stop_reason or "max_epochs", "completed")
+        except KeyboardInterrupt:
+            status = "interrupted"
+            if self.last_path.exists():
+                log.warning(
+                    "interrupted after epoch %d; continue with resume=%s",
+                    self.state.epoch,
+                    self.run_dir,
+                )
+            else:
+                log.warning("interrupted before the first checkpoint: nothing to resume")
+            raise
+        except TrainingDiverged as diverged:
+            status = "diverged"
+            self.state.stop_reason = "diverged"
+            log.error("%s", diverged)
+        except Exception as failure:
+            status = "failed"
+            error = (
+                f"{type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}"
+            )
+            raise
+        finally:
+            with _signals_deferred():
+                summary = self.close(status, error)
+        return summary
+
+    def close(self, status: str, error: str | None = None) -> dict[str, Any]:
+        """Write the final ``metrics.json`` (``status``; ``error``: a one-line summary of
+        what failed) and close the loggers."""
+        summary = self.write_metrics(status, error)
+        try:
+            self.logger.close(status)
+        finally:
+            self.logger = LoggerCollection([])
+        return summary
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -94,7 +214,9 @@ class Trainer:
         return self.run_dir / "best.pt"
 
     def checkpoint(self) -> dict[str, Any]:
-        """Model, optimiser, schedule, RNG states, loop state and the resolved config."""
+        """Model, optimiser, schedule, RNG states, loop state, the resolved config and the
+        task's spec (what rebuilds the model without the data)."""
+        spec: TaskSpec = self.task.spec
         return {
             "version": CHECKPOINT_VERSION,
             "model": self.model.state_dict(),
@@ -110,10 +232,11 @@ class Trainer:
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             },
             "task": self.task.state_dict(),
+            "spec": spec.to_dict(),
             "trainer": asdict(self.state),
             "epoch": self.state.epoch,
             "step": self.state.step,
-            "config": OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
+            "config": self.config,
         }
 
     def resume(self, checkpoint: dict[str, Any]) -> None:
@@ -137,7 +260,8 @@ class Trainer:
             self.state.step,
         )
 
-    def _save(self, improved: bool) -> None:
+    def save_checkpoint(self, improved: bool) -> None:
+        """``last.pt``, and ``best.pt`` when the validation monitor ``improved``."""
         save_checkpoint(self.checkpoint(), self.last_path)
         if improved:  # same bytes as last.pt; copy, then rename, so best.pt is never half-written
             tmp = self.best_path.with_name(".best.pt.tmp")
@@ -146,49 +270,8 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
-        """fit, then test, keeping ``metrics.json`` current; returns the final summary."""
-        self._open_writer()
-        status = "running"
-        try:
-            with self.stop_request:
-                self.fit()
-                self.test()
-            status = "completed"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            log.warning(
-                "interrupted after epoch %d; continue with resume=%s",
-                self.state.epoch,
-                self.run_dir,
-            )
-            raise
-        except TrainingDiverged as error:
-            status = "diverged"
-            self.state.stop_reason = "diverged"
-            log.error("%s", error)
-        finally:
-            summary = self.write_metrics(status)
-            self.close()
-        return summary
-
-    def _open_writer(self) -> None:
-        # purge_step drops events a crashed session logged after its last checkpoint
-        self.writer = SummaryWriter(
-            str(self.run_dir), purge_step=self.state.step + 1 if self.resumed else None
-        )
-        if self.resumed:
-            return
-        config_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
-        self.writer.add_text("config", f"```yaml\n{config_yaml}\n```", 0)
-        names = self.task.metric_names
-        tags = [f"val/{m}" for m in names] + [f"test/{m}" for m in names]
-        hparams = flatten_config(OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True))
-        write_hparams(self.writer, hparams, tags)
-
     def fit(self) -> None:
         """Train until max_epochs, the task is solved, early stopping, or divergence."""
-        cfg = self.trainer_cfg
         if self.state.stop_reason in ("solved", "early_stopping"):
             log.info(
                 "this run already stopped (%s at epoch %d); nothing left to train",
@@ -197,87 +280,108 @@ class Trainer:
             )
             return
         self.state.stop_reason = None
-        monitor = self.task.monitor
-        for epoch in range(self.state.epoch + 1, cfg.max_epochs + 1):
-            started = time.perf_counter()
-            steps_before = self.state.step
-            train_loss, samples = self._train_epoch(epoch)
-            train_time = time.perf_counter() - started
-            train_extra = self.task.train_epoch_metrics()
-            val = self.evaluate("val")
-            self._log_attention(epoch)
-            epoch_time = time.perf_counter() - started
-            self.state.wall_time_s += epoch_time
-
-            value = val[monitor.metric]
-            improved = monitor.better(value, self.state.best_value)
-            if improved:
-                self.state.best_value, self.state.best_epoch = value, epoch
-                self.state.epochs_without_improvement = 0
-            else:
-                self.state.epochs_without_improvement += 1
-            lr = self.optimizer.param_groups[0]["lr"]
-            self._step_scheduler(value)
-            if self.averaging is not None:
-                self.averaging.observe(val["loss"], epoch)
-            solved = self.task.is_solved(val)
-            if solved and self.state.solved_epoch is None:
-                self.state.solved_epoch = epoch
-            self.state.epoch = epoch
-
-            unit = self.task.throughput_unit
-            record = {
-                "epoch": epoch,
-                "step": self.state.step,
-                "lr": lr,
-                "train/loss": train_loss,
-                **{f"train/{k}": v for k, v in train_extra.items()},
-                **{f"val/{k}": v for k, v in val.items()},
-                "epoch_time_s": epoch_time,
-                f"perf/{unit}_per_s": samples / train_time,
-            }
-            self.state.history.append(record)
-            for key, value_ in record.items():
-                if key.startswith(("val/", "perf/")) or key in (f"train/{k}" for k in train_extra):
-                    self.writer.add_scalar(key, value_, self.state.step)
-            self.writer.add_scalar("perf/epoch_time_s", epoch_time, self.state.step)
-            self.writer.add_scalar(
-                "perf/updates_per_s", (self.state.step - steps_before) / train_time, self.state.step
-            )
-            self.writer.add_scalar("train/epoch_loss", train_loss, self.state.step)
-            self.writer.flush()
-
+        for epoch in range(self.state.epoch + 1, self.cfg.max_epochs + 1):
+            record, improved = self._epoch(epoch)
             # decide whether to stop before checkpointing, so that a resumed run that already
             # stopped knows it (and does not train on)
-            patience = cfg.early_stopping_patience
-            if solved and cfg.stop_when_solved:
-                self.state.stop_reason = "solved"
-            elif patience is not None and self.state.epochs_without_improvement >= patience:
-                self.state.stop_reason = "early_stopping"
-            self._save(improved)
-            log.info(
-                "epoch %d/%d  train loss %.4g%s  %s  lr %.3g  %.1fs  %.0f %s/s%s",
-                epoch,
-                cfg.max_epochs,
-                train_loss,
-                "".join(f"  train {k} {v:.4g}" for k, v in train_extra.items()),
-                "  ".join(f"val {k} {v:.4g}" for k, v in val.items()),
-                lr,
-                epoch_time,
-                samples / train_time,
-                unit,
-                "  (best)" if improved else "",
-            )
+            self.state.stop_reason = self._stop_reason(record)
+            self.save_checkpoint(improved)
+            self._report(record, improved)
             self.write_metrics("running")
+            if self.state.stop_reason is not None:
+                return
+        self.state.stop_reason = "max_epochs"
 
-            if self.state.stop_reason == "solved":
-                log.info("solved at epoch %d (val %s)", epoch, monitor.metric)
-                break
-            if self.state.stop_reason == "early_stopping":
-                log.info("early stopping: no better val %s for %d epochs", monitor.metric, patience)
-                break
+    def _epoch(self, epoch: int) -> tuple[dict[str, float], bool]:
+        """Train one epoch, validate, update the loop state; the epoch's record and whether
+        the validation monitor improved."""
+        started = time.perf_counter()
+        steps_before = self.state.step
+        train_loss, samples = self._train_epoch(epoch)
+        train_time = time.perf_counter() - started
+        train_extra = self.task.train_epoch_metrics()
+        val = self.evaluate("val")
+        self._log_attention()
+        epoch_time = time.perf_counter() - started
+        self.state.wall_time_s += epoch_time
+
+        monitored = val[self.task.monitor.metric]
+        improved = self.task.monitor.better(monitored, self.state.best_value)
+        if improved:
+            self.state.best_value, self.state.best_epoch = monitored, epoch
+            self.state.epochs_without_improvement = 0
         else:
-            self.state.stop_reason = "max_epochs"
+            self.state.epochs_without_improvement += 1
+        lr = self.optimizer.param_groups[0]["lr"]
+        self._step_scheduler(monitored)
+        if self.averaging is not None:
+            self.averaging.observe(val["loss"], epoch)
+        if self.task.is_solved(val) and self.state.solved_epoch is None:
+            self.state.solved_epoch = epoch
+        self.state.epoch = epoch
+
+        unit = self.task.throughput_unit
+        record = {
+            "epoch": epoch,
+            "step": self.state.step,
+            "lr": lr,
+            "train/loss": train_loss,
+            **{f"train/{k}": v for k, v in train_extra.items()},
+            **{f"val/{k}": v for k, v in val.items()},
+            "epoch_time_s": epoch_time,
+            f"perf/{unit}_per_s": samples / train_time,
+        }
+        self.state.history.append(record)
+        scalars = {
+            k: v
+            for k, v in record.items()
+            if k.startswith(("val/", "perf/")) or k in {f"train/{k}" for k in train_extra}
+        }
+        scalars["perf/epoch_time_s"] = epoch_time
+        scalars["perf/updates_per_s"] = (self.state.step - steps_before) / train_time
+        scalars["train/epoch_loss"] = train_loss
+        self.logger.log_metrics(scalars, self.state.step)
+        self.logger.flush()
+        return record, improved
+
+    def _stop_reason(self, record: dict[str, float]) -> str | None:
+        val = {k[4:]: v for k, v in record.items() if k.startswith("val/")}
+        if self.task.is_solved(val) and self.cfg.stop_when_solved:
+            return "solved"
+        patience = self.cfg.early_stopping_patience
+        if patience is not None and self.state.epochs_without_improvement >= patience:
+            return "early_stopping"
+        return None
+
+    def _report(self, record: dict[str, float], improved: bool) -> None:
+        train_extra = {
+            k[6:]: v for k, v in record.items() if k.startswith("train/") and k != "train/loss"
+        }
+        unit = self.task.throughput_unit
+        log.info(
+            "epoch %d/%d  train loss %.4g%s  %s  lr %.3g  %.1fs  %.0f %s/s%s",
+            record["epoch"],
+            self.cfg.max_epochs,
+            record["train/loss"],
+            "".join(f"  train {k} {v:.4g}" for k, v in train_extra.items()),
+            "  ".join(
+                f"{k.replace('/', ' ')} {v:.4g}" for k, v in record.items() if k.startswith("val/")
+            ),
+            record["lr"],
+            record["epoch_time_s"],
+            record[f"perf/{unit}_per_s"],
+            unit,
+            "  (best)" if improved else "",
+        )
+        monitor = self.task.monitor
+        if self.state.stop_reason == "solved":
+            log.info("solved at epoch %d (val %s)", record["epoch"], monitor.metric)
+        elif self.state.stop_reason == "early_stopping":
+            log.info(
+                "early stopping: no better val %s for %d epochs",
+                monitor.metric,
+                self.cfg.early_stopping_patience,
+            )
 
     def _step_scheduler(self, monitored: float) -> None:
         if self.scheduler is None:
@@ -289,12 +393,12 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> tuple[float, int]:
         """One epoch of updates; returns the mean training loss and the samples seen."""
-        cfg = self.trainer_cfg
+        cfg = self.cfg
         self.model.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
         total_loss, batches, samples = 0.0, 0, 0
-        limit = cfg.get("limit_train_batches")
+        limit = cfg.limit_train_batches
         total = self.task.num_train_batches()
         bar = tqdm(
             total=total if limit is None else min(total, limit),
@@ -327,11 +431,14 @@ class Trainer:
                 batches += 1
                 samples += len(batch)
                 if self.state.step % cfg.log_every_n_steps == 0:
-                    self.writer.add_scalar("train/loss", loss_value, self.state.step)
-                    self.writer.add_scalar(
-                        "train/lr", self.optimizer.param_groups[0]["lr"], self.state.step
+                    self.logger.log_metrics(
+                        {
+                            "train/loss": loss_value,
+                            "train/lr": self.optimizer.param_groups[0]["lr"],
+                            "train/grad_norm": float(grad_norm),
+                        },
+                        self.state.step,
                     )
-                    self.writer.add_scalar("train/grad_norm", float(grad_norm), self.state.step)
                 bar.update()
                 self.stop_request.check()
                 if batches % 20 == 0:
@@ -352,19 +459,20 @@ class Trainer:
         return meter.compute()
 
     @torch.inference_mode()
-    def _log_attention(self, epoch: int) -> None:
-        count = self.trainer_cfg.attention_images
+    def _log_attention(self) -> None:
+        count = self.cfg.attention_images
         if count <= 0:
             return
         self.model.eval()
         batch = next(iter(self.task.eval_batches("val"))).select(count).to(self.device)
         output = self.task.forward(self.model, batch)
         maps = self.task.attention_maps(output, batch)
+        step = self.state.step
         if maps is not None:  # labelled heatmaps, one figure per example
             for index, attention in enumerate(maps):
-                self.writer.add_figure(
-                    f"val/attention/{index}", attention_figure(attention), self.state.step
-                )
+                figure = attention_figure(attention)
+                self.logger.log_figure(f"val/attention/{index}", figure, step)
+                plt.close(figure)
             return
         weights = getattr(output, "attention", None)
         if weights is None:
@@ -378,19 +486,19 @@ class Trainer:
                 length = int(batch.lengths[row])
             matrix = weights[row] if length is None else weights[row, :length, :length]
             image = attention_matrix_image(matrix)
-        self.writer.add_image("val/attention", image, self.state.step, dataformats="HW")
+        self.logger.log_image("val/attention", image, step)
 
     def test(self) -> dict[str, float]:
         """Evaluate the best checkpoint (the last one if none is better) on the test split."""
         source = self.best_path if self.best_path.exists() else self.last_path
         if source.exists():
             checkpoint = load_checkpoint(source, self.device)
-            weights = checkpoint.get("eval_model") or checkpoint["model"]
-            self.model.load_state_dict(weights)
+            self.model.load_state_dict(evaluated_weights(checkpoint))
             self.averaging = None  # the weights just loaded are the ones to test
         self.test_metrics = self.evaluate("test")
-        for key, value in self.test_metrics.items():
-            self.writer.add_scalar(f"test/{key}", value, self.state.step)
+        self.logger.log_metrics(
+            {f"test/{k}": v for k, v in self.test_metrics.items()}, self.state.step
+        )
         log.info(
             "test (%s): %s",
             source.name,
@@ -398,7 +506,7 @@ class Trainer:
         )
         return self.test_metrics
 
-    def write_metrics(self, status: str) -> dict[str, Any]:
+    def write_metrics(self, status: str, error: str | None = None) -> dict[str, Any]:
         """Write ``metrics.json``: status, solved flag, best/final/test metrics, history."""
         state = self.state
         monitor = self.task.monitor
@@ -417,10 +525,7 @@ class Trainer:
             "test": {f"test/{k}": v for k, v in self.test_metrics.items()},
             "history": state.history,
         }
+        if error is not None:
+            summary["error"] = error
         write_json(summary, self.run_dir / "metrics.json")
         return summary
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None

@@ -10,6 +10,10 @@ from typing import Any
 
 import torch
 
+#: the checkpoint format's version; 2 stores the task spec (``spec``), so that a run folder
+#: rebuilds its model without the data. :func:`attnlstm.runs.load_run` checks it.
+CHECKPOINT_VERSION = 2
+
 
 def checkpoint_file(path: Path) -> Path:
     """A checkpoint file, or a run folder's best.pt (else last.pt); FileNotFoundError if none."""
@@ -47,20 +51,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def load_trained_model(
-    path: Path, model: str, task_key: str, what: str
-) -> tuple[dict[str, Any], Any]:
-    """The checkpoint of a run folder (best.pt, else last.pt) or file, and its config, checked
-    to be a ``model=<model>`` run whose task state holds ``task_key`` (its vocabulary);
-    ValueError naming ``what`` was expected otherwise."""
-    from omegaconf import OmegaConf  # only the scripts need it
-
-    path = checkpoint_file(path)
-    checkpoint = load_checkpoint(path)
-    cfg = OmegaConf.create(checkpoint["config"])
-    if cfg.model.name != model or task_key not in checkpoint.get("task", {}):
-        raise ValueError(f"{path} is a model={cfg.model.name} checkpoint, not {what}")
-    return checkpoint, cfg
+def evaluated_weights(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The weights a checkpoint's validation saw: the averaged ones where the run averaged
+    its weights (``optim.averaging``), else the model's own."""
+    return checkpoint.get("eval_model") or checkpoint["model"]
 
 
 def write_text(text: str, path: Path) -> None:

@@ -1,8 +1,13 @@
-"""TensorBoard helpers: hparams in the run's own file, attention weights as images."""
+"""TensorBoard: event files in the run's folder (``logger=tensorboard``, the default).
+
+Hyperparameters go into the run's own event file (not a sub-run), the final metrics are
+scalars under the tags the hparams summary names; attention weights are images or figures.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,22 +15,15 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-HParamValue = bool | int | float | str
+from attnlstm.loggers.base import HParamValue, Logger, flatten_config, register_logger
 
-
-def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, HParamValue]:
-    """``{"model": {"hidden_size": 100}}`` -> ``{"model.hidden_size": 100}``; values that
-    TensorBoard cannot show (None, lists) become strings."""
-    flat: dict[str, HParamValue] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_config(value, prefix=f"{name}."))
-        elif isinstance(value, bool | int | float | str):
-            flat[name] = value
-        else:
-            flat[name] = str(value)
-    return flat
+__all__ = [
+    "TensorBoardLogger",
+    "attention_image",
+    "attention_matrix_image",
+    "flatten_config",
+    "write_hparams",
+]
 
 
 def write_hparams(
@@ -73,3 +71,36 @@ def attention_matrix_image(weights: Tensor, cell: int = 8) -> Tensor:
     weights = weights.detach().float().cpu()
     scaled = weights / weights.amax(dim=1, keepdim=True).clamp(min=1e-12)
     return scaled.repeat_interleave(cell, dim=0).repeat_interleave(cell, dim=1)
+
+
+@register_logger("tensorboard")
+class TensorBoardLogger(Logger):
+    """One event file per run folder; ``tensorboard --logdir <sweep folder>`` compares runs."""
+
+    def __init__(self, cfg: Any, run_dir: Path, resume_step: int | None = None) -> None:
+        # purge_step drops events a crashed session logged after its last checkpoint
+        self.writer = SummaryWriter(
+            str(run_dir), purge_step=None if resume_step is None else resume_step + 1
+        )
+
+    def log_hyperparams(
+        self, params: Mapping[str, HParamValue], metric_tags: Sequence[str], config_text: str
+    ) -> None:
+        self.writer.add_text("config", f"```yaml\n{config_text}\n```", 0)
+        write_hparams(self.writer, params, metric_tags)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def log_figure(self, tag: str, figure: Any, step: int) -> None:
+        self.writer.add_figure(tag, figure, step, close=False)
+
+    def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        self.writer.add_image(tag, image, step, dataformats="HW")
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self, status: str) -> None:
+        self.writer.close()

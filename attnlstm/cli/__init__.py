@@ -1,0 +1,10 @@
+"""The commands that use a trained run, installed as console scripts with the package.
+
+``attnlstm-evaluate`` (:mod:`attnlstm.cli.evaluate`) scores a run on a split,
+``attnlstm-generate`` (:mod:`attnlstm.cli.generate`) samples text from a language model,
+``attnlstm-tag`` (:mod:`attnlstm.cli.tag`) tags sentences and ``attnlstm-translate``
+(:mod:`attnlstm.cli.translate`) translates them. Each loads its model through
+:func:`attnlstm.runs.load_run`, and each module's ``main(argv)`` returns the exit status: 0, or
+2 after one ``error: ...`` line on stderr for a bad path, a run of another model or a bad
+option value.
+"""

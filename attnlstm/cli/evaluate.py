@@ -1,0 +1,201 @@
+"""Evaluate a run's checkpoint on a split with the current code, optionally with other task
+settings (decoding options, say), without touching the run.
+
+    attnlstm-evaluate outputs/reverse/seq2seq-dot/<timestamp>            # best.pt, test
+    attnlstm-evaluate RUN --split val --set task.beam_size=10 task.length_penalty=0.6
+    attnlstm-evaluate RUN --out RUN/eval_beam10.json
+    attnlstm-evaluate TAGGER_RUN_1 TAGGER_RUN_2      # an ensemble of taggers
+
+The model is rebuilt from the run (:func:`attnlstm.runs.load_run`), the task from the config
+stored in the checkpoint, which reads the split's data (``--set`` may change ``task.*`` keys
+only, and none that changes what the model reads or predicts: the model must stay the one
+trained). Several tagger runs of one task and vocabulary (other seeds, sizes or attention) are
+evaluated as an ensemble that tags with the mean of their probabilities
+(:class:`attnlstm.models.ensemble.TaggerEnsemble`). Metrics are printed as JSON; ``--out`` also
+writes them to a new file (never over an existing one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from attnlstm.cli.common import ArgumentParser, UsageError, fail, open_run
+from attnlstm.cli.taggers import taggers_of
+from attnlstm.config import typed
+from attnlstm.errors import ConfigError
+from attnlstm.io import checkpoint_file, write_json
+from attnlstm.runs import LoadedRun
+from attnlstm.tasks import TASKS, Task, build_task
+
+__all__ = ["evaluate", "main"]
+
+
+def _with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """``cfg`` with the ``task.<key>=<value>`` overrides applied; ConfigError for another key
+    or a key the task does not have."""
+    for override in overrides:
+        key, equals, _ = override.partition("=")
+        if not key.startswith("task.") or not equals:
+            raise ConfigError(f"--set takes task.<key>=<value>, got {override!r}")
+        if OmegaConf.select(cfg, key, default=None) is None and key[5:] not in cfg.task:
+            raise ConfigError(f"--set {override}: the task has no key {key[5:]!r}")
+    merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def _typed_task_config(task_cfg: DictConfig) -> Any:
+    """The typed config (an instance of its family's schema, as :func:`build_task` needs) of
+    a task config stored in a checkpoint, which is plain: the family is the registered one
+    whose schema has every key of ``task_cfg`` and accepts its values (the one whose keys are
+    exactly these where several do).
+
+    Raises:
+        ConfigError: no registered family fits, or a value is out of its key's range (with the
+            schema's own message).
+    """
+    keys = {str(key) for key in task_cfg}
+    candidates = [
+        entry
+        for entry in TASKS.entries()
+        if entry.schema is not None and keys <= {f.name for f in dataclasses.fields(entry.schema)}
+    ]
+    # most specific first: the schema whose keys are exactly the stored ones
+    candidates.sort(key=lambda entry: len(dataclasses.fields(entry.schema)))
+    errors: list[Exception] = []
+    for entry in candidates:
+        try:
+            return typed(task_cfg, entry.schema)
+        except (ValueError, OmegaConfBaseException) as error:  # ConfigError is a ValueError
+            errors.append(error)
+    if errors:
+        raise ConfigError(str(errors[0]).splitlines()[0])
+    raise ConfigError(
+        f"the run's task config (task.name={task_cfg.get('name')}) fits no task family of this"
+        f" attnlstm ({', '.join(TASKS.names())})"
+    )
+
+
+def _plain_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A task state without its random generators' states: what describes the data
+    (vocabularies)."""
+    return {key: value for key, value in state.items() if not isinstance(value, torch.Tensor)}
+
+
+def _check_task_fits(task: Task, run: LoadedRun) -> None:
+    """ConfigError unless ``task`` (rebuilt from the data) has the shape and vocabularies of
+    the task ``run``'s model was trained on."""
+    if task.spec != run.spec:
+        trained, now = run.spec.to_dict(), task.spec.to_dict()
+        changed = ", ".join(
+            f"{key} {trained[key]} -> {now[key]}" for key in trained if trained[key] != now[key]
+        )
+        raise ConfigError(
+            f"the task rebuilt for {run.path} does not fit its model ({changed}); --set may"
+            " not change what the model reads or predicts, and the data must be the run's"
+        )
+    stored, rebuilt = _plain_state(run.task_state), _plain_state(task.state_dict())
+    for key in stored.keys() & rebuilt.keys():
+        if stored[key] != rebuilt[key]:
+            raise ConfigError(
+                f"the data's {key.replace('_', ' ')} differs from the one {run.path} was trained"
+                " with; evaluate with the run's data and task settings"
+            )
+
+
+@torch.inference_mode()
+def evaluate(
+    path: str | Path,
+    split: str,
+    overrides: Sequence[str] = (),
+    data_dir: str | None = None,
+    ensemble_with: Sequence[str | Path] = (),
+) -> dict[str, float]:
+    """Metrics of a run on a split.
+
+    Args:
+        path: a run folder (its best.pt, else last.pt) or a checkpoint file.
+        split: ``val`` or ``test``.
+        overrides: ``task.<key>=<value>`` settings that replace the run's own.
+        data_dir: where the task's data is found (default: the run's ``data_dir``, else
+            ``$ATTNLSTM_DATA``).
+        ensemble_with: other tagger runs to evaluate with ``path``'s as an ensemble.
+
+    Returns:
+        The task's metrics of ``split`` (names without the split prefix).
+
+    Raises:
+        FileNotFoundError: no checkpoint at a path.
+        ConfigError: a bad override, data that does not fit the model, or an ensemble of
+            runs that are not taggers.
+        ValueError: a checkpoint this attnlstm cannot read, or taggers of other vocabularies.
+    """
+    run = open_run(path)
+    if ensemble_with and run.cfg.model.name != "tagger":
+        raise ConfigError(f"ensembles are for taggers; {path} is a model={run.cfg.model.name} run")
+    cfg = _with_overrides(run.cfg, overrides)
+    task_cfg = _typed_task_config(cfg.task)
+    task = build_task(task_cfg, int(cfg.seed), data_dir or cfg.get("data_dir"))
+    _check_task_fits(task, run)
+    model = run.model
+    if ensemble_with:
+        model = taggers_of([run, *(open_run(other, "tagger") for other in ensemble_with)])[0]
+    model.eval()
+    meter = task.new_meter(split)
+    for batch in task.eval_batches(split):  # type: ignore[arg-type]
+        meter.update(task.forward(model, batch), batch)
+    return meter.compute()
+
+
+def build_parser() -> ArgumentParser:
+    """The command line of ``attnlstm-evaluate``."""
+    parser = ArgumentParser(prog="attnlstm-evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "checkpoint", type=Path, nargs="+", help="a run folder or a .pt file (taggers: several)"
+    )
+    parser.add_argument("--split", choices=["val", "test"], default="test")
+    parser.add_argument("--set", nargs="*", default=[], metavar="task.KEY=VALUE")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", type=Path, default=None, help="also write the metrics here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``attnlstm-evaluate`` with ``argv`` (default: ``sys.argv[1:]``): print the metrics
+    as JSON (and write them to ``--out``); returns the exit status: 0, or 2 after one
+    ``error:`` line on stderr."""
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:
+        return fail(error)
+    if args.out is not None and args.out.exists():
+        return fail(f"{args.out} exists; it is never overwritten")
+    try:
+        first, *others = args.checkpoint
+        metrics = evaluate(first, args.split, args.set, args.data_dir, others)
+        files = [str(checkpoint_file(path)) for path in args.checkpoint]
+    except (FileNotFoundError, ValueError) as error:  # ConfigError is a ValueError
+        return fail(error)
+    result = {
+        "checkpoint": files if len(files) > 1 else files[0],
+        "split": args.split,
+        "overrides": list(args.set),
+        "metrics": metrics,
+    }
+    print(json.dumps(result, indent=2))
+    if args.out is not None:
+        write_json(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Labelled texts from a TSV or CSV file: one example per row, a label and a text column.
+
+Columns are picked by header name or by position (``"0"``, ``"1"``, ...). Line endings may be
+LF or CRLF (SST-2's train.tsv has CRLF). Tab-separated files are read without quote handling
+(a ``"`` is an ordinary character there, as in SST-2); comma-separated files follow the CSV
+quoting rules. Texts are split on whitespace (SST-2 is tokenised already).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from attnlstm.data.corpus import Vocabulary
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+
+
+class TextFileError(ValueError):
+    """A row that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class LabelledText:
+    """One example: its label (as written in the file) and its tokens."""
+
+    label: str
+    tokens: tuple[str, ...]
+
+
+def _column_index(spec: str, header: Sequence[str] | None, path: Path, what: str) -> int:
+    """The index of column ``spec``: a position (``"0"``), or a name in ``header``."""
+    if spec.isdigit():
+        return int(spec)
+    if header is None:
+        raise TextFileError(
+            f"{path}: task.{what}={spec!r} is a column name, but task.header=false; give its"
+            " position (0, 1, ...) instead"
+        )
+    if spec not in header:
+        raise TextFileError(
+            f"{path}:1: no column {spec!r} in the header (columns: {', '.join(header)})"
+        )
+    return list(header).index(spec)
+
+
+def read_labelled_texts(
+    path: Path,
+    label_column: str,
+    text_column: str,
+    delimiter: str,
+    header: bool = True,
+    lowercase: bool = False,
+) -> list[LabelledText]:
+    """The examples of ``path``; :class:`TextFileError` naming ``file:line`` for a row
+    without the columns, an empty text, or bytes that are not UTF-8."""
+    path = Path(path)
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    examples: list[LabelledText] = []
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+            names = next(rows, None) if header else None
+            label_index = _column_index(label_column, names, path, "label_column")
+            text_index = _column_index(text_column, names, path, "text_column")
+            needed = max(label_index, text_index) + 1
+            for row in rows:
+                line = rows.line_num
+                if not row or row == [""]:
+                    continue  # a blank line
+                if len(row) < needed:
+                    raise TextFileError(
+                        f"{path}:{line}: {len(row)} column(s), need at least {needed}"
+                        f" (delimiter {delimiter!r})"
+                    )
+                text = row[text_index].strip()
+                label = row[label_index].strip()
+                tokens = tuple((text.lower() if lowercase else text).split())
+                if not tokens or not label:
+                    raise TextFileError(f"{path}:{line}: empty {'text' if label else 'label'}")
+                examples.append(LabelledText(label, tokens))
+    except UnicodeDecodeError as error:
+        raise TextFileError(
+            f"{path}: byte {error.start} is not UTF-8 ({error.reason}); re-encode the file as UTF-8"
+        ) from None
+    if not examples:
+        raise TextFileError(f"{path}: no examples")
+    return examples
+
+
+def make_vocabulary(texts: Iterable[Sequence[str]], min_count: int) -> Vocabulary:
+    """``<pad>``, ``<unk>``, then the tokens seen at least ``min_count`` times, most frequent
+    first (ties in order of first appearance)."""
+    counts: Counter[str] = Counter()
+    for tokens in texts:
+        counts.update(tokens)
+    vocab = Vocabulary([PAD, UNK])
+    for token, count in counts.most_common():
+        if count >= min_count:
+            vocab.add(token)
+    return vocab
+
+
+def delimiter_for(file_name: str, configured: str | None) -> str:
+    """``configured``, else a comma for ``.csv`` files and a tab for any other."""
+    if configured:
+        return configured
+    return "," if file_name.lower().endswith(".csv") else "\t"

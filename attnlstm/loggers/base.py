@@ -1,0 +1,121 @@
+"""The logger interface: what the trainer reports, whoever stores it.
+
+The trainer emits records (scalars per step and per epoch, figures, images, text, the
+hyperparameters) to one :class:`Logger`; it does not know which backends exist. Backends
+register in :data:`LOGGERS` (``logger=<name>``, ``conf/logger/``); several at once are one
+:class:`LoggerCollection`. Only the process that owns the run folder logs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from attnlstm.registry import Registry
+
+HParamValue = bool | int | float | str
+
+#: A backend is built as ``cls(cfg, run_dir, resume_step)``: ``cfg`` its LoggerConfig,
+#: ``resume_step`` the step a resumed run continues from (records after it are dropped where
+#: the backend can), None for a new run.
+LOGGERS: Registry[type[Logger]] = Registry("logger")
+
+
+def register_logger(name: str) -> Callable[[type[Logger]], type[Logger]]:
+    """Class decorator: register a :class:`Logger` backend as ``logger=<name>``."""
+    return LOGGERS.register(name)
+
+
+class Logger(ABC):
+    """One storage backend for a run's records. Steps are optimiser updates."""
+
+    @abstractmethod
+    def log_hyperparams(
+        self, params: Mapping[str, HParamValue], metric_tags: Sequence[str], config_text: str
+    ) -> None:
+        """Once per new run: the flattened config (``params``), the tags under which final
+        metrics will be logged as scalars (``metric_tags``) and the resolved config as YAML."""
+
+    @abstractmethod
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Scalars (``train/loss``, ``val/acc``, ``perf/...``, ``test/...``) at ``step``."""
+
+    def log_figure(self, tag: str, figure: Any, step: int) -> None:
+        """A matplotlib figure (closed by the caller after all loggers saw it); optional."""
+        return None
+
+    def log_image(self, tag: str, image: Tensor, step: int) -> None:
+        """A grey image (H, W) with values in [0, 1]; optional."""
+        return None
+
+    def flush(self) -> None:
+        """Make what was logged so far durable (called after every epoch)."""
+        return None
+
+    @abstractmethod
+    def close(self, status: str) -> None:
+        """The run has ended with ``status`` (completed, failed, ...); release resources."""
+
+
+class LoggerCollection(Logger):
+    """Several backends as one: every record goes to each of them, in order."""
+
+    def __init__(self, loggers: Sequence[Logger]) -> None:
+        self.loggers = list(loggers)
+
+    def log_hyperparams(
+        self, params: Mapping[str, HParamValue], metric_tags: Sequence[str], config_text: str
+    ) -> None:
+        for logger in self.loggers:
+            logger.log_hyperparams(params, metric_tags, config_text)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step)
+
+    def log_figure(self, tag: str, figure: Any, step: int) -> None:
+        for logger in self.loggers:
+            logger.log_figure(tag, figure, step)
+
+    def log_image(self, tag: str, image: Tensor, step: int) -> None:
+        for logger in self.loggers:
+            logger.log_image(tag, image, step)
+
+    def flush(self) -> None:
+        for logger in self.loggers:
+            logger.flush()
+
+    def close(self, status: str) -> None:
+        for logger in self.loggers:
+            logger.close(status)
+
+
+def build_loggers(
+    configs: Mapping[str, Any], run_dir: Path, resume_step: int | None = None
+) -> LoggerCollection:
+    """The backends named in the ``logger`` config (``{key: LoggerConfig}``), as one logger."""
+    return LoggerCollection(
+        [
+            LOGGERS.get(str(cfg.name)).component(cfg, Path(run_dir), resume_step)
+            for cfg in configs.values()
+        ]
+    )
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, HParamValue]:
+    """``{"model": {"hidden_size": 100}}`` -> ``{"model.hidden_size": 100}``; values that
+    loggers cannot show (None, lists) become strings."""
+    flat: dict[str, HParamValue] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value, prefix=f"{name}."))
+        elif isinstance(value, bool | int | float | str):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
