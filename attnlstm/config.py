@@ -472,8 +472,10 @@ class TextClassificationTaskConfig:
     the vocabulary is the training texts' tokens seen ``min_count`` times (others are
     ``<unk>``); texts longer than ``max_tokens`` keep their first tokens. The classes are the
     training labels, sorted. In training each token becomes ``<unk>`` with probability
-    ``word_dropout``. Batches of ``batch_size`` texts (``eval_batch_size`` in evaluation) are
-    padded, with lengths, drawn from pools sorted by length. Metrics: loss, accuracy and the
+    ``word_dropout``, and the loss's targets are smoothed by ``label_smoothing`` (the
+    reported loss is the plain cross-entropy). Batches of ``batch_size`` texts
+    (``eval_batch_size`` in evaluation) are padded, with lengths, drawn from pools sorted by
+    length. Metrics: loss, accuracy and the
     macro-averaged F1 over the classes. ``name`` only labels the run.
     """
 
@@ -490,13 +492,14 @@ class TextClassificationTaskConfig:
     min_count: int = 1
     max_tokens: int | None = None
     word_dropout: float = 0.0
+    label_smoothing: float = 0.0
     batch_size: int = 64
     eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
         _positive(self, "task", "min_count", "batch_size", "eval_batch_size")
         _positive_or_none(self, "task", "max_tokens", none_means="whole texts")
-        _probability(self, "task", "word_dropout")
+        _probability(self, "task", "word_dropout", "label_smoothing")
         if self.delimiter is not None and len(self.delimiter) != 1:
             _fail("task.delimiter", repr(self.delimiter), "one character, or null")
 
@@ -844,9 +847,10 @@ def validate(cfg: DictConfig) -> TrainConfig:
         raise ConfigError(unknown[0])
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
+        what = "the data folder" if missing[0] == "task.path" else "a value"
         raise ConfigError(
-            f"{missing[0]} must be set (it is '???', required): e.g. {missing[0]}=<value>"
-            + (" (the corpus folder)" if missing[0] == "task.path" else "")
+            f"{missing[0]}=??? is not allowed: it is required; give {what}, e.g."
+            f" {missing[0]}=<{what.split()[-1]}>"
         )
     typed = OmegaConf.to_object(cfg)
     assert isinstance(typed, TrainConfig)
@@ -872,3 +876,29 @@ def typed(node: Any, schema: type[T]) -> T:
     converted = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
     assert isinstance(converted, schema)
     return converted
+
+
+def retyped(saved: DictConfig) -> DictConfig:
+    """A saved run config (``config.yaml``, plain values) with its ``task`` and ``model``
+    nodes typed again by their schemas, found by their keys: the schema whose fields hold all
+    the saved keys with the fewest left over (a run saved before a key was added still
+    matches). Used when a run resumes."""
+    saved = saved.copy()
+    for group in ("task", "model"):
+        node = saved.get(group)
+        if not isinstance(node, DictConfig):
+            continue
+        keys = set(node.keys())
+        fitting = [
+            (len({f.name for f in dataclasses.fields(schema)} - keys), schema)
+            for schema in GROUP_SCHEMAS[group].values()
+            if keys <= {f.name for f in dataclasses.fields(schema)}
+        ]
+        if not fitting:
+            raise ConfigError(
+                f"the saved run's {group} settings ({', '.join(sorted(keys))}) fit no {group}"
+                " schema of this attnlstm; resume it with the release that started it"
+            )
+        schema = min(fitting, key=lambda pair: pair[0])[1]
+        saved[group] = OmegaConf.merge(OmegaConf.structured(schema), node)
+    return saved

@@ -9,6 +9,7 @@ attnlstm-train resume=outputs/addition/lstm_attn-feedforward/<timestamp> trainer
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -20,9 +21,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from attnlstm.config import TrainConfig, register_configs, validate
+from attnlstm.config import TrainConfig, register_configs, retyped, validate
 from attnlstm.errors import ConfigError
 from attnlstm.io import load_checkpoint, write_text
+from attnlstm.loggers import LOGGERS
 from attnlstm.models import build_model, check_compatible
 from attnlstm.paths import config_dir
 from attnlstm.tasks import build_task, task_family
@@ -86,7 +88,10 @@ def config_for_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> D
         saved = OmegaConf.load(saved_path)
     else:
         saved = OmegaConf.create(load_checkpoint(run_dir / "last.pt")["config"])
-    saved = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
+    had_loggers = "logger" in saved
+    saved = OmegaConf.merge(OmegaConf.structured(TrainConfig), retyped(saved))
+    if not had_loggers:  # a run from before the logger group: the default loggers
+        saved.logger = cfg.logger
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         root = key.split(".", 1)[0]
@@ -108,7 +113,18 @@ def check_config(cfg: DictConfig) -> TrainConfig:
     registries' capabilities), then the device. Returns the typed config."""
     typed = validate(cfg)
     family = task_family(cfg.task)
-    check_compatible(typed.model, typed.attention, family.target, family.inputs)
+    check_compatible(
+        typed.model, typed.attention, family.target, family.inputs, task=str(cfg.task.name)
+    )
+    for key, logger in typed.logger.items():
+        entry = LOGGERS.get(logger.name)  # ConfigError listing the loggers
+        missing = entry.needs_module is not None and importlib.util.find_spec(entry.needs_module)
+        if missing is None:
+            raise ConfigError(
+                f"logger.{key}.name={logger.name} is not allowed here: it needs the"
+                f' {entry.needs_module} package (pip install "attnlstm[{logger.name}]"); or'
+                " choose logger=tensorboard or logger=csv"
+            )
     return typed
 
 

@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 PAPER_RATES = [0.01, 0.003, 0.001, 0.0003]
+#: metrics.json statuses of a run that has not finished: re-running the sweep resumes it
+UNFINISHED = {"running", "interrupted", "failed"}
 
 
 def run_cell(problem: str, model: str, length: int, args: argparse.Namespace) -> str:
@@ -40,21 +42,34 @@ def run_cell(problem: str, model: str, length: int, args: argparse.Namespace) ->
             continue
         run_dir = args.out / f"{problem}-{model}-T{length}" / f"lr{rate}"
         metrics_path = run_dir / "metrics.json"
-        if not metrics_path.exists():
+        status = json.loads(metrics_path.read_text())["status"] if metrics_path.exists() else None
+        if status in UNFINISHED and not (run_dir / "last.pt").exists():
+            summary.append(f"lr={rate}: {status} before its first checkpoint ({run_dir})")
+            continue
+        if status is None or status in UNFINISHED:
             max_epochs = args.max_epochs if best is None else min(args.max_epochs, best)
+            # a run that crashed, was interrupted or is marked running continues where it
+            # stopped; a new one starts in its own folder
+            where = (
+                [f"resume={run_dir}"]
+                if status is not None
+                else [
+                    f"experiment={args.experiment}",
+                    f"task={problem}",
+                    f"model={model}",
+                    f"task.min_length={length}",
+                    f"optim.lr={rate}",
+                    f"hydra.run.dir={run_dir}",
+                    *args.overrides,
+                ]
+            )
             command = [
                 sys.executable,
                 "-m",
                 "attnlstm",
-                f"experiment={args.experiment}",
-                f"task={problem}",
-                f"model={model}",
-                f"task.min_length={length}",
-                f"optim.lr={rate}",
+                *where,
                 f"trainer.max_epochs={max_epochs}",
                 "trainer.progress_bar=false",
-                f"hydra.run.dir={run_dir}",
-                *args.overrides,
             ]
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             with open(args.out / "sweep.log", "a") as log:

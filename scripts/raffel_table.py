@@ -62,8 +62,8 @@ def load_runs(roots: list[Path]) -> list[dict[str, Any]]:
                 continue
             config = OmegaConf.to_container(OmegaConf.load(config_path))
             metrics = json.loads(metrics_path.read_text())
-            if metrics["status"] == "running" or not metrics["history"]:
-                continue  # still training (or never finished an epoch)
+            if metrics["status"] in ("running", "failed") or not metrics["history"]:
+                continue  # still training, crashed (re-run the sweep), or no epoch finished
             if not metrics["test"]:  # stopped by hand: its best checkpoint on the fixed set
                 best = metrics.get("best") or metrics["final"]
                 metrics["test"] = {"test/accuracy": best["val/accuracy"]}

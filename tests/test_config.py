@@ -91,7 +91,10 @@ TASK_OVERRIDES.update({name: [f"task={name}", "task.eval_size=8"] for name in ("
 #: and the text-classification tasks read labelled texts: a hand-written fixture in SST-2's layout
 TEXT_FIXTURE = Path(__file__).parent / "fixtures" / "text_classification"
 TASK_OVERRIDES.update(
-    {name: [f"task={name}", f"task.path={TEXT_FIXTURE}"] for name in ("sst2", "text_classification")}
+    {
+        name: [f"task={name}", f"task.path={TEXT_FIXTURE}"]
+        for name in ("sst2", "text_classification")
+    }
 )
 TASKS = sorted(
     {o for o in options("task") if o not in TASK_OVERRIDES or o.startswith(("rev", "sort"))}

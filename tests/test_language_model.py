@@ -404,13 +404,12 @@ def test_presets_run_end_to_end(experiment: str, tmp_path: Path) -> None:
 def test_generate_samples_words_from_a_checkpoint(tmp_path: Path) -> None:
     run_cli([*LM_TINY, "attention=dot", "trainer.max_epochs=1"], tmp_path)
     run_dir = only_run_dir(tmp_path / "outputs")
-    script = Path(__file__).parents[1] / "scripts" / "generate.py"
     import subprocess
     import sys
 
     def sample(*extra: str) -> str:
         result = subprocess.run(
-            [sys.executable, str(script), str(run_dir), "--words", "30", *extra],
+            [sys.executable, "-m", "attnlstm.cli.generate", str(run_dir), "--words", "30", *extra],
             capture_output=True,
             text=True,
             check=True,

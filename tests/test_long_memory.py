@@ -163,11 +163,11 @@ def test_resume_state_continues_the_stream() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"min_length": 5}, "too short"),
+        ({"min_length": 5}, "task.min_length=5 is not allowed: the markers need"),
         ({"max_length": 500}, "variable-length mode"),
-        ({"variable_length": True, "max_length": 20}, "below task.min_length"),
+        ({"variable_length": True, "max_length": 20}, "it must be >= task.min_length=50"),
         ({"eval_size": 50, "eval_batch_size": 20}, "multiple of"),
-        ({"batch_size": 0}, "task.batch_size must be positive"),
+        ({"batch_size": 0}, "task.batch_size=0 is not allowed: it must be positive"),
     ],
 )
 def test_bad_settings_are_explained(overrides: dict, message: str) -> None:

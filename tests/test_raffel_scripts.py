@@ -83,31 +83,32 @@ def test_sweep_prunes_later_rates_at_the_best_epoch_count(tmp_path: Path) -> Non
     """Rates run in the authors' order; a later rate stops at the best epochs so far, and
     after a one-epoch solve the rest are skipped."""
     out = tmp_path / "sweep"
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "raffel_sweep.py"),
+        "--out",
+        str(out),
+        "--problems",
+        "addition",
+        "--models",
+        "mean",
+        "--lengths",
+        "20",
+        "--rates",
+        "0.01",
+        "0.003",
+        "--max-epochs",
+        "3",
+        "--",
+        "task.batches_per_epoch=20",
+        "task.eval_size=100",
+        "model.hidden_size=8",
+        "model.head_size=8",
+        "device=cpu",
+        "task.tolerance=10",
+    ]
     result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "raffel_sweep.py"),
-            "--out",
-            str(out),
-            "--problems",
-            "addition",
-            "--models",
-            "mean",
-            "--lengths",
-            "20",
-            "--rates",
-            "0.01",
-            "0.003",
-            "--max-epochs",
-            "3",
-            "--",
-            "task.batches_per_epoch=20",
-            "task.eval_size=100",
-            "model.hidden_size=8",
-            "model.head_size=8",
-            "device=cpu",
-            "task.tolerance=10",
-        ],
+        command,
         capture_output=True,
         text=True,
         check=True,
@@ -121,6 +122,16 @@ def test_sweep_prunes_later_rates_at_the_best_epoch_count(tmp_path: Path) -> Non
     assert not (out / "addition-mean-T20" / "lr0.003").exists()
     table = _table(str(out))
     assert "| Addition, unweighted | 1 |" in table
+
+    # a run that crashed is resumed by the next sweep, not taken as finished
+    metrics_path = out / "addition-mean-T20" / "lr0.01" / "metrics.json"
+    crashed = json.loads(metrics_path.read_text())
+    crashed["status"] = "failed"
+    metrics_path.write_text(json.dumps(crashed))
+    assert "| Addition, unweighted | 1 |" not in _table(str(out))
+    subprocess.run(command, capture_output=True, text=True, check=True, cwd=tmp_path, timeout=240)
+    assert json.loads(metrics_path.read_text())["status"] == "solved"
+    assert "resumed from" in (out / "sweep.log").read_text()
 
 
 @pytest.mark.parametrize("preset", ["raffel_fixed", "raffel_variable"])

@@ -1,6 +1,6 @@
 """Encoder-decoders: data (synthetic pairs, eng-fra reading, filter and split), the model
 (both attention styles with every method: padding, vectorised = step-by-step, greedy and beam
-search), the task's metrics, training end to end, heatmaps and scripts/translate.py."""
+search), the task's metrics, training end to end, heatmaps and ``attnlstm-translate``."""
 
 from __future__ import annotations
 
@@ -416,9 +416,9 @@ def test_reverse_trains_end_to_end_with_heatmaps_and_length_buckets(tmp_path: Pa
     assert "| exact | beam_exact | exact_len_2_3 | exact_len_4_6 |" in table
     assert f"| luong | dot | {100 * test['test/exact']:.1f} | " in table
 
-    # scripts/evaluate.py: the same test numbers from the checkpoint; other decoding settings
+    # attnlstm-evaluate: the same test numbers from the checkpoint; other decoding settings
     def evaluate(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, str(SCRIPTS / "evaluate.py"), str(run), *args]
+        command = [sys.executable, "-m", "attnlstm.cli.evaluate", str(run), *args]
         return subprocess.run(command, capture_output=True, text=True)
 
     out = tmp_path / "eval.json"
@@ -448,7 +448,7 @@ def test_reverse_trains_end_to_end_with_heatmaps_and_length_buckets(tmp_path: Pa
     assert f"| luong | dot | {100 * greedy_only['exact']:.1f} |  | " in table  # no beam column
 
 
-def test_translate_script_after_training(tmp_path: Path) -> None:
+def test_translate_command_after_training(tmp_path: Path) -> None:
     run_cli(
         [
             "task=translation",
@@ -469,7 +469,8 @@ def test_translate_script_after_training(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,
-            str(SCRIPTS / "translate.py"),
+            "-m",
+            "attnlstm.cli.translate",
             str(run),
             "Je suis fatigué.",
             "Il est grand !",
@@ -489,7 +490,7 @@ def test_translate_script_after_training(tmp_path: Path) -> None:
     assert len(pngs) == 2
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     bad = subprocess.run(
-        [sys.executable, str(SCRIPTS / "translate.py"), str(tmp_path / "nowhere"), "x"],
+        [sys.executable, "-m", "attnlstm.cli.translate", str(tmp_path / "nowhere"), "x"],
         capture_output=True,
         text=True,
     )

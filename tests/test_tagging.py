@@ -1,4 +1,4 @@
-"""POS tagging: the CoNLL-U reader, the tasks, the tagger model and ``scripts/tag.py``."""
+"""POS tagging: the CoNLL-U reader, the tasks, the tagger model and ``attnlstm-tag``."""
 
 from __future__ import annotations
 
@@ -504,9 +504,9 @@ def test_aux_tags_train_and_tag_from_the_checkpoint(tmp_path: Path) -> None:
     run_dir = only_run_dir(tmp_path / "outputs")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert "val/aux_acc" in metrics["history"][-1] and "test/aux_acc" in metrics["test"]
-    script = Path(__file__).parents[1] / "scripts" / "tag.py"
+    tag_command = [sys.executable, "-m", "attnlstm.cli.tag"]
     result = subprocess.run(
-        [sys.executable, str(script), str(run_dir), "The dog read ."],
+        [*tag_command, str(run_dir), "The dog read ."],
         capture_output=True,
         text=True,
         timeout=120,
@@ -549,9 +549,9 @@ def test_train_resume_and_tag_from_a_checkpoint(attention: str, tmp_path: Path) 
     run_cli([f"resume={run_dir}", "trainer.max_epochs=3"], tmp_path)
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
 
-    script = Path(__file__).parents[1] / "scripts" / "tag.py"
+    tag_command = [sys.executable, "-m", "attnlstm.cli.tag"]
     result = subprocess.run(
-        [sys.executable, str(script), str(run_dir), "The dog read .", "I know"],
+        [*tag_command, str(run_dir), "The dog read .", "I know"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -562,7 +562,7 @@ def test_train_resume_and_tag_from_a_checkpoint(attention: str, tmp_path: Path) 
     tags = [pair.rsplit("/", 1)[1] for line in lines for pair in line.split()]
     assert len(tags) == 6 and set(tags) <= set(build_task_tags())
     missing = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "nowhere"), "x"],
+        [*tag_command, str(tmp_path / "nowhere"), "x"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -658,30 +658,30 @@ def test_evaluate_and_tag_with_an_ensemble_of_runs(tmp_path: Path) -> None:
         # b: another seed's draws (the auxiliary head's) and an auxiliary head to ignore
         run_cli([*POS_TINY, extra, "trainer.attention_images=0"], tmp_path / name)
     first, second = (only_run_dir(tmp_path / n / "outputs") for n in "ab")
-    scripts = Path(__file__).parents[1] / "scripts"
 
-    def script(name: str, *args: object) -> subprocess.CompletedProcess[str]:
+    def command(name: str, *args: object) -> subprocess.CompletedProcess[str]:
+        """``attnlstm-<name> <args>`` (``python -m attnlstm.cli.<name>``)."""
         return subprocess.run(
-            [sys.executable, str(scripts / name), *map(str, args)],
+            [sys.executable, "-m", f"attnlstm.cli.{name}", *map(str, args)],
             capture_output=True,
             text=True,
             timeout=120,
         )
 
-    alone = json.loads(script("evaluate.py", first).stdout)["metrics"]
-    result = script("evaluate.py", first, second, "--out", tmp_path / "ensemble.json")
+    alone = json.loads(command("evaluate", first).stdout)["metrics"]
+    result = command("evaluate", first, second, "--out", tmp_path / "ensemble.json")
     assert result.returncode == 0, result.stderr
     ensemble = json.loads((tmp_path / "ensemble.json").read_text())
     assert len(ensemble["checkpoint"]) == 2
     assert {"acc", "unseen_acc", "acc_NOUN"} <= set(ensemble["metrics"])
     assert ensemble["metrics"]["loss"] != alone["loss"]  # two models' probabilities, not one
-    tagged = script("tag.py", first, "--also", second, "The dog read .")
+    tagged = command("tag", first, "--also", second, "The dog read .")
     assert tagged.returncode == 0, tagged.stderr
     assert [pair.rsplit("/", 1)[0] for pair in tagged.stdout.split()] == ["The", "dog", "read", "."]
 
     run_cli([*POS_TINY, "task.lowercase=true"], tmp_path / "c")  # another vocabulary
     third = only_run_dir(tmp_path / "c" / "outputs")
-    refused = script("evaluate.py", first, third)
+    refused = command("evaluate", first, third)
     assert refused.returncode == 2 and "another vocabulary" in refused.stderr
-    refused = script("tag.py", first, "--also", third, "The dog")
+    refused = command("tag", first, "--also", third, "The dog")
     assert refused.returncode == 2 and "another vocabulary" in refused.stderr

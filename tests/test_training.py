@@ -180,7 +180,7 @@ def test_resume_refuses_to_change_the_run(tmp_path: Path) -> None:
     run_dir = only_run_dir(tmp_path / "outputs")
     result = run_cli([f"resume={run_dir}", "model.hidden_size=16"], tmp_path, check=False)
     assert result.returncode == 2
-    assert "resume continues a run with its own config" in result.stdout
+    assert "resume continues a run with its own config" in result.stderr
     missing = run_cli([f"resume={tmp_path / 'nowhere'}"], tmp_path, check=False)
     assert missing.returncode != 0 and "no last.pt there" in missing.stderr
     assert not (tmp_path / "nowhere").exists()
@@ -375,5 +375,5 @@ def test_ema_run_tests_the_average_and_resumes_exactly(tmp_path: Path) -> None:
 def test_a_bad_ema_decay_stops_the_run_with_a_config_error(tmp_path: Path) -> None:
     result = run_cli([*TINY, "optim.averaging=ema", "optim.ema_decay=1.5"], tmp_path, check=False)
     assert result.returncode == 2
-    assert "optim.ema_decay must be in (0, 1), got 1.5" in result.stdout
+    assert "optim.ema_decay=1.5 is not allowed" in result.stderr
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.pt"))

@@ -17,7 +17,6 @@ writes them to a new file (never over an existing one).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -30,59 +29,31 @@ from omegaconf.errors import OmegaConfBaseException
 
 from attnlstm.cli.common import ArgumentParser, UsageError, fail, open_run
 from attnlstm.cli.taggers import taggers_of
-from attnlstm.config import typed
+from attnlstm.config import retyped
 from attnlstm.errors import ConfigError
 from attnlstm.io import checkpoint_file, write_json
 from attnlstm.runs import LoadedRun
-from attnlstm.tasks import TASKS, Task, build_task
+from attnlstm.tasks import Task, build_task
 
 __all__ = ["evaluate", "main"]
 
 
 def _with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """``cfg`` with the ``task.<key>=<value>`` overrides applied; ConfigError for another key
-    or a key the task does not have."""
+    """``cfg`` (typed by :func:`attnlstm.config.retyped`) with the ``task.<key>=<value>``
+    overrides applied; ConfigError for another key, a key the task does not have or a value
+    of the wrong type."""
     for override in overrides:
         key, equals, _ = override.partition("=")
         if not key.startswith("task.") or not equals:
             raise ConfigError(f"--set takes task.<key>=<value>, got {override!r}")
         if OmegaConf.select(cfg, key, default=None) is None and key[5:] not in cfg.task:
             raise ConfigError(f"--set {override}: the task has no key {key[5:]!r}")
-    merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    try:
+        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as error:  # a value of the wrong type, say
+        raise ConfigError(f"--set {' '.join(overrides)}: {error}") from error
     assert isinstance(merged, DictConfig)
     return merged
-
-
-def _typed_task_config(task_cfg: DictConfig) -> Any:
-    """The typed config (an instance of its family's schema, as :func:`build_task` needs) of
-    a task config stored in a checkpoint, which is plain: the family is the registered one
-    whose schema has every key of ``task_cfg`` and accepts its values (the one whose keys are
-    exactly these where several do).
-
-    Raises:
-        ConfigError: no registered family fits, or a value is out of its key's range (with the
-            schema's own message).
-    """
-    keys = {str(key) for key in task_cfg}
-    candidates = [
-        entry
-        for entry in TASKS.entries()
-        if entry.schema is not None and keys <= {f.name for f in dataclasses.fields(entry.schema)}
-    ]
-    # most specific first: the schema whose keys are exactly the stored ones
-    candidates.sort(key=lambda entry: len(dataclasses.fields(entry.schema)))
-    errors: list[Exception] = []
-    for entry in candidates:
-        try:
-            return typed(task_cfg, entry.schema)
-        except (ValueError, OmegaConfBaseException) as error:  # ConfigError is a ValueError
-            errors.append(error)
-    if errors:
-        raise ConfigError(str(errors[0]).splitlines()[0])
-    raise ConfigError(
-        f"the run's task config (task.name={task_cfg.get('name')}) fits no task family of this"
-        f" attnlstm ({', '.join(TASKS.names())})"
-    )
 
 
 def _plain_state(state: dict[str, Any]) -> dict[str, Any]:
@@ -142,9 +113,9 @@ def evaluate(
     run = open_run(path)
     if ensemble_with and run.cfg.model.name != "tagger":
         raise ConfigError(f"ensembles are for taggers; {path} is a model={run.cfg.model.name} run")
-    cfg = _with_overrides(run.cfg, overrides)
-    task_cfg = _typed_task_config(cfg.task)
-    task = build_task(task_cfg, int(cfg.seed), data_dir or cfg.get("data_dir"))
+    # the stored config is plain: type its task by its schema, which then checks the overrides
+    cfg = _with_overrides(retyped(run.cfg), overrides)
+    task = build_task(cfg.task, int(cfg.seed), data_dir or cfg.get("data_dir"))
     _check_task_fits(task, run)
     model = run.model
     if ensemble_with:

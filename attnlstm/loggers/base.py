@@ -25,9 +25,12 @@ HParamValue = bool | int | float | str
 LOGGERS: Registry[type[Logger]] = Registry("logger")
 
 
-def register_logger(name: str) -> Callable[[type[Logger]], type[Logger]]:
-    """Class decorator: register a :class:`Logger` backend as ``logger=<name>``."""
-    return LOGGERS.register(name)
+def register_logger(
+    name: str, needs_module: str | None = None
+) -> Callable[[type[Logger]], type[Logger]]:
+    """Class decorator: register a :class:`Logger` backend as ``logger=<name>``;
+    ``needs_module``: an optional package it imports, checked before a run starts."""
+    return LOGGERS.register(name, needs_module=needs_module)
 
 
 class Logger(ABC):
@@ -90,8 +93,15 @@ class LoggerCollection(Logger):
             logger.flush()
 
     def close(self, status: str) -> None:
+        """Close every backend, even when one of them fails (its error is raised after)."""
+        failure: Exception | None = None
         for logger in self.loggers:
-            logger.close(status)
+            try:
+                logger.close(status)
+            except Exception as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
 
 
 def build_loggers(

@@ -24,7 +24,14 @@ from attnlstm.loggers.base import HParamValue, Logger, register_logger
 RUN_ID_FILE = "mlflow_run_id"
 #: MLflow's limit on a parameter value's length
 MAX_PARAM_LENGTH = 500
-_END_STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}
+#: the MLflow run status of each way an attnlstm run ends (attnlstm/training/trainer.py);
+#: the rest (diverged, failed) is FAILED
+_END_STATUS = {
+    "completed": "FINISHED",
+    "solved": "FINISHED",
+    "early_stopped": "FINISHED",
+    "interrupted": "KILLED",
+}
 
 
 def _safe_key(tag: str) -> str:
@@ -32,7 +39,7 @@ def _safe_key(tag: str) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in tag)
 
 
-@register_logger("mlflow")
+@register_logger("mlflow", needs_module="mlflow")
 class MLflowLogger(Logger):
     """Records to an MLflow run, through :class:`mlflow.MlflowClient` (no global state)."""
 

@@ -31,10 +31,16 @@ __all__ = [
 
 
 def check_compatible(
-    model_cfg: Any, attention_cfg: Any, target: str, inputs: str = "features"
+    model_cfg: Any,
+    attention_cfg: Any,
+    target: str,
+    inputs: str = "features",
+    task: str | None = None,
 ) -> None:
     """Raise :class:`ConfigError` with a plain sentence if the model cannot run as configured
-    on a task that needs ``target`` predicted from ``inputs`` (see attnlstm.contracts)."""
+    on a task (named ``task`` in the messages) that needs ``target`` predicted from
+    ``inputs`` (see attnlstm.contracts)."""
+    this_task = "this task" if task is None else f"task={task}"
     name = str(model_cfg.name)
     entry = MODELS.get(name)
     method = str(attention_cfg.method)
@@ -42,15 +48,15 @@ def check_compatible(
     if entry.predicts != target:
         fitting = [e.name for e in MODELS.entries() if e.predicts == target]
         raise ConfigError(
-            f"model={name} predicts {TARGET_KINDS.get(entry.predicts, entry.predicts)}, but this"
-            f" task needs {TARGET_KINDS.get(target, target)}; models that fit it:"
+            f"model={name} predicts {TARGET_KINDS.get(entry.predicts, entry.predicts)}, but"
+            f" {this_task} needs {TARGET_KINDS.get(target, target)}; models that fit it:"
             f" {', '.join(sorted(fitting)) or 'none yet'}"
         )
     if inputs not in entry.reads:
         fitting = [e.name for e in MODELS.entries() if e.predicts == target and inputs in e.reads]
         raise ConfigError(
-            f"model={name} reads {' or '.join(INPUT_KINDS[i] for i in entry.reads)}, but this"
-            f" task gives {INPUT_KINDS.get(inputs, inputs)}; models that fit it:"
+            f"model={name} reads {' or '.join(INPUT_KINDS[i] for i in entry.reads)}, but"
+            f" {this_task} gives {INPUT_KINDS.get(inputs, inputs)}; models that fit it:"
             f" {', '.join(sorted(fitting)) or 'none yet'}"
         )
     needs = entry.attention

@@ -181,7 +181,11 @@ class TextClassificationTask(Task):
     # -- loss and metrics -------------------------------------------------------------------
 
     def loss(self, output: Any, batch: SequenceBatch) -> Tensor:
-        return nn.functional.cross_entropy(output.prediction, batch.targets)
+        """Mean cross-entropy, targets smoothed by ``task.label_smoothing`` in training."""
+        smoothing = self.cfg.label_smoothing if output.prediction.requires_grad else 0.0
+        return nn.functional.cross_entropy(
+            output.prediction, batch.targets, label_smoothing=smoothing
+        )
 
     def new_meter(self, split: str = "val") -> Meter:
         return ClassificationMeter(len(self.classes))

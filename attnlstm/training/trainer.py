@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -44,7 +43,6 @@ from attnlstm.io import (
 )
 from attnlstm.loggers import Logger, LoggerCollection, build_loggers, flatten_config
 from attnlstm.loggers.tensorboard import attention_image, attention_matrix_image
-from attnlstm.plots import attention_figure
 from attnlstm.tasks.base import Task
 from attnlstm.training.averaging import build_averaging
 from attnlstm.training.interrupt import StopRequest
@@ -469,6 +467,11 @@ class Trainer:
         maps = self.task.attention_maps(output, batch)
         step = self.state.step
         if maps is not None:  # labelled heatmaps, one figure per example
+            # matplotlib only when there are figures to draw (it costs start-up time)
+            import matplotlib.pyplot as plt
+
+            from attnlstm.plots import attention_figure
+
             for index, attention in enumerate(maps):
                 figure = attention_figure(attention)
                 self.logger.log_figure(f"val/attention/{index}", figure, step)
