@@ -676,7 +676,7 @@ class AttentionConfig:
     """``attention=<method>``: one of the registered methods (attnlstm.attention.ATTENTION),
     or ``none``; checked against the registry before anything is built."""
 
-    method: str = "feedforward"
+    method: str = "none"  # conf/train.yaml picks the default method
     # scorer width for methods that take one (concat / additive: default the key size;
     # feedforward: a two-layer scorer, default the paper's single layer); others ignore it
     hidden_dim: int | None = None

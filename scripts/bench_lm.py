@@ -32,9 +32,10 @@ from torch import Tensor, nn
 
 from attnlstm.attention import Attention, make_attention
 from attnlstm.config import LanguageModelConfig, LanguageModelTaskConfig
+from attnlstm.contracts import TaskSpec
 from attnlstm.data.corpus import batchify
 from attnlstm.errors import ConfigError
-from attnlstm.models import build_language_model
+from attnlstm.models import build_model
 from attnlstm.tasks.language_model import LanguageModelTask, TokenBatch
 
 
@@ -158,7 +159,8 @@ def build_variants(args: argparse.Namespace, vocab: int) -> dict[str, Callable[[
             )
         )
         attention_cfg = OmegaConf.create({"method": method, "hidden_dim": None})
-        model = build_language_model(cfg, attention_cfg, vocab).train()
+        spec = TaskSpec(vocab, vocab, target="tokens", inputs="tokens")
+        model = build_model(cfg, attention_cfg, spec).train()
         optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
         task = LanguageModelTask.__new__(LanguageModelTask)  # only its forward/loss are used
         task._state, task._train_nll, task._train_tokens = {}, 0.0, 0

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlstm.attention import make_attention
-from attnlstm.config import Seq2SeqTaskConfig
+from attnlstm.config import SyntheticSeq2SeqTaskConfig
 from attnlstm.data.seq2seq import IGNORE, Seq2SeqBatch
 from attnlstm.models.seq2seq import Memory, Seq2Seq
 from attnlstm.tasks.seq2seq import Seq2SeqTask
@@ -98,7 +98,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    cfg = Seq2SeqTaskConfig(
+    cfg = SyntheticSeq2SeqTaskConfig(
         name="reverse",
         min_length=args.min_length,
         max_length=args.max_length,

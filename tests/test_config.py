@@ -9,9 +9,9 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
-from attnlstm.errors import ConfigError
 from attnlstm.attention import ATTENTION
 from attnlstm.config import GROUP_SCHEMAS
+from attnlstm.errors import ConfigError
 from attnlstm.models import MODELS, build_model
 from attnlstm.paths import config_dir
 from attnlstm.tasks import TASKS as TASK_FAMILIES

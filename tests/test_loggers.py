@@ -379,3 +379,35 @@ def test_one_backend_failing_to_close_does_not_keep_the_others_open() -> None:
     with pytest.raises(OSError, match="disk full"):
         LoggerCollection([broken, after]).close("completed")
     assert broken.closed == after.closed == ["completed"]
+
+
+def test_only_the_process_that_owns_the_run_folder_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torchrun, RANK > 0 trains without logging: no event file, no metrics.csv."""
+    monkeypatch.setenv("RANK", "1")
+    cfg = compose_config([*TINY, "trainer.max_epochs=1"])
+    typed = check_config(cfg)
+    task = build_task(typed.task, typed.seed, typed.data_dir)
+    model = build_model(typed.model, typed.attention, task.spec)
+    trainer = Trainer(
+        task,
+        model,
+        torch.device("cpu"),
+        tmp_path,
+        typed.trainer,
+        typed.optim,
+        config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        loggers={"tensorboard": LoggerConfig(), "csv": LoggerConfig(name="csv")},
+    )
+    assert trainer.run()["status"] == "completed"
+    assert not list(tmp_path.glob("events.out.tfevents.*"))
+    assert not (tmp_path / "metrics.csv").exists()
+    monkeypatch.setenv("RANK", "0")
+    trainer.owns_run_folder = True
+    trainer.setup()
+    assert [type(logger).__name__ for logger in trainer.logger.loggers] == [
+        "TensorBoardLogger",
+        "CSVLogger",
+    ]
+    trainer.close("completed")

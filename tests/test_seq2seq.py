@@ -16,7 +16,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from attnlstm.attention import ATTENTION_METHODS, make_attention
-from attnlstm.config import Seq2SeqTaskConfig
+from attnlstm.config import TranslationTaskConfig
 from attnlstm.data.seq2seq import (
     BOS_ID,
     EOS_ID,
@@ -71,7 +71,7 @@ def two_pairs():
 
 
 def translation_task(**overrides: object) -> Seq2SeqTask:
-    cfg = Seq2SeqTaskConfig(name="translation", path=str(FIXTURE), **overrides)
+    cfg = TranslationTaskConfig(name="translation", path=str(FIXTURE), **overrides)
     return Seq2SeqTask(cfg, seed=0)
 
 
@@ -298,9 +298,9 @@ def test_gru_cell_and_scheduled_sampling() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.attention_style=bahdanau", "model.input_feed=true"], "input_feed is Luong"),
+        (["model.attention_style=bahdanau", "model.input_feed=true"], "input feeding is Luong"),
         (["model.hidden_size=7"], "must be even"),
-        (["model.teacher_forcing=1.5"], "teacher_forcing must lie"),
+        (["model.teacher_forcing=1.5"], r"model\.teacher_forcing=1\.5 is not allowed"),
         (["attention=none", "model.input_feed=true"], "needs attention"),
     ],
 )
@@ -339,7 +339,7 @@ def test_translation_task_reads_filters_and_splits_the_fixture() -> None:
 
 def test_missing_translation_data_says_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data not found"):
-        Seq2SeqTask(Seq2SeqTaskConfig(name="translation", path=str(tmp_path)), seed=0)
+        Seq2SeqTask(TranslationTaskConfig(name="translation", path=str(tmp_path)), seed=0)
 
 
 def test_meter_counts_exact_matches_against_any_reference_and_bleu_is_sacrebleus() -> None:

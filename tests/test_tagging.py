@@ -434,7 +434,7 @@ def test_the_tagger_refuses_other_tasks_and_other_models_refuse_tagging() -> Non
     with pytest.raises(ConfigError, match="a tag for every word"):
         build_model(lm_cfg.model, lm_cfg.attention, task.spec)
     cfg = compose_config(["model=tagger", "model.char_encoder=cnn", "model.char_kernel_size=4"])
-    with pytest.raises(ConfigError, match="char_kernel_size must be odd"):
+    with pytest.raises(ConfigError, match="char_kernel_size=4 is not allowed: it must be odd"):
         build_model(cfg.model, cfg.attention, task.spec)
 
 
@@ -490,9 +490,9 @@ def test_aux_tags_reach_the_batches_the_model_the_loss_and_the_metrics() -> None
 
 
 def test_aux_tag_settings_that_make_no_sense_are_config_errors() -> None:
-    with pytest.raises(ConfigError, match="aux_tag_column=upos is the target column itself"):
+    with pytest.raises(ConfigError, match="aux_tag_column=upos is not allowed: it is the target"):
         fixture_task(aux_tag_column="upos")
-    with pytest.raises(ConfigError, match="aux_weight must be >= 0"):
+    with pytest.raises(ConfigError, match="aux_weight=-1 is not allowed: it must be >= 0"):
         fixture_task(aux_tag_column="xpos", aux_weight=-1.0)
     toy = compose_config(["task=pos_toy", "task.aux_tag_column=xpos"])
     with pytest.raises(ConfigError, match="pos_toy has one tag column"):

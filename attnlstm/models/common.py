@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from attnlstm.contracts import ModelOutput, TaskSpec
@@ -48,6 +49,8 @@ class EmbeddedTokens(nn.Module):
         x_t = dropout(E[token_t])   (B, T) ids -> (B, T, embedding_size) -> ``model``
 
     Padding (``pad`` id) embeds to zeros; the wrapped model masks it by ``lengths`` anyway.
+    E is initialised N(0, 0.1^2), as word vectors usually are, rather than nn.Embedding's
+    N(0, 1), which saturates the LSTM's gates at the start of training.
     """
 
     def __init__(
@@ -55,6 +58,9 @@ class EmbeddedTokens(nn.Module):
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad)
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        with torch.no_grad():
+            self.embedding.weight[pad].zero_()
         self.dropout = nn.Dropout(dropout)
         self.model = model
 

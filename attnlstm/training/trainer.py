@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import signal
 import time
@@ -99,7 +100,8 @@ class Trainer:
 
     ``config`` is the run's resolved config as plain containers: it is stored in every
     checkpoint and logged as hyperparameters. ``loggers``: ``{key: LoggerConfig}`` (the
-    ``logger`` config), or a ready :class:`Logger`.
+    ``logger`` config), or a ready :class:`Logger`. Only the process that owns the run folder
+    logs (``owns_run_folder``; default: ``$RANK`` is unset or 0).
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class Trainer:
         optim_cfg: OptimConfig,
         config: Mapping[str, Any],
         loggers: Mapping[str, Any] | Logger | None = None,
+        owns_run_folder: bool | None = None,
     ) -> None:
         self.task = task
         self.model = model.to(device)
@@ -131,6 +134,10 @@ class Trainer:
         self.test_metrics: dict[str, float] = {}
         self.stop_request = StopRequest()
         self._set_up = False
+        # one process of a multi-process run (RANK > 0 under torchrun) trains without logging
+        self.owns_run_folder = (
+            int(os.environ.get("RANK", "0")) == 0 if owns_run_folder is None else owns_run_folder
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -140,6 +147,9 @@ class Trainer:
         self._set_up = True
         if checkpoint is not None:
             self.resume(checkpoint)
+        if not self.owns_run_folder:
+            self.logger = LoggerCollection([])
+            return
         if isinstance(self.logger_cfgs, Logger):
             self.logger = self.logger_cfgs
         else:
