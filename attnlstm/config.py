@@ -79,6 +79,12 @@ class SyntheticSeq2SeqProblem(StrEnum):
     sort = "sort"
 
 
+class TranslationTaskName(StrEnum):
+    """``translation`` (``task=translation`` and ``task=translation_full`` both)."""
+
+    translation = "translation"
+
+
 class TranslationFilter(StrEnum):
     """``tutorial``: PyTorch's translation tutorial's pairs only (both sides under
     ``filter_max_length`` tokens, English starting "i am", "he is", ...); ``none``: every
@@ -429,10 +435,10 @@ class TranslationTaskConfig(Seq2SeqTaskConfig):
     translated from ``source_language`` to the other. Source sentences are split
     ``valid_fraction`` / ``test_fraction`` / rest with ``split_seed``, all translations of a
     source staying in one split (they are its references). Vocabularies keep tokens seen
-    ``min_count`` times in training. ``name`` only labels the run.
+    ``min_count`` times in training.
     """
 
-    name: str = "translation"
+    name: TranslationTaskName = TranslationTaskName.translation
     path: str = "eng-fra"
     file: str = "eng-fra.txt"
     source_language: Language = Language.fra
@@ -468,7 +474,10 @@ class TextClassificationTaskConfig:
     and ``test_file``; each row gives a label in ``label_column`` and a text in
     ``text_column``, each a header name or a position (``"0"``, ``"1"``); ``header`` says
     whether the first row names the columns; ``delimiter`` null means a comma for ``.csv``
-    files and a tab otherwise. Texts are split on whitespace (``lowercase`` first, if set);
+    files and a tab otherwise. Texts are split on whitespace (``lowercase`` first, if set;
+    ``unescape_ptb`` writes the Penn Treebank's escapes ``-lrb-``, ``-rrb-``, ``\\/`` ... as
+    the characters they stand for, as SST-2's dev and test files use them and its train file
+    does not);
     the vocabulary is the training texts' tokens seen ``min_count`` times (others are
     ``<unk>``); texts longer than ``max_tokens`` keep their first tokens. The classes are the
     training labels, sorted. In training each token becomes ``<unk>`` with probability
@@ -489,6 +498,7 @@ class TextClassificationTaskConfig:
     header: bool = True
     delimiter: str | None = None
     lowercase: bool = False
+    unescape_ptb: bool = False
     min_count: int = 1
     max_tokens: int | None = None
     word_dropout: float = 0.0
@@ -710,6 +720,9 @@ class OptimConfig:
     averaging: WeightAveraging = WeightAveraging.none
     nonmono: int = 5  # nt_asgd: epochs of the non-monotone trigger
     ema_decay: float = 0.999  # ema: the average's decay per update
+    # adam / adamw: PyTorch's fused kernel, one pass over all parameters per step (the same
+    # update; several times faster for a large embedding matrix on the CPU)
+    fused: bool = False
 
     def __post_init__(self) -> None:
         _positive(self, "optim", "lr", "step_size")
@@ -773,25 +786,12 @@ class TrainConfig:
     data_dir: str | None = None  # datasets (default: $ATTNLSTM_DATA)
 
 
-#: The schema each config group's options start from. They live in the ConfigStore under
+#: The schema each fixed config group's options start from. They live in the ConfigStore under
 #: ``schema/<group>`` (out of the way of the group's own option list) and an option's YAML
-#: begins with ``defaults: [/schema/<group>@_here_: <name>]``. A test checks that every
-#: registered model and task family's schema is here.
+#: begins with ``defaults: [/schema/<group>@_here_: <name>]``. The task and model schemas are
+#: stored from the registries (``schema/task/<family>``, ``schema/model/<model name>``): see
+#: :func:`register_configs`.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "task": {
-        "long_memory": LongMemoryTaskConfig,
-        "language_model": LanguageModelTaskConfig,
-        "tagging": TaggingTaskConfig,
-        "seq2seq": SyntheticSeq2SeqTaskConfig,
-        "translation": TranslationTaskConfig,
-        "text_classification": TextClassificationTaskConfig,
-    },
-    "model": {
-        "sequence": SequenceModelConfig,
-        "language_model": LanguageModelConfig,
-        "tagger": TaggerConfig,
-        "seq2seq": Seq2SeqConfig,
-    },
     "attention": {"attention": AttentionConfig},
     "device": {"device": DeviceConfig},
     "trainer": {"trainer": TrainerConfig},
@@ -800,11 +800,13 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
-def register_configs() -> None:
-    """Register the root schema and the group schemas in Hydra's ConfigStore."""
+def register_configs(families: dict[str, dict[str, type]] | None = None) -> None:
+    """Register the root schema, the fixed groups' schemas and ``families`` (``{"task":
+    {family: schema}, "model": {model name: schema}}``, from the registries) in Hydra's
+    ConfigStore."""
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
-    for group, schemas in GROUP_SCHEMAS.items():
+    for group, schemas in {**GROUP_SCHEMAS, **(families or {})}.items():
         for name, node in schemas.items():
             store.store(group=f"schema/{group}", name=name, node=node)
 
@@ -878,27 +880,32 @@ def typed(node: Any, schema: type[T]) -> T:
     return converted
 
 
-def retyped(saved: DictConfig) -> DictConfig:
+def retyped(saved: DictConfig, candidates: dict[str, list[type]]) -> DictConfig:
     """A saved run config (``config.yaml``, plain values) with its ``task`` and ``model``
-    nodes typed again by their schemas, found by their keys: the schema whose fields hold all
-    the saved keys with the fewest left over (a run saved before a key was added still
-    matches). Used when a run resumes."""
+    nodes typed again by their schemas (``candidates``: ``{"task": [schemas], "model":
+    [...]}``, from the registries), found by their keys: the schema that leaves the fewest
+    saved keys out and accepts the saved ``name``, then the fewest of its own fields unset. A
+    run saved before a key was added still matches; keys the schema no longer has (a schema
+    that was split in two) are dropped."""
     saved = saved.copy()
-    for group in ("task", "model"):
+    for group, schemas in candidates.items():
         node = saved.get(group)
         if not isinstance(node, DictConfig):
             continue
         keys = set(node.keys())
-        fitting = [
-            (len({f.name for f in dataclasses.fields(schema)} - keys), schema)
-            for schema in GROUP_SCHEMAS[group].values()
-            if keys <= {f.name for f in dataclasses.fields(schema)}
-        ]
-        if not fitting:
+        ranked = []
+        for schema in schemas:
+            fields = {f.name for f in dataclasses.fields(schema)}
+            kept = OmegaConf.masked_copy(node, sorted(keys & fields))
+            try:
+                typed_node = OmegaConf.merge(OmegaConf.structured(schema), kept)
+            except Exception:  # the saved name (or a value) is not one this schema accepts
+                continue
+            ranked.append((len(keys - fields), len(fields - keys), typed_node))
+        if not ranked:
             raise ConfigError(
                 f"the saved run's {group} settings ({', '.join(sorted(keys))}) fit no {group}"
                 " schema of this attnlstm; resume it with the release that started it"
             )
-        schema = min(fitting, key=lambda pair: pair[0])[1]
-        saved[group] = OmegaConf.merge(OmegaConf.structured(schema), node)
+        saved[group] = min(ranked, key=lambda entry: entry[:2])[2]
     return saved

@@ -17,11 +17,31 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from attnlstm.config import retyped
 from attnlstm.contracts import TaskSpec
 from attnlstm.io import CHECKPOINT_VERSION, checkpoint_file, evaluated_weights, load_checkpoint
-from attnlstm.models import build_model
+from attnlstm.models import MODELS, build_model
+from attnlstm.tasks import TASKS
 
-__all__ = ["LoadedRun", "load_run"]
+__all__ = ["LoadedRun", "family_schemas", "load_run", "saved_config"]
+
+
+def family_schemas() -> dict[str, dict[str, type]]:
+    """``{"task": {family: schema}, "model": {model name: schema}}`` from the registries:
+    what the ConfigStore holds under ``schema/task`` and ``schema/model``."""
+    return {
+        "task": {entry.name: entry.schema for entry in TASKS.entries()},
+        "model": {entry.name: entry.schema for entry in MODELS.entries()},
+    }
+
+
+def saved_config(cfg: DictConfig) -> DictConfig:
+    """A run's saved config with its task and model nodes typed by their registered schemas
+    again (:func:`attnlstm.config.retyped`), as a freshly composed config has them."""
+    candidates = {
+        group: list(dict.fromkeys(schemas.values())) for group, schemas in family_schemas().items()
+    }
+    return retyped(cfg, candidates)
 
 
 @dataclass

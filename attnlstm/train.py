@@ -21,12 +21,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from attnlstm.config import TrainConfig, register_configs, retyped, validate
+from attnlstm.config import TrainConfig, register_configs, validate
+from attnlstm.contracts import TaskSpec
 from attnlstm.errors import ConfigError
-from attnlstm.io import load_checkpoint, write_text
+from attnlstm.io import CHECKPOINT_VERSION, load_checkpoint, write_text
 from attnlstm.loggers import LOGGERS
 from attnlstm.models import build_model, check_compatible
 from attnlstm.paths import config_dir
+from attnlstm.runs import family_schemas, saved_config
 from attnlstm.tasks import build_task, task_family
 from attnlstm.training import Trainer, resolve_device
 
@@ -74,7 +76,7 @@ def _job_dirname(override_dirname: str) -> str:
     return f"{override_dirname.encode()[:180].decode(errors='ignore')}...{digest}"
 
 
-register_configs()
+register_configs(family_schemas())
 OmegaConf.register_new_resolver("attnlstm_job_dirname", _job_dirname, replace=True)
 OmegaConf.register_new_resolver("attnlstm_run_dir", _run_dir, replace=True)
 OmegaConf.register_new_resolver("attnlstm_hydra_subdir", _hydra_subdir, replace=True)
@@ -89,7 +91,7 @@ def config_for_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> D
     else:
         saved = OmegaConf.create(load_checkpoint(run_dir / "last.pt")["config"])
     had_loggers = "logger" in saved
-    saved = OmegaConf.merge(OmegaConf.structured(TrainConfig), retyped(saved))
+    saved = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved_config(saved))
     if not had_loggers:  # a run from before the logger group: the default loggers
         saved.logger = cfg.logger
     for override in overrides:
@@ -105,6 +107,27 @@ def config_for_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> D
         OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False)
     saved.resume = str(run_dir)
     return saved
+
+
+def resumable_checkpoint(run_dir: Path, spec: TaskSpec, device: torch.device) -> dict[str, Any]:
+    """``last.pt`` of the run to resume, checked before anything is trained or written: a
+    format this attnlstm reads, and a task whose data give the model the same shape (the
+    vocabularies built from today's files match the run's)."""
+    checkpoint = load_checkpoint(run_dir / "last.pt", device)
+    version = checkpoint.get("version")
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise ConfigError(
+            f"{run_dir / 'last.pt'} has checkpoint format version {version}; this attnlstm"
+            f" resumes versions up to {CHECKPOINT_VERSION} (update attnlstm)"
+        )
+    saved = checkpoint.get("spec")  # version 1 did not store it
+    if saved is not None and TaskSpec.from_dict(saved) != spec:
+        raise ConfigError(
+            f"resume={run_dir}: the task built from today's data does not match the run's"
+            f" (run: {TaskSpec.from_dict(saved)}, now: {spec}); the data files or the data"
+            " directory changed since the run started; resume with the same data"
+        )
+    return checkpoint
 
 
 def check_config(cfg: DictConfig) -> TrainConfig:
@@ -142,6 +165,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(typed.seed)
     task = build_task(typed.task, typed.seed, typed.data_dir)
     model = build_model(typed.model, typed.attention, task.spec)
+    checkpoint = resumable_checkpoint(run_dir, task.spec, device) if cfg.resume else None
     write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
 
     parameters = sum(p.numel() for p in model.parameters())
@@ -164,7 +188,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         loggers=typed.logger,
     )
-    summary = trainer.run(load_checkpoint(run_dir / "last.pt", device) if cfg.resume else None)
+    summary = trainer.run(checkpoint)
     log.info("metrics: %s", run_dir / "metrics.json")
     return summary
 

@@ -33,6 +33,7 @@ from attnlstm.data.tagging import TaggingBatch
 from attnlstm.models import build_model
 from attnlstm.models.tagger import BiLSTMTagger, CharLSTMEncoder
 from attnlstm.paths import config_dir
+from attnlstm.runs import family_schemas
 from attnlstm.tasks import build_task
 
 
@@ -80,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    register_configs()
+    register_configs(family_schemas())
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         cfg = compose("train", overrides=["experiment=pos_ewt", *args.overrides])
     task = build_task(cfg.task, cfg.seed, args.data_dir)

@@ -10,7 +10,6 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from attnlstm.attention import ATTENTION
-from attnlstm.config import GROUP_SCHEMAS
 from attnlstm.errors import ConfigError
 from attnlstm.models import MODELS, build_model
 from attnlstm.paths import config_dir
@@ -36,13 +35,17 @@ def test_every_group_has_options() -> None:
 
 
 def test_registered_schemas_are_in_the_config_store() -> None:
-    """Every registered model and task family names a schema the ConfigStore holds, and every
-    task schema belongs to exactly one registered family."""
-    for entry in MODELS.entries():
-        assert entry.schema in GROUP_SCHEMAS["model"].values(), entry.name
+    """The ConfigStore holds every registered task family's and model's schema, under the
+    registry's name, and nothing else under schema/task and schema/model."""
+    from hydra.core.config_store import ConfigStore
+
+    repo = ConfigStore.instance().repo["schema"]
+    stored_tasks = {name.removesuffix(".yaml") for name in repo["task"]}
+    stored_models = {name.removesuffix(".yaml") for name in repo["model"]}
+    assert stored_tasks == set(TASK_FAMILIES.names())
+    assert stored_models == set(MODELS.names())
     for entry in TASK_FAMILIES.entries():
-        assert GROUP_SCHEMAS["task"][entry.name] is entry.schema, entry.name
-    assert len(TASK_FAMILIES) == len(GROUP_SCHEMAS["task"])
+        assert repo["task"][f"{entry.name}.yaml"].node._metadata.object_type is entry.schema
 
 
 def _expected_compatible(model: str, attention: str, target: str) -> bool:

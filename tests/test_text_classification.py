@@ -202,3 +202,52 @@ def test_sst2_reads_the_real_files() -> None:
     task = build_task(TextClassificationTaskConfig(name="sst2", path="sst-2"), seed=0)
     counts = {split: sum(len(b) for b in task.eval_batches(split)) for split in ("val", "test")}
     assert len(task.train_data) == 67_349 and counts == {"val": 872, "test": 1_821}
+
+
+def test_ptb_escapes_are_unescaped_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "dev.tsv"
+    path.write_text("label\tcontent\n1\ta -lrb- very -rrb- good and\\/or fine film\n")
+    plain = read_labelled_texts(path, "0", "1", "\t")[0].tokens
+    unescaped = read_labelled_texts(path, "0", "1", "\t", unescape=True)[0].tokens
+    assert plain[1] == "-lrb-" and plain[5] == "and\\/or"
+    assert unescaped == ("a", "(", "very", ")", "good", "and/or", "fine", "film")
+
+
+def test_fused_adam_is_the_same_update() -> None:
+    """optim.fused only changes the kernel: the weights after a few steps agree."""
+    from attnlstm.config import OptimConfig
+    from attnlstm.training.optim import build_optimizer
+
+    results = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(4, 3)
+        optimizer = build_optimizer(OptimConfig(lr=0.01, fused=fused), layer.parameters())
+        for _ in range(3):
+            optimizer.zero_grad()
+            layer(torch.ones(2, 4)).square().sum().backward()
+            optimizer.step()
+        results.append(layer.weight.detach().clone())
+    torch.testing.assert_close(results[0], results[1])
+
+
+def test_resume_with_changed_data_is_refused_and_the_run_is_kept(tmp_path: Path) -> None:
+    """A resume whose files give another vocabulary stops before anything is written."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURE, data)
+    run = tmp_path / "run"
+    common = ["trainer.progress_bar=false", "device=cpu"]
+    small = ["model=mean", "model.hidden_size=8", "model.head_size=8", "model.embedding_size=8"]
+    first = ["task=text_classification", f"task.path={data}", *small, "trainer.max_epochs=1"]
+    run_cli([*first, *common, f"hydra.run.dir={run}"], cwd=tmp_path)
+    before = (run / "metrics.json").read_text()
+    config_before = (run / "config.yaml").read_text()
+    with (data / "train.tsv").open("a") as handle:
+        handle.write("1\tbrandnewword here\r\n")
+    result = run_cli([f"resume={run}", "trainer.max_epochs=2", *common], tmp_path, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "does not match" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (run / "metrics.json").read_text() == before
+    assert (run / "config.yaml").read_text() == config_before

@@ -29,17 +29,16 @@ from omegaconf.errors import OmegaConfBaseException
 
 from attnlstm.cli.common import ArgumentParser, UsageError, fail, open_run
 from attnlstm.cli.taggers import taggers_of
-from attnlstm.config import retyped
 from attnlstm.errors import ConfigError
 from attnlstm.io import checkpoint_file, write_json
-from attnlstm.runs import LoadedRun
+from attnlstm.runs import LoadedRun, saved_config
 from attnlstm.tasks import Task, build_task
 
 __all__ = ["evaluate", "main"]
 
 
 def _with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """``cfg`` (typed by :func:`attnlstm.config.retyped`) with the ``task.<key>=<value>``
+    """``cfg`` (typed by :func:`attnlstm.runs.saved_config`) with the ``task.<key>=<value>``
     overrides applied; ConfigError for another key, a key the task does not have or a value
     of the wrong type."""
     for override in overrides:
@@ -114,7 +113,7 @@ def evaluate(
     if ensemble_with and run.cfg.model.name != "tagger":
         raise ConfigError(f"ensembles are for taggers; {path} is a model={run.cfg.model.name} run")
     # the stored config is plain: type its task by its schema, which then checks the overrides
-    cfg = _with_overrides(retyped(run.cfg), overrides)
+    cfg = _with_overrides(saved_config(run.cfg), overrides)
     task = build_task(cfg.task, int(cfg.seed), data_dir or cfg.get("data_dir"))
     _check_task_fits(task, run)
     model = run.model

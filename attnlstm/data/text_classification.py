@@ -32,6 +32,22 @@ class LabelledText:
     tokens: tuple[str, ...]
 
 
+#: the Penn Treebank's escapes of brackets and slashes, and the characters they stand for
+PTB_ESCAPES = {
+    "-lrb-": "(",
+    "-rrb-": ")",
+    "-lsb-": "[",
+    "-rsb-": "]",
+    "-lcb-": "{",
+    "-rcb-": "}",
+}
+
+
+def unescape_ptb(token: str) -> str:
+    """``-lrb-`` -> ``(`` (and the other brackets, either case), ``\\/`` -> ``/``."""
+    return PTB_ESCAPES.get(token.lower(), token).replace("\\/", "/")
+
+
 def _column_index(spec: str, header: Sequence[str] | None, path: Path, what: str) -> int:
     """The index of column ``spec``: a position (``"0"``), or a name in ``header``."""
     if spec.isdigit():
@@ -55,9 +71,11 @@ def read_labelled_texts(
     delimiter: str,
     header: bool = True,
     lowercase: bool = False,
+    unescape: bool = False,
 ) -> list[LabelledText]:
-    """The examples of ``path``; :class:`TextFileError` naming ``file:line`` for a row
-    without the columns, an empty text, or bytes that are not UTF-8."""
+    """The examples of ``path`` (``unescape``: :func:`unescape_ptb` on every token);
+    :class:`TextFileError` naming ``file:line`` for a row without the columns, an empty
+    text, or bytes that are not UTF-8."""
     path = Path(path)
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     examples: list[LabelledText] = []
@@ -80,6 +98,8 @@ def read_labelled_texts(
                 text = row[text_index].strip()
                 label = row[label_index].strip()
                 tokens = tuple((text.lower() if lowercase else text).split())
+                if unescape:
+                    tokens = tuple(unescape_ptb(t) for t in tokens)
                 if not tokens or not label:
                     raise TextFileError(f"{path}:{line}: empty {'text' if label else 'label'}")
                 examples.append(LabelledText(label, tokens))

@@ -11,19 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from attnlstm.loggers.base import HParamValue, Logger, flatten_config, register_logger
 
-__all__ = [
-    "TensorBoardLogger",
-    "attention_image",
-    "attention_matrix_image",
-    "flatten_config",
-    "write_hparams",
-]
+__all__ = ["TensorBoardLogger", "flatten_config", "write_hparams"]
 
 
 def write_hparams(
@@ -38,39 +31,6 @@ def write_hparams(
     metrics = dict.fromkeys(metric_tags, 0.0)  # values unused: only the tag names are recorded
     for summary in hparams_summary(dict(hparams), metrics):
         writer.file_writer.add_summary(summary)
-
-
-def attention_image(weights: Tensor, lengths: Tensor | None, row_height: int = 12) -> Tensor:
-    """Attention weights of a few examples as a grey image (H, W) in [0, 1].
-
-    Each example is one band of ``row_height`` pixels, scaled by its own maximum so that
-    peaked and flat distributions are both visible; steps beyond its length stay black.
-
-    Args:
-        weights: (K, T).
-        lengths: (K,) or None.
-    """
-    weights = weights.detach().float().cpu()
-    if lengths is not None:
-        steps = torch.arange(weights.size(1))
-        weights = weights * (steps.unsqueeze(0) < lengths.cpu().unsqueeze(1))
-    scaled = weights / weights.amax(dim=1, keepdim=True).clamp(min=1e-12)
-    bands = scaled.repeat_interleave(row_height, dim=0)  # (K * row_height) x T
-    separators = torch.arange(bands.size(0)) % row_height == row_height - 1
-    bands[separators] = 0.25
-    return bands
-
-
-def attention_matrix_image(weights: Tensor, cell: int = 8) -> Tensor:
-    """One example's attention as a grey image (H, W) in [0, 1]: a (Tq, T) matrix, each query
-    row scaled by its own maximum, every weight drawn as a ``cell`` x ``cell`` square.
-
-    Args:
-        weights: (Tq, T), row i the weights of query step i over the T keys.
-    """
-    weights = weights.detach().float().cpu()
-    scaled = weights / weights.amax(dim=1, keepdim=True).clamp(min=1e-12)
-    return scaled.repeat_interleave(cell, dim=0).repeat_interleave(cell, dim=1)
 
 
 @register_logger("tensorboard")

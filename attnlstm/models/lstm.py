@@ -21,6 +21,8 @@ class LSTMPooling(nn.Module):
     backward halves concatenated when bidirectional).
     With attention (``lstm_attn``): (c, alpha) = attention(h_T or None, [h_1..h_T], mask) and
     features = [c; h_T]: query-based methods use h_T as the query, ``feedforward`` none.
+    ``dropout`` drops the states before they are pooled and h_T (once each), and the head's
+    hidden layer.
 
     Padding never reaches a real step's state (:class:`MaskedLSTM`) and is masked in the
     attention: a sequence gives the same output alone as padded next to longer ones.
@@ -56,13 +58,15 @@ class LSTMPooling(nn.Module):
             None if lengths is None else lengths_to_mask(lengths.to(inputs.device), inputs.size(1))
         )
         weights = None
+        last = self.dropout(last)
         if self.attention is None:
             features = last
         else:
+            # dropout once on each path: the states before they are pooled, the last state
             query = last if self.attention.uses_query else None
             context, weights = self.attention(query, self.dropout(states), mask)
             features = torch.cat([context, last], dim=-1)
-        return ModelOutput(self.head(self.dropout(features)), weights)
+        return ModelOutput(self.head(features), weights)
 
 
 def _check(cfg: SequenceModelConfig, attention_cfg: AttentionConfig) -> None:

@@ -94,6 +94,7 @@ class TextClassificationTask(Task):
                         delimiter_for(path.name, cfg.delimiter),
                         cfg.header,
                         cfg.lowercase,
+                        cfg.unescape_ptb,
                     )
                 )
             except TextFileError as error:

@@ -18,7 +18,13 @@ def build_optimizer(
     name = str(cfg.name)
     if name in ("adam", "adamw"):
         optimizer = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        return optimizer(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        return optimizer(
+            params,
+            lr=cfg.lr,
+            betas=tuple(cfg.betas),
+            weight_decay=cfg.weight_decay,
+            fused=True if cfg.fused else None,
+        )
     if name == "sgd":
         return torch.optim.SGD(
             params,

@@ -43,7 +43,7 @@ from attnlstm.io import (
     write_json,
 )
 from attnlstm.loggers import Logger, LoggerCollection, build_loggers, flatten_config
-from attnlstm.loggers.tensorboard import attention_image, attention_matrix_image
+from attnlstm.plots import attention_figure, attention_image, attention_matrix_image
 from attnlstm.tasks.base import Task
 from attnlstm.training.averaging import build_averaging
 from attnlstm.training.interrupt import StopRequest
@@ -166,14 +166,18 @@ class Trainer:
 
     def run(self, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
         """setup (from ``checkpoint`` when resuming; skipped if done), fit, test, close;
-        returns the final summary. Whatever way the run ends, ``metrics.json`` says how."""
+        returns the final summary. Whatever way the run ends, ``metrics.json`` says how; a
+        resume that fails before the stopped run's state is restored leaves its
+        ``metrics.json`` as it was."""
         status, error = "running", None
+        # the signal handlers stay installed until metrics.json is written, so a second
+        # SIGTERM during clean-up only sets the flag again
+        self.stop_request.__enter__()
         try:
-            with self.stop_request:
-                if not self._set_up:
-                    self.setup(checkpoint)
-                self.fit()
-                self.test()
+            if not self._set_up:
+                self.setup(checkpoint)
+            self.fit()
+            self.test()
             status = _STATUS_OF_STOP.get(self.state.stop_reason or "max_epochs", "completed")
         except KeyboardInterrupt:
             status = "interrupted"
@@ -192,19 +196,22 @@ class Trainer:
             log.error("%s", diverged)
         except Exception as failure:
             status = "failed"
-            error = (
-                f"{type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}"
-            )
+            first_line = str(failure).splitlines()[0] if str(failure) else ""
+            error = f"{type(failure).__name__}: {first_line}"
             raise
         finally:
             with _signals_deferred():
-                summary = self.close(status, error)
+                try:
+                    lost_state = checkpoint is not None and not self.resumed
+                    summary = self.close(status, error, write=not lost_state)
+                finally:
+                    self.stop_request.__exit__(None, None, None)
         return summary
 
-    def close(self, status: str, error: str | None = None) -> dict[str, Any]:
+    def close(self, status: str, error: str | None = None, write: bool = True) -> dict[str, Any]:
         """Write the final ``metrics.json`` (``status``; ``error``: a one-line summary of
-        what failed) and close the loggers."""
-        summary = self.write_metrics(status, error)
+        what failed; ``write=False``: leave the file as it is) and close the loggers."""
+        summary = self.write_metrics(status, error, write=write)
         try:
             self.logger.close(status)
         finally:
@@ -269,7 +276,10 @@ class Trainer:
         )
 
     def save_checkpoint(self, improved: bool) -> None:
-        """``last.pt``, and ``best.pt`` when the validation monitor ``improved``."""
+        """``last.pt``, and ``best.pt`` when the validation monitor ``improved`` (only the
+        process that owns the run folder writes them)."""
+        if not self.owns_run_folder:
+            return
         save_checkpoint(self.checkpoint(), self.last_path)
         if improved:  # same bytes as last.pt; copy, then rename, so best.pt is never half-written
             tmp = self.best_path.with_name(".best.pt.tmp")
@@ -477,10 +487,7 @@ class Trainer:
         maps = self.task.attention_maps(output, batch)
         step = self.state.step
         if maps is not None:  # labelled heatmaps, one figure per example
-            # matplotlib only when there are figures to draw (it costs start-up time)
-            import matplotlib.pyplot as plt
-
-            from attnlstm.plots import attention_figure
+            import matplotlib.pyplot as plt  # loaded by attention_figure already
 
             for index, attention in enumerate(maps):
                 figure = attention_figure(attention)
@@ -519,8 +526,11 @@ class Trainer:
         )
         return self.test_metrics
 
-    def write_metrics(self, status: str, error: str | None = None) -> dict[str, Any]:
-        """Write ``metrics.json``: status, solved flag, best/final/test metrics, history."""
+    def write_metrics(
+        self, status: str, error: str | None = None, write: bool = True
+    ) -> dict[str, Any]:
+        """Write ``metrics.json``: status, solved flag, best/final/test metrics, history (only
+        the process that owns the run folder writes; ``write=False``: return it only)."""
         state = self.state
         monitor = self.task.monitor
         best_record = next((r for r in state.history if r["epoch"] == state.best_epoch), {})
@@ -540,5 +550,6 @@ class Trainer:
         }
         if error is not None:
             summary["error"] = error
-        write_json(summary, self.run_dir / "metrics.json")
+        if write and self.owns_run_folder:
+            write_json(summary, self.run_dir / "metrics.json")
         return summary
