@@ -15,6 +15,7 @@ data is read.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from enum import Enum
@@ -207,8 +208,8 @@ def _fail(key: str, value: Any, allowed: str) -> None:
 def _positive(node: Any, group: str, *keys: str) -> None:
     for key in keys:
         value = getattr(node, key)
-        if value is None or not value > 0:
-            _fail(f"{group}.{key}", value, "it must be positive")
+        if value is None or not 0 < value < math.inf:
+            _fail(f"{group}.{key}", value, "it must be positive (and finite)")
 
 
 def _positive_or_none(node: Any, group: str, *keys: str, none_means: str) -> None:

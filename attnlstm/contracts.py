@@ -55,8 +55,8 @@ class SpecialTokens:
 
     pad: int = 0
     unk: int = 1
-    bos: int = 2
-    eos: int = 3
+    bos: int | None = 2  # None: the task's vocabularies have no such token
+    eos: int | None = 3
 
 
 @dataclass(frozen=True)

@@ -251,3 +251,30 @@ def test_resume_with_changed_data_is_refused_and_the_run_is_kept(tmp_path: Path)
     assert "does not match" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert (run / "metrics.json").read_text() == before
     assert (run / "config.yaml").read_text() == config_before
+
+
+def test_sst2_table_aggregates_seeds(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for seed, accuracy in ((0, 0.84), (1, 0.86)):
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        config = {"task": {"name": "sst2"}, "model": {"name": "lstm_attn"}, "seed": seed}
+        config["attention"] = {"method": "feedforward"}
+        OmegaConf.save(OmegaConf.create(config), run / "config.yaml")
+        metrics = {
+            "test": {"test/acc": accuracy, "test/macro_f1": accuracy},
+            "best": {"val/acc": 0.85},
+            "wall_time_s": 300.0,
+        }
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "sst2_table.py"
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert (
+        "| lstm_attn | feedforward | 0, 1 | 85.00 ± 1.41 | 85.00 ± 1.41 | 85.00 ± 0.00 | 5.0 |"
+        in out
+    )
+    assert "Tai et al. (2015) LSTM, GloVe | | | 84.9" in out

@@ -24,6 +24,8 @@ from attnlstm.loggers.base import HParamValue, Logger, register_logger
 RUN_ID_FILE = "mlflow_run_id"
 #: MLflow's limit on a parameter value's length
 MAX_PARAM_LENGTH = 500
+#: and on the parameters of one log_batch call
+MAX_PARAMS_PER_BATCH = 100
 #: the MLflow run status of each way an attnlstm run ends (attnlstm/training/trainer.py);
 #: the rest (diverged, failed) is FAILED
 _END_STATUS = {
@@ -79,10 +81,9 @@ class MLflowLogger(Logger):
     ) -> None:
         from mlflow.entities import Param
 
-        self.client.log_batch(
-            self.run_id,
-            params=[Param(_safe_key(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()],
-        )
+        entries = [Param(_safe_key(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for start in range(0, len(entries), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=entries[start : start + MAX_PARAMS_PER_BATCH])
         self.client.log_text(self.run_id, config_text, "config.yaml")
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:

@@ -126,6 +126,12 @@ def _check(cfg: SequenceModelConfig, attention_cfg: AttentionConfig) -> None:
         )
     if str(cfg.pooling) == "chunked" and (cfg.num_layers != 1 or cfg.dropout > 0):
         raise ConfigError(CHUNKED_POOLING_APPLIES)
+    if str(cfg.pooling) == "chunked" and attention_cfg.hidden_dim is not None:
+        raise ConfigError(
+            f"attention.hidden_dim={attention_cfg.hidden_dim} is not allowed with"
+            " model.pooling=chunked: the chunked pooling computes the paper's single-layer"
+            " feedforward scorer; use model.pooling=plain or auto, or drop attention.hidden_dim"
+        )
 
 
 def _build(cfg: SequenceModelConfig, attention_cfg: AttentionConfig, spec: TaskSpec) -> nn.Module:

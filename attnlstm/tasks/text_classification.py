@@ -119,7 +119,7 @@ class TextClassificationTask(Task):
             len(self.classes),
             target="value",
             inputs="tokens",
-            special=SpecialTokens(pad=PAD_ID, unk=UNK_ID),
+            special=SpecialTokens(pad=PAD_ID, unk=UNK_ID, bos=None, eos=None),
         )
         self.train_data = self._encode(train)
         self.eval_data = {
@@ -200,6 +200,11 @@ class TextClassificationTask(Task):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        if state.get("classes", self.classes) != self.classes:
+            raise ConfigError(
+                f"the checkpoint's classes {state['classes']} differ from these files'"
+                f" {self.classes}; resume with the same data and task settings"
+            )
         if state.get("vocab", {}).get("words") not in (None, self.vocab.words):
             raise ConfigError(
                 "the checkpoint's vocabulary differs from these files'; resume with the same"
