@@ -27,11 +27,12 @@ setup: $(BIN)/.installed
 train: setup
 	$(BIN)/attnlstm-train $(ARGS)
 
+# two pytest workers (pytest-xdist): most tests start interpreters or train tiny runs
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 test-slow: setup
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m slow $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

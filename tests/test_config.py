@@ -115,10 +115,19 @@ def _small_model(model: str) -> list[str]:
     return ["model.hidden_size=4", "model.head_size=4"]
 
 
-@pytest.mark.parametrize(
-    ("task", "model", "attention"),
-    list(itertools.product(TASKS, options("model"), options("attention"))),
-)
+def _combinations() -> list:
+    """Every task x model x attention; the default suite runs each task with every model and
+    two attention settings (none, general) and every combination on two tasks (one reading
+    features, one reading words); the rest are marked slow."""
+    combos = []
+    for task, model, attention in itertools.product(TASKS, options("model"), options("attention")):
+        core = attention in ("none", "general") or task in ("addition", "text_classification")
+        marks = () if core else (pytest.mark.slow,)
+        combos.append(pytest.param(task, model, attention, marks=marks))
+    return combos
+
+
+@pytest.mark.parametrize(("task", "model", "attention"), _combinations())
 def test_every_task_model_attention_combination(task: str, model: str, attention: str) -> None:
     """Each combination composes; it builds, or fails with a ConfigError sentence."""
     cfg = compose_config(
@@ -200,6 +209,7 @@ def test_unknown_group_option_lists_the_options() -> None:
     assert "schema" not in options_listed  # the schemas stay out of the option list
 
 
+@pytest.mark.slow  # six interpreter starts; tests/test_validation.py covers the checks in-process
 def test_cli_rejects_bad_overrides_before_training(tmp_path: Path) -> None:
     cases = {
         "task.min_lenght=50": "Key 'min_lenght' not in 'LongMemoryTaskConfig'",

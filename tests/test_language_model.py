@@ -369,7 +369,13 @@ def test_ptb_has_the_published_counts() -> None:
 
 
 @pytest.mark.parametrize(
-    "experiment", ["lm_ptb_small", "lm_ptb_medium", "awd_lstm_ptb", "awd_lstm_wt2"]
+    "experiment",
+    [
+        "lm_ptb_small",
+        pytest.param("lm_ptb_medium", marks=pytest.mark.slow),
+        pytest.param("awd_lstm_ptb", marks=pytest.mark.slow),
+        pytest.param("awd_lstm_wt2", marks=pytest.mark.slow),
+    ],
 )
 def test_presets_run_end_to_end(experiment: str, tmp_path: Path) -> None:
     """Each preset trains (shrunk) on the fixture corpus standing in for PTB / WikiText-2."""

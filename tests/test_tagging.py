@@ -534,7 +534,14 @@ def test_pos_toy_learns_the_tutorial_sentences(tmp_path: Path) -> None:
     assert {"test/acc_DET", "test/acc_NN", "test/acc_V"} <= set(metrics["test"])
 
 
-@pytest.mark.parametrize("attention", ["none", "general", "feedforward"])
+@pytest.mark.parametrize(
+    "attention",
+    [
+        "none",
+        pytest.param("general", marks=pytest.mark.slow),
+        pytest.param("feedforward", marks=pytest.mark.slow),
+    ],
+)
 def test_train_resume_and_tag_from_a_checkpoint(attention: str, tmp_path: Path) -> None:
     run_cli([*POS_TINY, f"attention={attention}"], tmp_path)
     run_dir = only_run_dir(tmp_path / "outputs")
@@ -653,6 +660,7 @@ def test_ensemble_scores_are_the_log_of_the_mean_probability() -> None:
     assert output.aux_logits is None and output.attention is None
 
 
+@pytest.mark.slow  # three tagger runs; the ensemble's maths is tested without training
 def test_evaluate_and_tag_with_an_ensemble_of_runs(tmp_path: Path) -> None:
     for name, extra in (("a", "seed=0"), ("b", "task.aux_tag_column=xpos")):
         # b: another seed's draws (the auxiliary head's) and an auxiliary head to ignore

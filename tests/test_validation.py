@@ -106,7 +106,15 @@ def cli_results(
     return {case: (cwds[case], results[case]) for case in cases}
 
 
-@pytest.mark.parametrize("case", list(ISSUE_CASES))
+@pytest.mark.parametrize(
+    "case",
+    # each case is an interpreter start: the default suite runs two through the command line
+    # and test_issue_values_are_config_errors covers every one in-process; the rest are slow
+    [
+        case if index < 2 else pytest.param(case, marks=pytest.mark.slow)
+        for index, case in enumerate(ISSUE_CASES)
+    ],
+)
 def test_cli_refuses_a_bad_value(
     case: str, cli_results: dict[str, tuple[Path, subprocess.CompletedProcess[str]]]
 ) -> None:
