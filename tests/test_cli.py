@@ -101,7 +101,7 @@ def test_compare_explains_bad_input(tmp_path: Path, sweep: Path) -> None:
         compare_main([str(sweep), "--sort", "test/bleu", "--no-plot"])
 
 
-@pytest.mark.slow  # a multirun of several jobs; test_multirun_job_directories_are_named_by_overrides
+@pytest.mark.slow  # several jobs; test_multirun_job_directories_are_named_by_overrides stays
 def test_default_attention_sweep_composes(tmp_path: Path) -> None:
     """The README's sweep over every method, dry-run with --cfg to keep it fast."""
     for method in ("dot", "general", "concat", "additive", "feedforward", "scaled_dot"):
