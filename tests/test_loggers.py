@@ -411,3 +411,31 @@ def test_only_the_process_that_owns_the_run_folder_logs(
         "CSVLogger",
     ]
     trainer.close("completed")
+
+
+def test_a_logger_added_on_resume_gets_the_hyperparameters_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resuming a TensorBoard run with logger=many: the new MLflow run gets the parameters,
+    the event file is not given a second hparams summary."""
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    run_dir = _tiny_run(tmp_path, "trainer.max_epochs=1")
+    run_cli([f"resume={run_dir}", "trainer.max_epochs=2", "logger=many"], tmp_path)
+    client, run_id = _mlflow_client(run_dir, monkeypatch)
+    assert client.get_run(run_id).data.params["model.hidden_size"] == "8"
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    hparams_tags = [
+        value.tag
+        for path in run_dir.glob("events.out.tfevents.*")
+        for event in EventFileLoader(str(path)).Load()
+        for value in event.summary.value
+        if value.tag.startswith("_hparams_/")
+    ]
+    # experiment, session start, session end: the first session's only
+    assert sorted(hparams_tags) == [
+        "_hparams_/experiment",
+        "_hparams_/session_end_info",
+        "_hparams_/session_start_info",
+    ]

@@ -36,6 +36,10 @@ def register_logger(
 class Logger(ABC):
     """One storage backend for a run's records. Steps are optimiser updates."""
 
+    #: False when the backend continues a store an earlier session of the run began (a
+    #: resumed run's event file, MLflow run, ...): it has the hyperparameters already
+    started_fresh: bool = True
+
     @abstractmethod
     def log_hyperparams(
         self, params: Mapping[str, HParamValue], metric_tags: Sequence[str], config_text: str
@@ -70,11 +74,18 @@ class LoggerCollection(Logger):
     def __init__(self, loggers: Sequence[Logger]) -> None:
         self.loggers = list(loggers)
 
+    @property
+    def started_fresh(self) -> bool:  # type: ignore[override]
+        return any(logger.started_fresh for logger in self.loggers)
+
     def log_hyperparams(
         self, params: Mapping[str, HParamValue], metric_tags: Sequence[str], config_text: str
     ) -> None:
+        """To the backends that started fresh (all of them in a new run; in a resumed run,
+        one added by the resuming command)."""
         for logger in self.loggers:
-            logger.log_hyperparams(params, metric_tags, config_text)
+            if logger.started_fresh:
+                logger.log_hyperparams(params, metric_tags, config_text)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         for logger in self.loggers:

@@ -62,7 +62,8 @@ class MLflowLogger(Logger):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = MlflowClient(tracking_uri=uri)
         id_file = run_dir / RUN_ID_FILE
-        if resume_step is not None and id_file.is_file():
+        self.started_fresh = not (resume_step is not None and id_file.is_file())
+        if not self.started_fresh:
             self.run_id = id_file.read_text().strip()
             self.client.update_run(self.run_id, status="RUNNING")
         else:

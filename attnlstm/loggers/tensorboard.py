@@ -38,6 +38,9 @@ class TensorBoardLogger(Logger):
     """One event file per run folder; ``tensorboard --logdir <sweep folder>`` compares runs."""
 
     def __init__(self, cfg: Any, run_dir: Path, resume_step: int | None = None) -> None:
+        self.started_fresh = resume_step is None or not any(
+            Path(run_dir).glob("events.out.tfevents.*")
+        )
         # purge_step drops events a crashed session logged after its last checkpoint
         self.writer = SummaryWriter(
             str(run_dir), purge_step=None if resume_step is None else resume_step + 1

@@ -155,7 +155,7 @@ class Trainer:
         else:
             resume_step = self.state.step if self.resumed else None
             self.logger = build_loggers(self.logger_cfgs or {}, self.run_dir, resume_step)
-        if not self.resumed:
+        if self.logger.started_fresh:  # a new run, or a logger added when resuming
             from omegaconf import OmegaConf
 
             names = self.task.metric_names
