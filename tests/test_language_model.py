@@ -407,6 +407,7 @@ def test_presets_run_end_to_end(experiment: str, tmp_path: Path) -> None:
     assert math.isfinite(metrics["test"]["test/ppl"])
 
 
+@pytest.mark.slow  # tests/test_cli_commands.py generates from a tiny run in the default suite
 def test_generate_samples_words_from_a_checkpoint(tmp_path: Path) -> None:
     run_cli([*LM_TINY, "attention=dot", "trainer.max_epochs=1"], tmp_path)
     run_dir = only_run_dir(tmp_path / "outputs")

@@ -372,6 +372,7 @@ def test_meter_counts_exact_matches_against_any_reference_and_bleu_is_sacrebleus
     assert corpus_bleu(["a b c d"], [["a b c d"]]) == pytest.approx(100.0)
 
 
+@pytest.mark.slow  # 35 s; test_translate_command_after_training trains end to end by default
 def test_reverse_trains_end_to_end_with_heatmaps_and_length_buckets(tmp_path: Path) -> None:
     """A small reverse problem is learned in seconds; the test split reports greedy and beam
     metrics and exact match per length bucket; attention heatmaps reach TensorBoard."""

@@ -143,6 +143,7 @@ def test_hparams_live_in_the_run_itself(finished_run: tuple[Path, str]) -> None:
     assert "config" in "".join(events.Tags()["tensors"])  # the resolved config as text
 
 
+@pytest.mark.slow  # three runs; the resume tests compare identical runs by default
 def test_same_seed_same_numbers_other_seed_others(tmp_path: Path) -> None:
     histories = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
