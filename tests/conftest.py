@@ -69,6 +69,40 @@ def only_run_dir(root: Path) -> Path:
     return runs[0]
 
 
+def install_wheel_in_fresh_venv(tmp_path: Path) -> Path:
+    """Build this checkout's wheel, install it into a fresh venv under ``tmp_path`` (reusing
+    this environment's torch, hydra, ... through a .pth file: the paths it lists are added to
+    sys.path, but the .pth files inside them, this checkout's editable attnlstm, are not run;
+    ``--system-site-packages`` would reach the base interpreter's site-packages, not this
+    venv's) and return the venv's folder."""
+    import sysconfig
+    import venv
+
+    repo = Path(__file__).resolve().parents[1]
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(repo)],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next(dist.glob("attnlstm-*.whl"))
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    venv_site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    Path(venv_site, "borrowed_dependencies.pth").write_text("\n".join(sorted(here)) + "\n")
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)], check=True
+    )
+    return env_dir
+
+
 @pytest.fixture
 def tiny() -> list[str]:
     return list(TINY)

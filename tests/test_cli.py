@@ -8,8 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
-import venv
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ import torch
 from attnlstm.compare import main as compare_main
 from attnlstm.errors import ConfigError
 from attnlstm.training.device import resolve_device
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, install_wheel_in_fresh_venv, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,29 +143,8 @@ def test_module_and_console_script_agree(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_built_wheel_finds_its_configs_from_another_directory(tmp_path: Path) -> None:
     """Build the wheel, install it into a fresh venv (reusing this torch), train from /tmp."""
-    dist = tmp_path / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(REPO)],
-        check=True,
-        capture_output=True,
-    )
-    wheel = next(dist.glob("attnlstm-*.whl"))
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
+    env_dir = install_wheel_in_fresh_venv(tmp_path)
     python = env_dir / "bin" / "python"
-    # reuse this environment's torch, hydra, ... (not its editable attnlstm: a path listed in a
-    # .pth file is added to sys.path, but the .pth files inside it are not run)
-    venv_site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    Path(venv_site, "borrowed_dependencies.pth").write_text("\n".join(sorted(here)) + "\n")
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)], check=True
-    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

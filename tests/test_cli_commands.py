@@ -9,8 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
-import venv
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -20,7 +18,7 @@ import pytest
 from attnlstm.cli import evaluate, generate, tag, translate
 from attnlstm.data.corpus import UNK, read_words
 from attnlstm.runs import load_run
-from tests.conftest import TINY, only_run_dir, run_cli
+from tests.conftest import TINY, install_wheel_in_fresh_venv, only_run_dir, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 LM_FIXTURE = REPO / "tests" / "fixtures" / "lm"
@@ -277,31 +275,8 @@ def test_the_commands_of_an_installed_wheel_run_from_another_directory(
 ) -> None:
     """Build the wheel, install it into a fresh venv (reusing this torch), and run the four
     commands from outside the checkout on a run of each kind."""
-    dist = tmp_path / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(REPO)],
-        check=True,
-        capture_output=True,
-    )
-    wheel = next(dist.glob("attnlstm-*.whl"))
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
+    env_dir = install_wheel_in_fresh_venv(tmp_path)
     python = env_dir / "bin" / "python"
-    # Reuse this environment's torch, hydra, ... through a .pth file: the paths it lists are
-    # added to sys.path, but the .pth files inside them (this checkout's editable attnlstm) are
-    # not run. (``--system-site-packages`` would reach the base interpreter's site-packages,
-    # not this venv's.)
-    venv_site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    Path(venv_site, "borrowed_dependencies.pth").write_text("\n".join(sorted(here)) + "\n")
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)], check=True
-    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
