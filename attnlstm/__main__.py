@@ -1,6 +1,6 @@
 """``python -m attnlstm ...`` is ``attnlstm-train ...``."""
 
-from attnlstm.train import main
+from attnlstm.launch import main
 
 if __name__ == "__main__":
     main()

@@ -738,6 +738,19 @@ class OptimConfig:
             _fail("optim.ema_decay", self.ema_decay, "it must lie in (0, 1)")
 
 
+def _check_batch_limit(key: str, value: int | float | None) -> None:
+    """``trainer.limit_*_batches``: a count (an integer >= 1), a fraction in (0, 1], or null."""
+    if value is None or isinstance(value, bool):
+        if isinstance(value, bool):
+            _fail(key, value, "a count of batches (>= 1), a fraction in (0, 1], or null")
+        return
+    if isinstance(value, int) and value >= 1:
+        return
+    if isinstance(value, float) and 0.0 < value <= 1.0:
+        return
+    _fail(key, value, "a count of batches (an integer >= 1), a fraction in (0, 1], or null (all)")
+
+
 @dataclass
 class TrainerConfig:
     max_epochs: int = 100
@@ -747,7 +760,18 @@ class TrainerConfig:
     log_every_n_steps: int = 1  # train/loss, train/lr, train/grad_norm
     progress_bar: bool = True  # shown only when the output is a terminal
     attention_images: int = 4  # validation examples whose attention weights are logged
-    limit_train_batches: int | None = None  # end each epoch after this many updates (trials)
+    # end each epoch after this many updates (an integer), or this fraction of it (0.25)
+    limit_train_batches: int | float | None = None
+    # evaluate (validation and test) on this many batches, or this fraction of them
+    limit_eval_batches: int | float | None = None
+    # also save last.pt every N updates, within epochs (long epochs: lose at most N updates)
+    checkpoint_every_n_steps: int | None = None
+    # debug=fast_dev_run: one batch of each split, no checkpoint, no metrics.json, no logger
+    fast_dev_run: bool = False
+    # debug=overfit: every epoch trains on the same first N batches (0: off)
+    overfit_batches: int = 0
+    # debug=profile: a torch.profiler trace of the first N updates in <run dir>/profile/
+    profile_steps: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, "trainer", "max_epochs", "log_every_n_steps")
@@ -755,8 +779,12 @@ class TrainerConfig:
         _positive_or_none(
             self, "trainer", "early_stopping_patience", none_means="no early stopping"
         )
-        _positive_or_none(self, "trainer", "limit_train_batches", none_means="whole epochs")
-        _non_negative(self, "trainer", "attention_images")
+        _positive_or_none(
+            self, "trainer", "checkpoint_every_n_steps", none_means="at the end of each epoch"
+        )
+        _check_batch_limit("trainer.limit_train_batches", self.limit_train_batches)
+        _check_batch_limit("trainer.limit_eval_batches", self.limit_eval_batches)
+        _non_negative(self, "trainer", "attention_images", "overfit_batches", "profile_steps")
 
 
 @dataclass

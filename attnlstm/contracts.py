@@ -107,12 +107,31 @@ class TaskSpec:
 @dataclass
 class AttentionMap:
     """Attention weights to show as a heatmap: ``weights`` (Tq, T), one row per query step
-    (``query_labels``, e.g. output tokens) and one column per key (``key_labels``)."""
+    (``query_labels``, e.g. output tokens) and one column per key (``key_labels``).
+
+    The same heatmap shows pooling attention (one weight per input step of each example):
+    ``weights`` (K, T), one row per example, the time steps as keys.
+
+    Attributes:
+        lengths: (Tq,) the real keys of each row; the keys after them are padding, drawn
+            masked. None: every key is real.
+        marks: positions to point out, by legend entry: ``{label: (Tq, M) key indices}``,
+            -1 where a row has fewer than M (e.g. the two marked steps of the addition problem).
+        x_label, y_label: what the keys and the rows are.
+        colour_max: the top of the colour scale, which starts at 0; None: the largest weight
+            shown (pooling weights over a hundred steps are small, and would all look alike
+            on a [0, 1] scale).
+    """
 
     weights: Tensor
     query_labels: list[str]
     key_labels: list[str]
     title: str = ""
+    lengths: Tensor | None = None
+    marks: dict[str, Tensor] = field(default_factory=dict)
+    x_label: str = "source"
+    y_label: str = "output"
+    colour_max: float | None = 1.0
 
 
 @dataclass

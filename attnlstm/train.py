@@ -8,9 +8,11 @@ attnlstm-train resume=outputs/addition/lstm_attn-feedforward/<timestamp> trainer
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,20 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from attnlstm.config import TrainConfig, register_configs, validate
+from attnlstm.console import (
+    EXIT_BAD_INPUT,
+    EXIT_DIVERGED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    fail,
+)
 from attnlstm.contracts import TaskSpec
 from attnlstm.errors import ConfigError
-from attnlstm.io import CHECKPOINT_VERSION, load_checkpoint, write_text
+from attnlstm.io import CHECKPOINT_VERSION, WriteError, load_checkpoint, write_text
 from attnlstm.loggers import LOGGERS
 from attnlstm.models import build_model, check_compatible
 from attnlstm.paths import config_dir
+from attnlstm.runfolder import LOCK_NAME, RunFolder, check_unused, claim
 from attnlstm.runs import family_schemas, saved_config
 from attnlstm.tasks import build_task, task_family
 from attnlstm.training import Trainer, resolve_device
@@ -38,33 +48,90 @@ log = logging.getLogger("attnlstm")
 _FIXED_ON_RESUME = ("task", "model", "attention", "optim", "experiment", "seed")
 
 
+#: the run folders this process has claimed (locked), by Hydra's output_dir
+_CLAIMED: dict[str, RunFolder] = {}
+#: the ``hydra.output_subdir`` chosen for each output_dir (Hydra may resolve it again)
+_SUBDIRS: dict[str, str] = {}
+
+
 def _run_dir(resume: str | None, default: str) -> str:
-    """``hydra.run.dir``: the run to resume, or a fresh timestamped folder."""
+    """``hydra.run.dir``: the run to resume, or a fresh timestamped folder. A bad ``resume``
+    ends the command here with one sentence (exit 2), before Hydra makes any folder."""
     if resume in (None, ""):
+        _check_creatable(Path(default))
         return default
     path = Path(str(resume)).expanduser()
+    example = "e.g. outputs/addition/lstm_attn-feedforward/<timestamp>"
+    if not path.exists():
+        fail(f"resume={resume}: no such folder; resume takes an earlier run's folder ({example})")
+    if not path.is_dir():
+        fail(
+            f"resume={resume} is a file; resume takes the folder of an earlier run, the one"
+            f" that holds last.pt ({example})"
+        )
     if not (path / "last.pt").is_file():
-        raise ValueError(
-            f"resume={resume}: no last.pt there; resume takes the directory of an earlier run"
-            " (e.g. outputs/addition/lstm_attn-feedforward/<timestamp>)"
+        fail(
+            f"resume={resume}: no last.pt there, so there is nothing to resume (a run that"
+            " stopped before its first update has no checkpoint); resume takes the folder of"
+            f" an earlier run ({example})"
         )
     return str(path)
 
 
+def _check_creatable(folder: Path) -> None:
+    """Make ``folder`` (and the folders above it) now, or end the command with a sentence
+    (exit 2): a file in the way, a read-only or immutable place. Hydra would otherwise fail
+    making it with a traceback."""
+    folder = folder.expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        fail(f"{folder} is a file, not a folder; choose another hydra.run.dir")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(
+            f"cannot make the run folder {folder}: {error.strerror or error}; run from a"
+            " writable folder, or choose one with hydra.run.dir=<folder>"
+        )
+
+
+def _check_run_dir_overrides(args: list[str]) -> None:
+    """Before Hydra starts: an explicit ``hydra.run.dir=<folder>`` (or ``hydra.sweep.dir``)
+    must be a folder that can be made, else Hydra fails with a traceback making it; and
+    ``resume=`` names the folder itself, so it does not go with ``hydra.run.dir``."""
+    keys = {arg.partition("=")[0].lstrip("+~") for arg in args if "=" in arg}
+    resuming = any(arg.startswith("resume=") and arg != "resume=null" for arg in args)
+    if resuming and "hydra.run.dir" in keys:
+        fail("resume=<run dir> continues the run in its own folder; leave out hydra.run.dir")
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir"):
+            value = value.strip("'\"")
+            if value and "${" not in value:
+                if key.lstrip("+") == "hydra.run.dir" and "-m" not in args:
+                    try:  # before Hydra opens its train.log in it
+                        check_unused(Path(value))
+                    except ConfigError as error:
+                        fail(str(error))
+                _check_creatable(Path(value))
+
+
 def _hydra_subdir(resume: str | None, output_dir: str) -> str:
-    """``hydra.output_subdir``. A resumed run keeps the ``.hydra/`` of its first session and
-    writes its own beside it. Resolved before Hydra writes anything into ``output_dir``, so a
-    fresh run pointed at an earlier run's folder stops here, leaving that run untouched."""
-    if resume in (None, ""):
-        if (Path(output_dir) / "last.pt").exists():
-            raise ValueError(
-                f"{output_dir} already holds a run; it is never overwritten (continue it with"
-                f" resume={output_dir}, or choose another hydra.run.dir)"
-            )
-        return ".hydra"
+    """``hydra.output_subdir``, resolved before Hydra writes anything into ``output_dir``:
+    the place to claim the run folder (see :mod:`attnlstm.runfolder`). A fresh run needs an
+    unused folder; a resumed run keeps the ``.hydra/`` of its first session and writes its own
+    beside it. A refusal ends the command with one sentence (exit 2), the folder untouched."""
+    if output_dir in _SUBDIRS:
+        return _SUBDIRS[output_dir]
+    fresh = resume in (None, "")
+    try:
+        _CLAIMED[output_dir] = claim(Path(output_dir), fresh=fresh)
+    except ConfigError as error:
+        fail(str(error))
     from datetime import datetime
 
-    return f".hydra-resume-{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
+    subdir = ".hydra" if fresh else f".hydra-resume-{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
+    _SUBDIRS[output_dir] = subdir
+    return subdir
 
 
 def _job_dirname(override_dirname: str) -> str:
@@ -151,31 +218,34 @@ def check_config(cfg: DictConfig) -> TrainConfig:
     return typed
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Build the task, model and trainer from ``cfg`` and train in Hydra's run directory."""
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    if cfg.resume:
-        cfg = config_for_resume(cfg, run_dir, list(hydra_cfg.overrides.task))
-    elif (run_dir / "last.pt").exists():
-        raise ConfigError(f"{run_dir} already holds a run; it is never overwritten")
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, checkpoint_wanted: bool = False
+) -> tuple[Trainer, dict[str, Any] | None]:
+    """Check ``cfg``, build the task, the model and the trainer for ``run_dir``; with
+    ``checkpoint_wanted``, also load and check the run's ``last.pt`` (resume). Nothing is
+    written. Returns the trainer and the checkpoint to resume from (or None)."""
     typed = check_config(cfg)
     device = resolve_device(typed.device.type, typed.device.index)
-
     torch.manual_seed(typed.seed)
-    task = build_task(typed.task, typed.seed, typed.data_dir)
-    model = build_model(typed.model, typed.attention, task.spec)
-    checkpoint = resumable_checkpoint(run_dir, task.spec, device) if cfg.resume else None
-    write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
-
-    parameters = sum(p.numel() for p in model.parameters())
+    try:
+        task = build_task(typed.task, typed.seed, typed.data_dir)
+        model = build_model(typed.model, typed.attention, task.spec)
+    except (MemoryError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and "alloc" not in str(error).lower():
+            raise
+        raise ConfigError(
+            "not enough memory to build the task's data and the model"
+            f" ({str(error).splitlines()[0][:120]}); lower task.batch_size, the lengths"
+            " (task.min_length / task.max_length), task.eval_size or the model's sizes"
+        ) from None
+    checkpoint = resumable_checkpoint(run_dir, task.spec, device) if checkpoint_wanted else None
     log.info("run directory: %s", run_dir)
     log.info(
         "task %s, model %s, attention %s: %d parameters on %s",
         cfg.task.name,
         cfg.model.name,
         cfg.attention.method,
-        parameters,
+        sum(p.numel() for p in model.parameters()),
         device,
     )
     trainer = Trainer(
@@ -188,50 +258,162 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         loggers=typed.logger,
     )
+    return trainer, checkpoint
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Build the task, model and trainer from ``cfg`` and train in Hydra's run directory.
+    ``config.yaml`` is written once the run's state is restored (a resume that fails leaves
+    the folder's files as they were)."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if cfg.resume:
+        cfg = config_for_resume(cfg, run_dir, list(hydra_cfg.overrides.task))
+    elif (run_dir / "last.pt").exists():
+        raise ConfigError(f"{run_dir} already holds a run; it is never overwritten")
+    trainer, checkpoint = build_trainer(cfg, run_dir, checkpoint_wanted=bool(cfg.resume))
+    trainer.setup(checkpoint)
+    if trainer.writes_results:
+        write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
     summary = trainer.run(checkpoint)
-    log.info("metrics: %s", run_dir / "metrics.json")
+    if trainer.writes_results:
+        log.info(
+            "run folder: %s\n  metrics:     %s\n  TensorBoard: tensorboard --logdir %s\n"
+            "  compare:     attnlstm-compare %s",
+            run_dir,
+            run_dir / "metrics.json",
+            run_dir,
+            run_dir.parent,
+        )
+    else:
+        log.info("fast_dev_run: done; no checkpoint, metrics.json or logs were written")
     return summary
 
 
-def _remove_if_empty_run(run_dir: Path) -> None:
-    """Remove a run directory that this invocation created and that holds no results."""
-    leftovers = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
-    if leftovers <= {".hydra", "train.log", "config.yaml"}:
-        for name in leftovers:
-            path = run_dir / name
-            if path.is_dir():
-                for child in path.iterdir():
-                    child.unlink()
-                path.rmdir()
-            else:
-                path.unlink()
+def _clean_up_failed_start(run_dir: Path, hydra_subdir: str | None) -> bool:
+    """After a run that did no work (it failed or was stopped before its first checkpoint):
+    remove what this invocation made in ``run_dir``. A new run's folder goes (and the empty
+    folders made for it); a resumed run loses only this session's ``.hydra-resume-*``.
+    Returns whether the run folder itself was removed."""
+    claimed = _CLAIMED.get(str(run_dir))
+    if claimed is None or not run_dir.is_dir():
+        return False
+    if not claimed.fresh:
+        if hydra_subdir and hydra_subdir.startswith(".hydra-resume-"):
+            shutil.rmtree(run_dir / hydra_subdir, ignore_errors=True)
+        return False
+    if (run_dir / "last.pt").exists():  # it trained: keep everything
+        return False
+    for child in run_dir.iterdir():  # the folder was empty before this run claimed it
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        elif child.name != LOCK_NAME:
+            child.unlink(missing_ok=True)
+    if claimed.existed:
+        return False
+    claimed.release()
+    (run_dir / LOCK_NAME).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
         run_dir.rmdir()
         for parent in run_dir.parents:  # and the folders made for it, while empty
             if parent == Path.cwd() or any(parent.iterdir()):
                 break
             parent.rmdir()
+    return not run_dir.exists()
+
+
+def _close_file_logs() -> None:
+    """Close the train.log handler, so that a removed run folder is not recreated by it."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+            root.removeHandler(handler)
+
+
+def _log_traceback_to_file(error: BaseException) -> None:
+    """The traceback of an unexpected error, in train.log only (the console shows a sentence)."""
+    record = logging.LogRecord(
+        "attnlstm", logging.ERROR, __file__, 0, "traceback", None, (type(error), error, None)
+    )
+    record.exc_info = (type(error), error, error.__traceback__)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
+    """Run one job and turn how it ended into an exit code (:mod:`attnlstm.console`). In a
+    sweep (``-m``), a job that fails or diverges is logged and the sweep goes on."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    job = hydra_cfg.job.override_dirname
+    code, message, error = 0, "", None
+    summary = None
     try:
-        return run(cfg)
-    except ConfigError as error:
-        hydra_cfg = HydraConfig.get()
-        if not cfg.resume:
-            _remove_if_empty_run(Path(hydra_cfg.runtime.output_dir))
-        if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad combination does not stop a sweep
-            log.error("skipped job %s: %s", hydra_cfg.job.override_dirname, error)
-            return None
-        print(f"error: {error}", file=sys.stderr)  # one line, no traceback: the user fixes it
-        sys.exit(2)
+        summary = run(cfg)
+        if summary.get("status") == "diverged":
+            code = EXIT_DIVERGED
+            message = (
+                f"the run diverged ({summary.get('error', 'loss not finite')}); its checkpoints"
+                f" and metrics.json are in {run_dir}"
+            )
+    except ConfigError as failure:
+        code, message = EXIT_BAD_INPUT, str(failure)
     except KeyboardInterrupt:
-        sys.exit(130)  # the trainer has saved what there was and said how to resume
+        code = EXIT_INTERRUPTED
+        message = "interrupted"
+        if not (run_dir / "last.pt").exists():
+            message = "interrupted before the first update; nothing was trained"
+    except WriteError as failure:
+        code, message, error = EXIT_FAILED, str(failure), failure
+    except MemoryError as failure:
+        code, error = EXIT_FAILED, failure
+        message = "out of memory; lower task.batch_size or the model's sizes"
+    except Exception as failure:
+        code, error = EXIT_FAILED, failure
+        first_line = str(failure).splitlines()[0] if str(failure) else ""
+        message = (
+            f"{type(failure).__name__}: {first_line} (unexpected: the traceback is in"
+            f" {run_dir / 'train.log'}; ATTNLSTM_DEBUG=1 shows it here)"
+        )
+        _log_traceback_to_file(failure)
+    finally:
+        if code in (EXIT_BAD_INPUT, EXIT_INTERRUPTED) or (
+            code == EXIT_FAILED and not (run_dir / "last.pt").exists()
+        ):
+            if code != EXIT_FAILED:
+                _close_file_logs()
+            if _clean_up_failed_start(run_dir, hydra_cfg.output_subdir) and code == EXIT_FAILED:
+                message = message.replace(f" the traceback is in {run_dir / 'train.log'};", "")
+        claimed = _CLAIMED.pop(str(run_dir), None)
+        if claimed is not None:
+            claimed.release()
+    if code == 0:
+        return summary
+    if sweeping and code != EXIT_INTERRUPTED:  # one bad job does not stop a sweep
+        log.error("job %s: %s", job or "(no overrides)", message)
+        return summary
+    if code == EXIT_INTERRUPTED:
+        print(f"{message}", file=sys.stderr, flush=True)
+        raise SystemExit(code)
+    fail(message, code, error)
 
 
 def main() -> None:
     """Console entry point."""
-    _hydra_main()
+    _check_run_dir_overrides(sys.argv[1:])
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:  # in Hydra's own start-up or clean-up, outside the job
+        _close_file_logs()
+        for output_dir, claimed in list(_CLAIMED.items()):
+            _clean_up_failed_start(Path(output_dir), _SUBDIRS.get(output_dir))
+            claimed.release()
+        print("interrupted during start-up; nothing was trained", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
-__all__ = ["config_for_resume", "main", "run"]
+__all__ = ["build_trainer", "config_for_resume", "main", "run"]

@@ -44,7 +44,15 @@ ISSUE_CASES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "limit_train_batches=0": (
         ["trainer.limit_train_batches=0"],
-        ["trainer.limit_train_batches=0 ", "positive, or null"],
+        ["trainer.limit_train_batches=0 ", "a fraction in (0, 1]"],
+    ),
+    "limit_eval_batches=1.5": (
+        ["trainer.limit_eval_batches=1.5"],
+        ["trainer.limit_eval_batches=1.5 ", "a fraction in (0, 1]"],
+    ),
+    "checkpoint_every_n_steps=0": (
+        ["trainer.checkpoint_every_n_steps=0"],
+        ["trainer.checkpoint_every_n_steps=0 ", "positive, or null"],
     ),
     "early_stopping_patience=-1": (
         ["trainer.early_stopping_patience=-1"],
@@ -164,7 +172,11 @@ RANGE_CASES = [
     _case("default", "trainer.grad_clip=0 ", trainer__grad_clip=0.0),
     _case("default", "trainer.early_stopping_patience=0 ", trainer__early_stopping_patience=0),
     _case("default", "trainer.limit_train_batches=-1 ", trainer__limit_train_batches=-1),
+    _case("default", "trainer.limit_eval_batches=0 ", trainer__limit_eval_batches=0),
     _case("default", "trainer.attention_images=-1 ", trainer__attention_images=-1),
+    _case("default", "trainer.overfit_batches=-1 ", trainer__overfit_batches=-1),
+    _case("default", "trainer.profile_steps=-1 ", trainer__profile_steps=-1),
+    _case("default", "trainer.checkpoint_every_n_steps=0 ", trainer__checkpoint_every_n_steps=0),
     # optim
     _case("default", "optim.lr=0 ", optim__lr=0.0),
     _case("default", "optim.step_size=-3 ", optim__step_size=-3),

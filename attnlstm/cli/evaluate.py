@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from tqdm import tqdm
 
-from attnlstm.cli.common import ArgumentParser, UsageError, fail, open_run
+from attnlstm.cli.common import ArgumentParser, check_output_folder, command, fail, open_run
 from attnlstm.cli.taggers import taggers_of
 from attnlstm.errors import ConfigError
 from attnlstm.io import checkpoint_file, write_json
@@ -121,8 +122,21 @@ def evaluate(
         model = taggers_of([run, *(open_run(other, "tagger") for other in ensemble_with)])[0]
     model.eval()
     meter = task.new_meter(split)
-    for batch in task.eval_batches(split):  # type: ignore[arg-type]
-        meter.update(task.forward(model, batch), batch)
+    # listed first, for the bar's total: the batches of one split are views or small tensors
+    batches = list(task.eval_batches(split))  # type: ignore[arg-type]
+    # a long evaluation (a corpus, a treebank, beam search) shows its progress on stderr;
+    # disable=None: no bar when stderr is not a terminal (logs, pipes, tests)
+    with tqdm(
+        total=len(batches),
+        desc=f"evaluating {split}",
+        unit="batch",
+        leave=False,
+        dynamic_ncols=True,
+        disable=None,
+    ) as bar:
+        for batch in batches:
+            meter.update(task.forward(model, batch), batch)
+            bar.update()
     return meter.compute()
 
 
@@ -139,22 +153,21 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``attnlstm-evaluate`` with ``argv`` (default: ``sys.argv[1:]``): print the metrics
     as JSON (and write them to ``--out``); returns the exit status: 0, or 2 after one
     ``error:`` line on stderr."""
-    try:
-        args = build_parser().parse_args(argv)
-    except UsageError as error:
-        return fail(error)
-    if args.out is not None and args.out.exists():
-        return fail(f"{args.out} exists; it is never overwritten")
-    try:
-        first, *others = args.checkpoint
-        metrics = evaluate(first, args.split, args.set, args.data_dir, others)
-        files = [str(checkpoint_file(path)) for path in args.checkpoint]
-    except (FileNotFoundError, ValueError) as error:  # ConfigError is a ValueError
-        return fail(error)
+    args = build_parser().parse_intermixed_args(argv)  # run folders may follow the options
+    if args.out is not None:  # before the work: not a traceback after the metrics
+        if args.out.exists():
+            return fail(f"{args.out} exists; it is never overwritten")
+        if not args.out.parent.is_dir():
+            return fail(f"--out {args.out}: no folder {args.out.parent} to write it in")
+        check_output_folder(args.out.parent, "--out")
+    first, *others = args.checkpoint
+    metrics = evaluate(first, args.split, args.set, args.data_dir, others)
+    files = [str(checkpoint_file(path)) for path in args.checkpoint]
     result = {
         "checkpoint": files if len(files) > 1 else files[0],
         "split": args.split,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from attnlstm.cli.common import ArgumentParser, UsageError, fail, open_run
+from attnlstm.cli.common import ArgumentParser, Bounded, command, open_run
 from attnlstm.data.corpus import EOS, UNK, Vocabulary
 
 __all__ = ["generate", "load_language_model", "main"]
@@ -81,29 +81,33 @@ def generate(
 
 
 def build_parser() -> ArgumentParser:
-    """The command line of ``attnlstm-generate``."""
+    """The command line of ``attnlstm-generate``; the numbers are checked as it is parsed."""
     parser = ArgumentParser(prog="attnlstm-generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a run folder or a .pt file")
-    parser.add_argument("--words", type=int, default=100)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--words", type=int, default=100, action=Bounded, minimum=1, help="words to draw"
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        action=Bounded,
+        minimum=0,
+        strict=True,
+        help="divides the logits (> 0; lower is greedier)",
+    )
+    parser.add_argument("--seed", type=int, default=0, action=Bounded, minimum=0, maximum=2**63 - 1)
     parser.add_argument("--prompt", default="", help="text to continue (default: a new line)")
     return parser
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``attnlstm-generate`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit
     status: 0, or 2 after one ``error:`` line on stderr."""
-    try:
-        args = build_parser().parse_args(argv)
-        if not args.temperature > 0:  # NaN too; checked before loading the model
-            raise ValueError(f"--temperature must be positive, got {args.temperature}")
-        if args.words < 0:
-            raise ValueError(f"--words must be at least 0, got {args.words}")
-        model, vocab = load_language_model(args.checkpoint)
-        text = generate(model, vocab, args.words, args.temperature, args.seed, args.prompt)
-    except (UsageError, FileNotFoundError, ValueError) as error:
-        return fail(error)
+    args = build_parser().parse_intermixed_args(argv)
+    model, vocab = load_language_model(args.checkpoint)
+    text = generate(model, vocab, args.words, args.temperature, args.seed, args.prompt)
     lines = " ".join([args.prompt, *text]).strip().replace(f" {EOS}", "\n").replace(EOS, "\n")
     print("\n".join(line.strip() for line in lines.split("\n")))
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from attnlstm.cli.common import ArgumentParser, UsageError, fail
+from attnlstm.cli.common import ArgumentParser, command, fail, read_stdin_lines
 from attnlstm.cli.taggers import load_taggers
 from attnlstm.data.tagging import TaggingVocab, collate, encode_sentence
 
@@ -73,15 +73,13 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``attnlstm-tag`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit
     status: 0, or 2 after one ``error:`` line on stderr."""
-    try:
-        args = build_parser().parse_intermixed_args(argv)  # sentences may follow --also
-        model, vocab, max_word_chars = load_taggers([args.checkpoint, *args.also])
-    except (UsageError, FileNotFoundError, ValueError) as error:
-        return fail(error)
-    lines = args.sentences or sys.stdin.read().splitlines()
+    args = build_parser().parse_intermixed_args(argv)  # sentences may follow --also
+    model, vocab, max_word_chars = load_taggers([args.checkpoint, *args.also])
+    lines = args.sentences or read_stdin_lines()
     sentences = [line.split() for line in lines if line.strip()]
     if not sentences:
         return fail("no sentence to tag")

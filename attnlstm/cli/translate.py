@@ -20,7 +20,15 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from attnlstm.cli.common import ArgumentParser, UsageError, fail, open_run
+from attnlstm.cli.common import (
+    ArgumentParser,
+    Bounded,
+    check_output_folder,
+    command,
+    fail,
+    open_run,
+    read_stdin_lines,
+)
 from attnlstm.contracts import AttentionMap
 from attnlstm.data.corpus import Vocabulary
 from attnlstm.data.seq2seq import UNK_ID, collate, normalize_tutorial
@@ -98,29 +106,34 @@ def translate(
 
 
 def build_parser() -> ArgumentParser:
-    """The command line of ``attnlstm-translate``."""
+    """The command line of ``attnlstm-translate``; the numbers are checked as it is parsed."""
     parser = ArgumentParser(prog="attnlstm-translate", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a run folder or a .pt file")
     parser.add_argument("sentences", nargs="*", help="sentences (default: one per line on stdin)")
-    parser.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
-    parser.add_argument("--length-penalty", type=float, default=None)
+    parser.add_argument(
+        "--beam", type=int, default=1, action=Bounded, minimum=1, help="beam size (1: greedy)"
+    )
+    parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=None,
+        action=Bounded,
+        minimum=0,
+        help="the beam search's length penalty (default: the run's task.length_penalty)",
+    )
     parser.add_argument("--png", type=Path, default=None, help="folder for the heatmaps")
     return parser
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``attnlstm-translate`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit
     status: 0, or 2 after one ``error:`` line on stderr."""
-    try:
-        args = build_parser().parse_args(argv)
-        if args.beam < 1:
-            raise ValueError("--beam must be at least 1")
-        if args.length_penalty is not None and not args.length_penalty >= 0:
-            raise ValueError(f"--length-penalty must be at least 0, got {args.length_penalty}")
-        model, source_vocab, target_vocab, task_cfg = load_translator(args.checkpoint)
-    except (UsageError, FileNotFoundError, ValueError) as error:
-        return fail(error)
-    lines = args.sentences or sys.stdin.read().splitlines()
+    args = build_parser().parse_intermixed_args(argv)  # sentences may follow the options
+    if args.png is not None:  # before the work: not a traceback after the translations
+        check_output_folder(args.png, "--png")
+    model, source_vocab, target_vocab, task_cfg = load_translator(args.checkpoint)
+    lines = args.sentences or read_stdin_lines()
     # synthetic tasks' symbols are taken as they are; sentences as the translation task read them
     normalise = normalize_tutorial if task_cfg["name"] == "translation" else str.strip
     sentences = [normalise(line).split() for line in lines if normalise(line)]
@@ -144,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             attention = AttentionMap(weights, output, list(words), " ".join(words))
             path = save_attention_png(attention, args.png / f"{number}.png")
             print(f"  heatmap: {path}", file=sys.stderr)
+    if args.png is not None and all(weights is None for _, weights in results):
+        print(f"no heatmaps in {args.png}: {args.checkpoint} has no attention", file=sys.stderr)
     return 0
 
 

@@ -19,14 +19,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnlstm.data.textfile import read_lines
+from attnlstm.errors import ConfigError
+
 FIELDS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 _WORD_ID = re.compile(r"[1-9][0-9]*")
 _RANGE_ID = re.compile(r"([1-9][0-9]*)-([1-9][0-9]*)")
 _EMPTY_NODE_ID = re.compile(r"(0|[1-9][0-9]*)\.[1-9][0-9]*")
 
 
-class ConlluError(ValueError):
-    """A malformed CoNLL-U line: the message names the file, the line and the problem."""
+class ConlluError(ConfigError):
+    """A malformed CoNLL-U line: the message names the file, the line and the problem (a
+    ConfigError: the user fixes the file, and the runner prints it without a traceback)."""
 
     def __init__(self, path: Path | str, line_number: int, problem: str) -> None:
         super().__init__(f"{path}:{line_number}: {problem}")
@@ -55,6 +59,8 @@ def read_conllu(
     Raises:
         ConlluError: a line without 10 fields, an ID that is neither a word index, a range
             nor an empty node, word IDs out of order, an empty form, or a word without a tag.
+        NotUtf8Error: bytes that are not UTF-8 (:mod:`attnlstm.data.textfile`), with the
+            line.
     """
     for column in (tag_column, aux_column):
         if column not in ("upos", "xpos", None):
@@ -76,59 +82,58 @@ def _sentences(path: Path, tag_index: int, aux_index: int | None) -> Iterator[Ta
         )
 
     expected_id = 1  # the ID the next word of the open sentence must have
-    with open(path, encoding="utf-8-sig", newline=None) as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\n")
-            if not line.strip():
-                if words:
-                    yield sentence()
-                words, tags, aux_tags, expected_id = [], [], [], 1
-                continue
-            if line.startswith("#"):
-                continue
-            fields = line.split("\t")
-            if len(fields) != len(FIELDS):
-                raise ConlluError(
-                    path,
-                    line_number,
-                    f"expected 10 tab-separated fields, found {len(fields)}"
-                    f"{' (spaces instead of tabs?)' if len(fields) == 1 else ''}",
-                )
-            word_id = fields[0]
-            if _RANGE_ID.fullmatch(word_id) or _EMPTY_NODE_ID.fullmatch(word_id):
-                if range_match := _RANGE_ID.fullmatch(word_id):
-                    first, last = map(int, range_match.groups())
-                    if first != expected_id or last <= first:
-                        raise ConlluError(
-                            path,
-                            line_number,
-                            f"multiword token range {word_id} does not span the next words"
-                            f" (the next word is {expected_id})",
-                        )
-                continue  # a multiword token's surface form, or an empty node: not tagged
-            if not _WORD_ID.fullmatch(word_id):
-                raise ConlluError(
-                    path,
-                    line_number,
-                    f"ID {word_id!r} is not a word index (1, 2, ...), a multiword range (1-2)"
-                    " or an empty node (1.1)",
-                )
-            if int(word_id) != expected_id:
-                raise ConlluError(
-                    path, line_number, f"word ID {word_id} out of order: expected {expected_id}"
-                )
-            form, tag = fields[1], fields[tag_index]
-            if not form:
-                raise ConlluError(path, line_number, "empty FORM")
-            for index in (tag_index, aux_index):
-                if index is not None and fields[index] in ("", "_"):
+    for line_number, raw in enumerate(read_lines(path, "utf-8-sig"), start=1):
+        line = raw.rstrip("\n")
+        if not line.strip():
+            if words:
+                yield sentence()
+            words, tags, aux_tags, expected_id = [], [], [], 1
+            continue
+        if line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(FIELDS):
+            raise ConlluError(
+                path,
+                line_number,
+                f"expected 10 tab-separated fields, found {len(fields)}"
+                f"{' (spaces instead of tabs?)' if len(fields) == 1 else ''}",
+            )
+        word_id = fields[0]
+        if _RANGE_ID.fullmatch(word_id) or _EMPTY_NODE_ID.fullmatch(word_id):
+            if range_match := _RANGE_ID.fullmatch(word_id):
+                first, last = map(int, range_match.groups())
+                if first != expected_id or last <= first:
                     raise ConlluError(
-                        path, line_number, f"word {form!r} has no {FIELDS[index].upper()} tag"
+                        path,
+                        line_number,
+                        f"multiword token range {word_id} does not span the next words"
+                        f" (the next word is {expected_id})",
                     )
-            words.append(form)
-            tags.append(tag)
-            if aux_index is not None:
-                aux_tags.append(fields[aux_index])
-            expected_id += 1
+            continue  # a multiword token's surface form, or an empty node: not tagged
+        if not _WORD_ID.fullmatch(word_id):
+            raise ConlluError(
+                path,
+                line_number,
+                f"ID {word_id!r} is not a word index (1, 2, ...), a multiword range (1-2)"
+                " or an empty node (1.1)",
+            )
+        if int(word_id) != expected_id:
+            raise ConlluError(
+                path, line_number, f"word ID {word_id} out of order: expected {expected_id}"
+            )
+        form, tag = fields[1], fields[tag_index]
+        if not form:
+            raise ConlluError(path, line_number, "empty FORM")
+        for index in (tag_index, aux_index):
+            if index is not None and fields[index] in ("", "_"):
+                raise ConlluError(
+                    path, line_number, f"word {form!r} has no {FIELDS[index].upper()} tag"
+                )
+        words.append(form)
+        tags.append(tag)
+        if aux_index is not None:
+            aux_tags.append(fields[aux_index])
+        expected_id += 1
     if words:  # a file may end without the final blank line
         yield sentence()

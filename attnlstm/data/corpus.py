@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from attnlstm.data.textfile import read_lines
+
 EOS = "<eos>"
 UNK = "<unk>"
 
@@ -57,12 +59,13 @@ class Vocabulary:
 
 
 def read_words(path: Path) -> list[str]:
-    """Whitespace tokens of ``path``, each line ending with ``<eos>``."""
+    """Whitespace tokens of ``path``, each line ending with ``<eos>``
+    (:class:`~attnlstm.data.textfile.NotUtf8Error`, naming the file and the line, for bytes
+    that are not UTF-8)."""
     words: list[str] = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            words.extend(line.split())
-            words.append(EOS)
+    for line in read_lines(path):
+        words.extend(line.split())
+        words.append(EOS)
     return words
 
 

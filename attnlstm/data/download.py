@@ -1,7 +1,11 @@
 """Download the public datasets into a data directory, checking every file's sha256.
 
-    python scripts/download_data.py ptb wikitext-2            # into $ATTNLSTM_DATA
-    python scripts/download_data.py all --dest ~/data/attnlstm
+    attnlstm-download ptb wikitext-2              # into the default data directory
+    attnlstm-download all --dest ~/data/attnlstm  # elsewhere (then ATTNLSTM_DATA=~/data/attnlstm)
+
+The default data directory is the one attnlstm-train reads (:func:`attnlstm.paths.data_dir`):
+$ATTNLSTM_DATA when set, else ``../shared/data`` beside a source checkout where it exists, else
+the per-user data folder (``~/.local/share/attnlstm/data`` on Linux).
 
 The sources are the canonical public copies that ``../shared/data`` was checked against (byte
 for byte; see each folder's SOURCE.md there). A file already present with the right sha256 is
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attnlstm.errors import ConfigError
-from attnlstm.paths import data_dir
+from attnlstm.paths import DATA_DIR_RULE, data_dir, data_dir_origin, user_data_dir
 
 
 @dataclass(frozen=True)
@@ -191,27 +195,38 @@ def download(names: list[str], dest: Path, log=print) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """``attnlstm-download``: 0 when every file is there with its sha256, 1 otherwise."""
+    default = data_dir()
+    parser = argparse.ArgumentParser(prog="attnlstm-download", description=__doc__.split("\n\n")[0])
     parser.add_argument("datasets", nargs="+", help=f"{', '.join(DATASETS)} or all")
     parser.add_argument(
         "--dest",
         type=Path,
         default=None,
-        help="data directory (default: $ATTNLSTM_DATA, else ../shared/data beside the checkout)",
+        help=(
+            "data directory (default: $ATTNLSTM_DATA, else ../shared/data beside a source"
+            f" checkout, else the per-user folder {user_data_dir()}; here: {default})"
+        ).replace("%", "%%"),
     )
     args = parser.parse_args(argv)
-    dest = args.dest if args.dest is not None else data_dir()
+    if args.dest is None:
+        dest, origin = default, data_dir_origin()
+    else:
+        dest, origin = args.dest.expanduser(), "--dest"
+    print(f"data directory: {dest} ({origin})")
     try:
         download(args.datasets, dest)
     except (KeyError, ChecksumError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"done; point attnlstm at it with ATTNLSTM_DATA={dest} (or data_dir={dest})")
+    if dest.resolve() == default.resolve():
+        print(f"done: written to {dest}, where attnlstm-train looks by default")
+    else:
+        print(
+            f"done: written to {dest}; point attnlstm at it with ATTNLSTM_DATA={dest}"
+            f" (or data_dir={dest})"
+        )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def locate_files(
@@ -233,7 +248,11 @@ def locate_files(
         )
         raise ConfigError(
             f"task={task}: data not found: looked for {', '.join(str(p) for p in missing)}"
-            f" (data directory {root}, from data_dir=, else $ATTNLSTM_DATA, else ../shared/data"
-            f" beside the checkout); {how}, or set ATTNLSTM_DATA / data_dir= to where it is"
+            f" (data directory {root}, from {data_dir_origin(configured_dir)}; the rule:"
+            f" {DATA_DIR_RULE}); {how}, or set ATTNLSTM_DATA / data_dir= to where it is"
         )
     return paths
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 
 from attnlstm.data.corpus import Vocabulary
+from attnlstm.data.textfile import read_lines
+from attnlstm.errors import ConfigError
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -194,20 +196,23 @@ def normalize_tutorial(text: str) -> str:
 
 
 def read_sentence_pairs(path: Path) -> list[tuple[str, str]]:
-    """The (English, French) pairs of a tab-separated file, normalised; the line number of a
-    line without exactly one tab is in the error."""
+    """The (English, French) pairs of a tab-separated file, normalised.
+
+    Raises:
+        ConfigError: a line without a tab, naming the file and the line;
+            :class:`~attnlstm.data.textfile.NotUtf8Error` for bytes that are not UTF-8.
+    """
     pairs = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) < 2:
-                raise ValueError(f"{path}:{number}: expected 'English<TAB>French', got {line!r}")
-            english, french = normalize_tutorial(fields[0]), normalize_tutorial(fields[1])
-            if english and french:
-                pairs.append((english, french))
+    for number, line in enumerate(read_lines(path), start=1):
+        line = line.rstrip("\n").rstrip("\r")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise ConfigError(f"{path}:{number}: expected 'English<TAB>French', got {line!r}")
+        english, french = normalize_tutorial(fields[0]), normalize_tutorial(fields[1])
+        if english and french:
+            pairs.append((english, french))
     return pairs
 
 

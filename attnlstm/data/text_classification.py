@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attnlstm.data.corpus import Vocabulary
+from attnlstm.data.textfile import NotUtf8Error, read_lines
+from attnlstm.errors import ConfigError
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 
 
-class TextFileError(ValueError):
+class TextFileError(ConfigError):
     """A row that cannot be read; the message names the file and line."""
 
 
@@ -74,39 +76,36 @@ def read_labelled_texts(
     unescape: bool = False,
 ) -> list[LabelledText]:
     """The examples of ``path`` (``unescape``: :func:`unescape_ptb` on every token);
-    :class:`TextFileError` naming ``file:line`` for a row without the columns, an empty
-    text, or bytes that are not UTF-8."""
+    :class:`TextFileError` naming the file and the line for a row without the columns, an
+    empty text, or bytes that are not UTF-8."""
     path = Path(path)
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     examples: list[LabelledText] = []
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            rows = csv.reader(handle, delimiter=delimiter, quoting=quoting)
-            names = next(rows, None) if header else None
-            label_index = _column_index(label_column, names, path, "label_column")
-            text_index = _column_index(text_column, names, path, "text_column")
-            needed = max(label_index, text_index) + 1
-            for row in rows:
-                line = rows.line_num
-                if not row or row == [""]:
-                    continue  # a blank line
-                if len(row) < needed:
-                    raise TextFileError(
-                        f"{path}:{line}: {len(row)} column(s), need at least {needed}"
-                        f" (delimiter {delimiter!r})"
-                    )
-                text = row[text_index].strip()
-                label = row[label_index].strip()
-                tokens = tuple((text.lower() if lowercase else text).split())
-                if unescape:
-                    tokens = tuple(unescape_ptb(t) for t in tokens)
-                if not tokens or not label:
-                    raise TextFileError(f"{path}:{line}: empty {'text' if label else 'label'}")
-                examples.append(LabelledText(label, tokens))
-    except UnicodeDecodeError as error:
-        raise TextFileError(
-            f"{path}: byte {error.start} is not UTF-8 ({error.reason}); re-encode the file as UTF-8"
-        ) from None
+        rows = csv.reader(read_lines(path, newline=""), delimiter=delimiter, quoting=quoting)
+        names = next(rows, None) if header else None
+        label_index = _column_index(label_column, names, path, "label_column")
+        text_index = _column_index(text_column, names, path, "text_column")
+        needed = max(label_index, text_index) + 1
+        for row in rows:
+            line = rows.line_num
+            if not row or row == [""]:
+                continue  # a blank line
+            if len(row) < needed:
+                raise TextFileError(
+                    f"{path}:{line}: {len(row)} column(s), need at least {needed}"
+                    f" (delimiter {delimiter!r})"
+                )
+            text = row[text_index].strip()
+            label = row[label_index].strip()
+            tokens = tuple((text.lower() if lowercase else text).split())
+            if unescape:
+                tokens = tuple(unescape_ptb(t) for t in tokens)
+            if not tokens or not label:
+                raise TextFileError(f"{path}:{line}: empty {'text' if label else 'label'}")
+            examples.append(LabelledText(label, tokens))
+    except NotUtf8Error as error:  # the reader's own error type, as for a malformed row
+        raise TextFileError(str(error)) from None
     if not examples:
         raise TextFileError(f"{path}: no examples")
     return examples

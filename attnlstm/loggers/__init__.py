@@ -7,6 +7,7 @@ from attnlstm.loggers.base import (
     Logger,
     LoggerCollection,
     build_loggers,
+    experiment_hparams,
     flatten_config,
     register_logger,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "Logger",
     "LoggerCollection",
     "build_loggers",
+    "experiment_hparams",
     "flatten_config",
     "register_logger",
 ]

@@ -140,3 +140,61 @@ def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, HPa
         else:
             flat[name] = str(value)
     return flat
+
+
+#: the keys that name an experiment, in the order the HParams tab should open on
+DEFINING_KEYS = ("task.name", "model.name", "attention.method", "seed")
+#: the config sections whose keys define a run beyond its :data:`DEFINING_KEYS`, in order
+DEFINING_SECTIONS = ("task", "model", "attention", "optim", "trainer")
+#: keys that say where and how a run is done or recorded, not what it is: its data folder,
+#: resumption, device, progress bar, logging cadence, checkpoints, debugging aids, loggers
+BOOKKEEPING_KEYS = frozenset(
+    {
+        "data_dir",
+        "resume",
+        "trainer.progress_bar",
+        "trainer.log_every_n_steps",
+        "trainer.attention_images",
+        "trainer.checkpoint_every_n_steps",
+        "trainer.fast_dev_run",
+        "trainer.profile_steps",
+    }
+)
+BOOKKEEPING_SECTIONS = ("device", "logger")
+
+
+def experiment_hparams(params: Mapping[str, HParamValue | None]) -> dict[str, HParamValue]:
+    """The hyperparameters that define an experiment, for a comparison table (TensorBoard's
+    HParams tab), from the flattened config (:func:`flatten_config`).
+
+    Left out: keys without a value (None, which :func:`flatten_config` writes as ``"None"``)
+    and bookkeeping (:data:`BOOKKEEPING_KEYS`, and every ``device.*`` and ``logger.*`` key).
+    Order: :data:`DEFINING_KEYS` first (``task.name``, ``model.name``, ``attention.method``,
+    ``seed``), then the other keys of :data:`DEFINING_SECTIONS` section by section (``task.*``,
+    ``model.*``, ``attention.*``, ``optim.*``, ``trainer.*``), each in the config's order, then
+    any other key in the config's order. Loggers that keep the whole config (MLflow) do not
+    use it.
+
+    ``{"seed": 0, "device.type": "cpu", "model.name": "lstm", "task.max_length": "None"}``
+    -> ``{"model.name": "lstm", "seed": 0}``.
+    """
+
+    def bookkeeping(name: str) -> bool:
+        return name in BOOKKEEPING_KEYS or name.split(".", 1)[0] in BOOKKEEPING_SECTIONS
+
+    def rank(name: str) -> int:
+        """0..3 for the defining keys, then one rank per section, the others last."""
+        if name in DEFINING_KEYS:
+            return DEFINING_KEYS.index(name)
+        section = name.split(".", 1)[0]
+        if "." in name and section in DEFINING_SECTIONS:
+            return len(DEFINING_KEYS) + DEFINING_SECTIONS.index(section)
+        return len(DEFINING_KEYS) + len(DEFINING_SECTIONS)
+
+    entries = [
+        (name, value)
+        for name, value in params.items()
+        if value is not None and value != "None" and not bookkeeping(name)
+    ]
+    # a stable sort: within a rank the keys keep the config's order
+    return dict(sorted(entries, key=lambda entry: rank(entry[0])))

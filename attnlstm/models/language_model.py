@@ -21,6 +21,7 @@ is detached: gradients never cross a segment boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -130,9 +131,12 @@ class LSTMLanguageModel(nn.Module):
         self.residual = residual
 
     def forward(
-        self, words: Tensor, state: LanguageModelState | None = None
+        self, words: Tensor, state: LanguageModelState | dict[str, Any] | None = None
     ) -> LanguageModelOutput:
-        """words (B, T) int64 -> logits (B, T, V), continuing from ``state`` (None: zeros)."""
+        """words (B, T) int64 -> logits (B, T, V), continuing from ``state`` (None: zeros; a
+        dict of its fields, as a checkpoint taken inside an epoch stores it, is accepted)."""
+        if isinstance(state, dict):
+            state = LanguageModelState(**state)
         x = embedding_dropout(self.embedding, words, self.dropout_embedding, self.training)
         x = locked_dropout(x, self.dropout_input, self.training)  # B x T x E
         layer_states = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ class Monitor:
     mode: Literal["min", "max"]
 
     def better(self, value: float, best: float | None) -> bool:
+        """Whether ``value`` beats ``best`` (None: nothing yet); NaN or infinity never does."""
+        if not math.isfinite(value):
+            return False
         if best is None:
             return True
         return value > best if self.mode == "max" else value < best
@@ -76,8 +80,30 @@ class Task(ABC):
     def attention_maps(self, output: Any, batch: Any) -> list[AttentionMap] | None:
         """Labelled attention heatmaps of ``batch``'s examples from ``output`` (an evaluation
         forward), for the trainer to log as figures; None: the trainer logs the output's
-        ``attention`` weights as plain images instead."""
-        return None
+        ``attention`` weights as plain images instead.
+
+        By default, pooling weights (``output.attention`` (B, T): one weight per input step of
+        each example) make one heatmap, a row per example, the steps after ``batch.lengths``
+        masked as padding; other attention is left to the trainer (None). Tasks override this
+        to label the steps or mark the ones that matter.
+        """
+        weights = getattr(output, "attention", None)
+        if weights is None or weights.dim() != 2:
+            return None
+        weights = weights.detach().float().cpu()
+        examples, steps = weights.shape
+        return [
+            AttentionMap(
+                weights,
+                [f"example {row}" for row in range(examples)],
+                [str(step) for step in range(steps)],
+                title=f"{self.name}: attention over the input steps",
+                lengths=getattr(batch, "lengths", None),
+                x_label="time step",
+                y_label="example",
+                colour_max=None,
+            )
+        ]
 
     def train_epoch_metrics(self) -> dict[str, float]:
         """Metrics of the training epoch just finished, logged as ``train/<name>`` (e.g. the
@@ -91,6 +117,16 @@ class Task(ABC):
     def state_dict(self) -> dict[str, Any]:
         """RNG and other state needed to resume the training stream exactly."""
         return {}
+
+    def train_stream_state(self) -> dict[str, Any]:
+        """What the task carries from one training batch to the next within an epoch (e.g. a
+        language model's hidden state and the epoch's loss sums): saved by a checkpoint taken
+        inside an epoch. Tensors, numbers and plain containers only."""
+        return {}
+
+    def load_train_stream_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`train_stream_state` when resuming inside an epoch."""
+        return None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         return None

@@ -105,10 +105,10 @@ class LanguageModelTask(Task):
         self.vocab = self.corpus.vocab
         vocab_size = len(self.vocab)
         self.spec = TaskSpec(vocab_size, vocab_size, target="tokens", inputs="tokens")
-        self.train_data = self._rows(self.corpus.train, cfg.batch_size, "train", "batch_size")
+        self.train_data = self._rows(self.corpus.train, "train", train, "batch_size")
         self.eval_data = {
-            "val": self._rows(self.corpus.valid, cfg.eval_batch_size, "valid", "eval_batch_size"),
-            "test": self._rows(self.corpus.test, cfg.eval_batch_size, "test", "eval_batch_size"),
+            "val": self._rows(self.corpus.valid, "valid", valid, "eval_batch_size"),
+            "test": self._rows(self.corpus.test, "test", test, "eval_batch_size"),
         }
         self.generator = torch.Generator().manual_seed(seed)
         self._state: dict[str, Any] = {}
@@ -117,12 +117,36 @@ class LanguageModelTask(Task):
 
     # -- data -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _rows(stream: Tensor, rows: int, split: str, key: str) -> Tensor:
+    def _rows(self, stream: Tensor, split: str, path: Path, key: str) -> Tensor:
+        """``stream``, the ids of the ``split`` file ``path``, cut into ``task.<key>`` rows
+        (:func:`batchify`); a ConfigError naming the file when it is empty, or too short for
+        that many rows of two tokens or more (only then is lowering ``task.<key>`` a fix)."""
+        rows = int(getattr(self.cfg, key))
         try:
             return batchify(stream, rows)  # rows x N
         except ValueError as error:
-            raise ConfigError(f"the {split} split: {error}; lower task.{key}") from None
+            if rows < 1:  # the config checks refuse this first; kept right all the same
+                raise ConfigError(f"task.{key}={rows}: {error}") from None
+        from attnlstm.data.corpus import EOS  # the line-end token: counted apart from words
+
+        tokens = stream.numel()
+        if not bool((stream != self.vocab.ids[EOS]).any()):  # no word at all
+            content = "is empty" if tokens == 0 else "holds only blank lines"
+            raise ConfigError(
+                f"the {split} file {path} {content}; every split of a language model needs"
+                " text (put the split's text there, or point task.path at a complete corpus)"
+            )
+        limit = self.cfg.max_train_tokens if split == "train" else None
+        if limit is not None and tokens == limit:  # the file is longer: the limit cut it
+            what = f"task.max_train_tokens={limit} keeps {tokens} tokens of the train file {path}"
+            fix = f"raise task.max_train_tokens to at least {2 * rows}"
+        else:
+            what = f"the {split} file {path} has {tokens} tokens (line ends included)"
+            fix = f"give it at least {2 * rows} tokens"
+        raise ConfigError(
+            f"{what}, too few for task.{key}={rows} rows of at least 2 tokens each; {fix}, or"
+            f" lower task.{key}"
+        )
 
     def _segments(self, data: Tensor, lengths: Iterator[int] | None = None) -> Iterator[TokenBatch]:
         position, last = 0, data.size(1) - 1
@@ -188,6 +212,22 @@ class LanguageModelTask(Task):
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "vocab": self.vocab.state_dict()}
+
+    def train_stream_state(self) -> dict[str, Any]:
+        """The hidden state handed to the next segment (its fields as a dict: the model's
+        state class is not the task's to import) and the epoch's perplexity sums."""
+        hidden = self._state.get("train")
+        return {
+            "hidden": None if hidden is None else dict(vars(hidden)),
+            "nll": self._train_nll,
+            "tokens": self._train_tokens,
+        }
+
+    def load_train_stream_state(self, state: dict[str, Any]) -> None:
+        """The language model accepts its state as the dict of its fields."""
+        self._state["train"] = state.get("hidden")
+        self._train_nll = state.get("nll", 0.0)
+        self._train_tokens = state.get("tokens", 0)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from attnlstm.batch import SequenceBatch
 from attnlstm.config import LongMemoryProblem, LongMemoryTaskConfig
-from attnlstm.tasks.base import Meter, Monitor, Task, TaskSpec
+from attnlstm.tasks.base import AttentionMap, Meter, Monitor, Task, TaskSpec
 from attnlstm.tasks.registry import register_task
 
 #: the shortest sequence on which both markers and the end marker fit (N1 <= 9 < L - 1)
@@ -87,6 +87,31 @@ def generate(
     x1, x2 = values[rows, first], values[rows, second]
     targets = 0.5 + (x1 + x2) / 4.0 if problem is LongMemoryProblem.addition else x1 * x2
     return torch.stack([values, markers], dim=-1), targets
+
+
+def marked_steps(inputs: Tensor) -> Tensor:
+    """The two marked steps (N1, N2) of each sequence, in time order.
+
+    Args:
+        inputs: (B, T, 2) with channels (value, marker), as :func:`generate` makes them.
+
+    Returns:
+        (B, 2) int64 step indices (-1 where a sequence has fewer than two marked steps).
+    """
+    marked = inputs[..., 1] == 1.0
+    padded_to = inputs.size(1)
+    steps = torch.arange(padded_to, device=inputs.device).expand_as(marked)
+    # unmarked steps sort after every marked one
+    first_two = torch.where(marked, steps, padded_to).sort(dim=1).values[:, :2]
+    return torch.where(first_two < padded_to, first_two, -1)
+
+
+def last_steps(inputs: Tensor) -> Tensor:
+    """The last real step of each sequence (its end marker, -1), (B,) int64, from ``inputs``
+    (B, T, 2): the lengths are known even where the batch does not carry them (unmasked)."""
+    ends = inputs[..., 1] == -1.0
+    steps = torch.arange(inputs.size(1), device=inputs.device).expand_as(ends)
+    return torch.where(ends, steps, -1).amax(dim=1)
 
 
 class RegressionMeter(Meter):
@@ -200,6 +225,28 @@ class LongMemoryTask(Task):
 
     def new_meter(self, split: str = "val") -> RegressionMeter:
         return RegressionMeter(self.cfg.tolerance)
+
+    def attention_maps(self, output: Any, batch: SequenceBatch) -> list[AttentionMap] | None:
+        """The pooling weights as one heatmap, a row per sequence labelled with its target
+        and prediction, the two marked steps (whose values make the target) circled; with
+        masked padding the steps after each length are greyed, without it (the model reads
+        the padding as data) each sequence's last step is ticked instead."""
+        maps = super().attention_maps(output, batch)
+        if not maps:
+            return maps
+        heatmap = maps[0]
+        inputs = batch.inputs.cpu()
+        predictions = output.prediction.detach().float().cpu().reshape(-1)
+        heatmap.query_labels = [
+            f"y {float(target):.2f}, pred {float(predicted):.2f}"
+            for target, predicted in zip(batch.targets.cpu(), predictions, strict=True)
+        ]
+        heatmap.y_label = "sequence"
+        operation = "added" if self.name == LongMemoryProblem.addition.value else "multiplied"
+        heatmap.marks = {f"marked steps (their values are {operation})": marked_steps(inputs)}
+        if batch.lengths is None:
+            heatmap.marks["last step (padding follows, unmasked)"] = last_steps(inputs)[:, None]
+        return maps
 
     def is_solved(self, metrics: dict[str, float]) -> bool:
         """Solved at 100% accuracy."""

@@ -29,7 +29,7 @@ from attnlstm.data.text_classification import (
     read_labelled_texts,
 )
 from attnlstm.errors import ConfigError
-from attnlstm.tasks.base import Meter, Monitor, Task, TaskSpec
+from attnlstm.tasks.base import AttentionMap, Meter, Monitor, Task, TaskSpec
 from attnlstm.tasks.registry import register_task
 
 #: batches per pool of training texts sorted by length before being cut into batches
@@ -190,6 +190,33 @@ class TextClassificationTask(Task):
 
     def new_meter(self, split: str = "val") -> Meter:
         return ClassificationMeter(len(self.classes))
+
+    def attention_maps(self, output: Any, batch: SequenceBatch) -> list[AttentionMap] | None:
+        """One heatmap per text: its pooling weights over its words (the words the model read,
+        ``<unk>`` for unknown ones, label the x axis), the row labelled with the text's gold
+        and predicted class."""
+        maps = super().attention_maps(output, batch)
+        if not maps:
+            return maps
+        weights = maps[0].weights  # (B, T), on the CPU
+        tokens = batch.inputs.cpu()
+        lengths = batch.lengths if batch.lengths is not None else (tokens != PAD_ID).sum(dim=1)
+        gold = batch.targets.cpu().tolist()
+        predicted = output.prediction.detach().argmax(dim=-1).cpu().tolist()
+        texts = []
+        for row, length in enumerate(lengths.tolist()):
+            texts.append(
+                AttentionMap(
+                    weights[row : row + 1, :length],
+                    [f"gold {self.classes[gold[row]]}\npred {self.classes[predicted[row]]}"],
+                    self.vocab.decode(tokens[row, :length].tolist()),
+                    title=f"{self.name}: attention over the words of text {row}",
+                    x_label="word",
+                    y_label="",
+                    colour_max=None,
+                )
+            )
+        return texts
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -19,6 +19,12 @@ log = logging.getLogger(__name__)
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class StopRequested(KeyboardInterrupt):
+    """Raised by :meth:`StopRequest.check` between updates: the model, optimiser and loop
+    state are consistent, so a checkpoint taken now resumes exactly (a plain
+    ``KeyboardInterrupt``, from a second Ctrl-C, may land anywhere)."""
+
+
 class StopRequest:
     """Context manager that turns SIGINT / SIGTERM into a flag checked by :meth:`check`."""
 
@@ -54,6 +60,6 @@ class StopRequest:
         )
 
     def check(self) -> None:
-        """Raise ``KeyboardInterrupt`` if a stop was requested."""
+        """Raise :class:`StopRequested` (a ``KeyboardInterrupt``) if a stop was requested."""
         if self.requested:
-            raise KeyboardInterrupt
+            raise StopRequested

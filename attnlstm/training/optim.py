@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -59,3 +60,31 @@ def build_scheduler(
             min_lr=cfg.min_lr,
         )
     raise ConfigError(f"unknown scheduler {name!r}; choose none, step, cosine or plateau")
+
+
+def continue_schedule(
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau,
+    max_epochs: int,
+    completed_epochs: int,
+) -> None:
+    """Fit a restored schedule to the resumed run's ``trainer.max_epochs``.
+
+    Only the cosine schedule depends on the horizon: a run resumed with a new max_epochs
+    continues on the cosine over the new horizon, at the position of its completed epochs,
+
+        lr_e = min_lr + (base_lr - min_lr) * (1 + cos(pi * e / max_epochs)) / 2,
+
+    the learning rate a run configured with that max_epochs from the start would have at
+    epoch e (the restored scheduler would otherwise keep the first session's horizon and
+    reach min_lr, then climb back up). step and plateau do not depend on the horizon."""
+    if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        return
+    if scheduler.T_max == max_epochs:
+        return
+    scheduler.T_max = max_epochs
+    position = min(completed_epochs, max_epochs)
+    factor = (1 + math.cos(math.pi * position / max_epochs)) / 2
+    for group, base_lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
+        group["lr"] = scheduler.eta_min + (base_lr - scheduler.eta_min) * factor
+    # the recursive form that step() uses continues from these values
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]

@@ -17,6 +17,7 @@ The trainer emits one record per logged step and one per epoch to a
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ from attnlstm.config import OptimConfig, TrainerConfig
 from attnlstm.contracts import TaskSpec
 from attnlstm.io import (
     CHECKPOINT_VERSION,
+    WriteError,
     evaluated_weights,
     load_checkpoint,
     save_checkpoint,
@@ -46,8 +48,8 @@ from attnlstm.loggers import Logger, LoggerCollection, build_loggers, flatten_co
 from attnlstm.plots import attention_figure, attention_image, attention_matrix_image
 from attnlstm.tasks.base import Task
 from attnlstm.training.averaging import build_averaging
-from attnlstm.training.interrupt import StopRequest
-from attnlstm.training.optim import build_optimizer, build_scheduler
+from attnlstm.training.interrupt import StopRequest, StopRequested
+from attnlstm.training.optim import build_optimizer, build_scheduler, continue_schedule
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,19 @@ _STATUS_OF_STOP = {
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss or the validation monitor became NaN or infinite."""
+
+
+def batch_limit(limit: int | float | None, total: int | None) -> int | None:
+    """How many batches ``trainer.limit_*_batches`` allows out of ``total``: an int is a
+    count, a float in (0, 1] a fraction (at least one batch); None: all of them."""
+    if limit is None:
+        return None
+    if isinstance(limit, float):
+        if total is None:
+            return None
+        return max(1, int(total * limit))
+    return int(limit)
 
 
 @dataclass
@@ -77,6 +91,39 @@ class TrainState:
     stop_reason: str | None = None  # solved | early_stopping | max_epochs | diverged
     wall_time_s: float = 0.0  # training time over all sessions of the run
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class EpochProgress:
+    """Where the loop stands inside an epoch, for a checkpoint taken between two updates
+    (a stop, or ``trainer.checkpoint_every_n_steps``). Resuming rebuilds the epoch's batch
+    stream from ``task_at_start`` (the task's generator state when the epoch began), draws
+    and drops the first ``batches`` batches (the tasks draw their batches from their own
+    generator only, so this replays the stream exactly), then restores ``stream`` (what the
+    task carries between batches, e.g. a language model's hidden state) and trains on."""
+
+    epoch: int
+    steps_before: int  # completed updates when the epoch began
+    task_at_start: dict[str, Any]
+    batches: int = 0  # updates done in this epoch
+    loss_sum: float = 0.0
+    samples: int = 0
+    train_time_s: float = 0.0
+    stream: dict[str, Any] = field(default_factory=dict)
+    trained: bool = False  # every batch of the epoch is done (a stop came in validation)
+
+
+class _NoProfiler:
+    """What :meth:`Trainer._profiler` returns when nothing is profiled."""
+
+    def __enter__(self) -> _NoProfiler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def step(self) -> None:
+        return None
 
 
 @contextmanager
@@ -134,6 +181,14 @@ class Trainer:
         self.test_metrics: dict[str, float] = {}
         self.stop_request = StopRequest()
         self._set_up = False
+        # the epoch in progress (None between epochs) and, when resuming inside an epoch,
+        # where the stopped run stood in it
+        self._progress: EpochProgress | None = None
+        self._resume_progress: EpochProgress | None = None
+        # debug=overfit: the task's state before the first epoch, restored before each epoch
+        self._overfit_start: dict[str, Any] | None = None
+        # debug=fast_dev_run: nothing is written that could be mistaken for a result
+        self.writes_results = not trainer_cfg.fast_dev_run
         # one process of a multi-process run (RANK > 0 under torchrun) trains without logging
         self.owns_run_folder = (
             int(os.environ.get("RANK", "0")) == 0 if owns_run_folder is None else owns_run_folder
@@ -147,7 +202,7 @@ class Trainer:
         self._set_up = True
         if checkpoint is not None:
             self.resume(checkpoint)
-        if not self.owns_run_folder:
+        if not self.owns_run_folder or not self.writes_results:
             self.logger = LoggerCollection([])
             return
         if isinstance(self.logger_cfgs, Logger):
@@ -179,20 +234,14 @@ class Trainer:
             self.fit()
             self.test()
             status = _STATUS_OF_STOP.get(self.state.stop_reason or "max_epochs", "completed")
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             status = "interrupted"
-            if self.last_path.exists():
-                log.warning(
-                    "interrupted after epoch %d; continue with resume=%s",
-                    self.state.epoch,
-                    self.run_dir,
-                )
-            else:
-                log.warning("interrupted before the first checkpoint: nothing to resume")
+            self._save_on_stop(at_safe_point=isinstance(stop, StopRequested))
             raise
         except TrainingDiverged as diverged:
             status = "diverged"
             self.state.stop_reason = "diverged"
+            error = str(diverged)
             log.error("%s", diverged)
         except Exception as failure:
             status = "failed"
@@ -210,13 +259,38 @@ class Trainer:
 
     def close(self, status: str, error: str | None = None, write: bool = True) -> dict[str, Any]:
         """Write the final ``metrics.json`` (``status``; ``error``: a one-line summary of
-        what failed; ``write=False``: leave the file as it is) and close the loggers."""
-        summary = self.write_metrics(status, error, write=write)
+        what failed; ``write=False``: leave the file as it is) and close the loggers. A
+        failed write (a full disk) is reported, not raised: the run's status is returned."""
+        try:
+            summary = self.write_metrics(status, error, write=write)
+        except WriteError as failure:
+            log.error("%s", failure)
+            summary = self.write_metrics(status, error, write=False)
         try:
             self.logger.close(status)
         finally:
             self.logger = LoggerCollection([])
         return summary
+
+    def _save_on_stop(self, at_safe_point: bool) -> None:
+        """On Ctrl-C / SIGTERM: save a checkpoint at the current update when the stop came
+        between updates (inside an epoch: with where the epoch stood), and say how to go on."""
+        if at_safe_point and self._progress is not None and self._progress.batches > 0:
+            try:
+                self.save_checkpoint(improved=False, progress=self._progress)
+            except WriteError as failure:
+                log.error("%s", failure)
+        if self.last_path.exists() and self.writes_results:
+            checkpoint_step = self.state.step if at_safe_point else None
+            where = f"update {checkpoint_step}" if checkpoint_step is not None else "its last save"
+            log.warning(
+                "interrupted; the checkpoint holds the run up to %s. Continue with:\n"
+                "  attnlstm-train resume=%s",
+                where,
+                self.run_dir,
+            )
+        else:
+            log.warning("interrupted before the first update: nothing to resume")
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -228,10 +302,15 @@ class Trainer:
     def best_path(self) -> Path:
         return self.run_dir / "best.pt"
 
-    def checkpoint(self) -> dict[str, Any]:
+    def checkpoint(self, progress: EpochProgress | None = None) -> dict[str, Any]:
         """Model, optimiser, schedule, RNG states, loop state, the resolved config and the
-        task's spec (what rebuilds the model without the data)."""
+        task's spec (what rebuilds the model without the data); ``progress``: taken inside an
+        epoch, where the epoch stands (``within_epoch``, see :class:`EpochProgress`)."""
         spec: TaskSpec = self.task.spec
+        within_epoch = None
+        if progress is not None:
+            within_epoch = asdict(progress)
+            within_epoch["stream"] = self.task.train_stream_state()
         return {
             "version": CHECKPOINT_VERSION,
             "model": self.model.state_dict(),
@@ -251,6 +330,7 @@ class Trainer:
             "trainer": asdict(self.state),
             "epoch": self.state.epoch,
             "step": self.state.step,
+            "within_epoch": within_epoch,
             "config": self.config,
         }
 
@@ -267,20 +347,30 @@ class Trainer:
         if self.averaging is not None and checkpoint.get("averaging") is not None:
             self.averaging.load_state_dict(checkpoint["averaging"])
         self.state = TrainState(**checkpoint["trainer"])
+        within_epoch = checkpoint.get("within_epoch")
+        self._resume_progress = None if within_epoch is None else EpochProgress(**within_epoch)
+        if self.scheduler is not None:
+            # a new trainer.max_epochs: the schedule continues over the new horizon
+            continue_schedule(self.scheduler, self.cfg.max_epochs, self.state.epoch)
         self.resumed = True
         log.info(
-            "resumed from %s at epoch %d, step %d",
+            "resumed from %s at epoch %d, step %d%s",
             self.last_path,
             self.state.epoch,
             self.state.step,
+            ""
+            if self._resume_progress is None
+            else f" (inside epoch {self._resume_progress.epoch},"
+            f" after {self._resume_progress.batches} of its updates)",
         )
 
-    def save_checkpoint(self, improved: bool) -> None:
+    def save_checkpoint(self, improved: bool, progress: EpochProgress | None = None) -> None:
         """``last.pt``, and ``best.pt`` when the validation monitor ``improved`` (only the
-        process that owns the run folder writes them)."""
-        if not self.owns_run_folder:
+        process that owns the run folder writes them); ``progress``: a checkpoint inside an
+        epoch (never a best one)."""
+        if not self.owns_run_folder or not self.writes_results:
             return
-        save_checkpoint(self.checkpoint(), self.last_path)
+        save_checkpoint(self.checkpoint(progress), self.last_path)
         if improved:  # same bytes as last.pt; copy, then rename, so best.pt is never half-written
             tmp = self.best_path.with_name(".best.pt.tmp")
             shutil.copyfile(self.last_path, tmp)
@@ -298,12 +388,14 @@ class Trainer:
             )
             return
         self.state.stop_reason = None
-        for epoch in range(self.state.epoch + 1, self.cfg.max_epochs + 1):
+        last_epoch = 1 if self.cfg.fast_dev_run else self.cfg.max_epochs  # a smoke test: one
+        for epoch in range(self.state.epoch + 1, last_epoch + 1):
             record, improved = self._epoch(epoch)
             # decide whether to stop before checkpointing, so that a resumed run that already
             # stopped knows it (and does not train on)
             self.state.stop_reason = self._stop_reason(record)
             self.save_checkpoint(improved)
+            self._progress = None  # the epoch is in last.pt now
             self._report(record, improved)
             self.write_metrics("running")
             if self.state.stop_reason is not None:
@@ -313,17 +405,22 @@ class Trainer:
     def _epoch(self, epoch: int) -> tuple[dict[str, float], bool]:
         """Train one epoch, validate, update the loop state; the epoch's record and whether
         the validation monitor improved."""
-        started = time.perf_counter()
-        steps_before = self.state.step
-        train_loss, samples = self._train_epoch(epoch)
-        train_time = time.perf_counter() - started
+        progress = self._train_epoch(epoch)
         train_extra = self.task.train_epoch_metrics()
+        started = time.perf_counter()
         val = self.evaluate("val")
         self._log_attention()
-        epoch_time = time.perf_counter() - started
+        epoch_time = progress.train_time_s + time.perf_counter() - started
         self.state.wall_time_s += epoch_time
 
         monitored = val[self.task.monitor.metric]
+        for name in dict.fromkeys(("loss", self.task.monitor.metric)):
+            # a NaN model is never a best checkpoint (its accuracy may still be a number)
+            if name in val and not math.isfinite(val[name]):
+                raise TrainingDiverged(
+                    f"validation {name} became {val[name]} at epoch {epoch} (step"
+                    f" {self.state.step}); try a lower optim.lr or set trainer.grad_clip"
+                )
         improved = self.task.monitor.better(monitored, self.state.best_value)
         if improved:
             self.state.best_value, self.state.best_epoch = monitored, epoch
@@ -339,15 +436,16 @@ class Trainer:
         self.state.epoch = epoch
 
         unit = self.task.throughput_unit
+        train_time = max(progress.train_time_s, 1e-9)
         record = {
             "epoch": epoch,
             "step": self.state.step,
             "lr": lr,
-            "train/loss": train_loss,
+            "train/loss": progress.loss_sum / max(progress.batches, 1),
             **{f"train/{k}": v for k, v in train_extra.items()},
             **{f"val/{k}": v for k, v in val.items()},
             "epoch_time_s": epoch_time,
-            f"perf/{unit}_per_s": samples / train_time,
+            f"perf/{unit}_per_s": progress.samples / train_time,
         }
         self.state.history.append(record)
         scalars = {
@@ -356,8 +454,8 @@ class Trainer:
             if k.startswith(("val/", "perf/")) or k in {f"train/{k}" for k in train_extra}
         }
         scalars["perf/epoch_time_s"] = epoch_time
-        scalars["perf/updates_per_s"] = (self.state.step - steps_before) / train_time
-        scalars["train/epoch_loss"] = train_loss
+        scalars["perf/updates_per_s"] = (self.state.step - progress.steps_before) / train_time
+        scalars["train/epoch_loss"] = record["train/loss"]
         self.logger.log_metrics(scalars, self.state.step)
         self.logger.flush()
         return record, improved
@@ -379,7 +477,7 @@ class Trainer:
         log.info(
             "epoch %d/%d  train loss %.4g%s  %s  lr %.3g  %.1fs  %.0f %s/s%s",
             record["epoch"],
-            self.cfg.max_epochs,
+            1 if self.cfg.fast_dev_run else self.cfg.max_epochs,
             record["train/loss"],
             "".join(f"  train {k} {v:.4g}" for k, v in train_extra.items()),
             "  ".join(
@@ -409,26 +507,64 @@ class Trainer:
         else:
             self.scheduler.step()
 
-    def _train_epoch(self, epoch: int) -> tuple[float, int]:
-        """One epoch of updates; returns the mean training loss and the samples seen."""
+    def _start_epoch(self, epoch: int) -> EpochProgress:
+        """The progress record of ``epoch``: a fresh one, or the stopped run's when resuming
+        inside this epoch (then the task goes back to its state at the epoch's start)."""
+        resumed, self._resume_progress = self._resume_progress, None
+        if resumed is not None and resumed.epoch == epoch:
+            self.task.load_state_dict(resumed.task_at_start)
+            return resumed
+        if self.cfg.overfit_batches > 0:  # the same batches every epoch
+            if self._overfit_start is None:
+                self._overfit_start = copy.deepcopy(self.task.state_dict())
+            self.task.load_state_dict(self._overfit_start)
+        return EpochProgress(
+            epoch=epoch,
+            steps_before=self.state.step,
+            task_at_start=copy.deepcopy(self.task.state_dict()),
+        )
+
+    def _train_batch_limit(self) -> int | None:
         cfg = self.cfg
+        if cfg.fast_dev_run:
+            return 1
+        if cfg.overfit_batches > 0:
+            return cfg.overfit_batches
+        return batch_limit(cfg.limit_train_batches, self.task.num_train_batches())
+
+    def _train_epoch(self, epoch: int) -> EpochProgress:
+        """One epoch of updates (the rest of it, when resuming inside it); returns the
+        epoch's progress record: its loss sum, batches, samples and training time."""
+        cfg = self.cfg
+        progress = self._start_epoch(epoch)
+        self._progress = progress
         self.model.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
-        total_loss, batches, samples = 0.0, 0, 0
-        limit = cfg.limit_train_batches
+        limit = self._train_batch_limit()
         total = self.task.num_train_batches()
+        done_before = progress.batches  # replayed, not trained again
+        every = cfg.checkpoint_every_n_steps
         bar = tqdm(
             total=total if limit is None else min(total, limit),
+            initial=done_before,
             desc=f"epoch {epoch}",
             leave=False,
             dynamic_ncols=True,
             disable=None if cfg.progress_bar else True,
         )
-        with bar:
-            for batch in self.task.train_batches(epoch):
-                if limit is not None and batches >= limit:
+        profiler = self._profiler(epoch)
+        restored = done_before == 0  # the stream state a resumed epoch carries on from
+        with bar, profiler:
+            started = time.perf_counter() - progress.train_time_s
+            for index, batch in enumerate(self.task.train_batches(progress.epoch)):
+                if limit is not None and index >= limit:
                     break
+                if index < done_before:  # drawn only to advance the stream
+                    continue
+                if not restored:
+                    self.task.load_train_stream_state(progress.stream)
+                    restored = True
                 batch = batch.to(self.device)
                 output = self.task.forward(self.model, batch)
                 loss = self.task.loss(output, batch)
@@ -443,11 +579,12 @@ class Trainer:
                 if not math.isfinite(loss_value):
                     raise TrainingDiverged(
                         f"training loss became {loss_value} at epoch {epoch}, step"
-                        f" {self.state.step}; try a lower optim.lr or trainer.grad_clip"
+                        f" {self.state.step}; try a lower optim.lr or set trainer.grad_clip"
                     )
-                total_loss += loss_value
-                batches += 1
-                samples += len(batch)
+                progress.loss_sum += loss_value
+                progress.batches += 1
+                progress.samples += len(batch)
+                progress.train_time_s = time.perf_counter() - started
                 if self.state.step % cfg.log_every_n_steps == 0:
                     self.logger.log_metrics(
                         {
@@ -457,27 +594,87 @@ class Trainer:
                         },
                         self.state.step,
                     )
+                if every is not None and self.state.step % every == 0:
+                    self.save_checkpoint(improved=False, progress=progress)
+                profiler.step()
                 bar.update()
                 self.stop_request.check()
-                if batches % 20 == 0:
-                    bar.set_postfix(loss=f"{total_loss / batches:.4g}")
-        return total_loss / max(batches, 1), samples
+                if progress.batches % 20 == 0:
+                    bar.set_postfix(loss=f"{progress.loss_sum / progress.batches:.4g}")
+            progress.train_time_s = time.perf_counter() - started
+        if not restored:  # resumed after the epoch's last update (the stop came in validation)
+            self.task.load_train_stream_state(progress.stream)
+        progress.trained = True
+        return progress
+
+    def _profiler(self, epoch: int) -> Any:
+        """``trainer.profile_steps`` > 0: a torch.profiler over the first epoch's first updates
+        (one warm-up update, then N recorded), written as a Chrome trace to
+        ``<run dir>/profile/``; else a no-op context."""
+        steps = self.cfg.profile_steps
+        if steps <= 0 or epoch != 1 or not self.owns_run_folder:
+            return _NoProfiler()
+        from torch.profiler import ProfilerActivity, profile, schedule
+
+        folder = self.run_dir / "profile"
+        folder.mkdir(exist_ok=True)
+
+        def export(prof: Any) -> None:
+            trace = folder / "trace.json"
+            prof.export_chrome_trace(str(trace))
+            table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
+            (folder / "top_ops.txt").write_text(table + "\n")
+            log.info("profile of %d updates: %s (open in https://ui.perfetto.dev)", steps, trace)
+
+        activities = [ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            activities.append(ProfilerActivity.CUDA)
+        return profile(
+            activities=activities,
+            schedule=schedule(wait=0, warmup=1, active=steps, repeat=1),
+            on_trace_ready=export,
+            record_shapes=True,
+        )
 
     @torch.inference_mode()
     def evaluate(self, split: str) -> dict[str, float]:
         """Metrics on ``split`` (``val`` or ``test``) of the current model, or of its averaged
-        weights when they are averaged (``optim.averaging``)."""
+        weights when they are averaged (``optim.averaging``); on the first
+        ``trainer.limit_eval_batches`` batches when that is set. A bar shows long ones."""
         model = self.model if self.averaging is None else self.averaging.eval_model
         model.eval()
         meter = self.task.new_meter(split)
-        for batch in self.task.eval_batches(split):
-            batch = batch.to(self.device)
-            meter.update(self.task.forward(model, batch), batch)
-            self.stop_request.check()
+        batches = self.task.eval_batches(split)
+        limit_cfg = 1 if self.cfg.fast_dev_run else self.cfg.limit_eval_batches
+        if isinstance(limit_cfg, float) and not hasattr(batches, "__len__"):
+            batches = list(batches)  # a fraction needs the count
+        total = len(batches) if hasattr(batches, "__len__") else None
+        limit = batch_limit(limit_cfg, total)
+        if limit is not None and total is not None:
+            total = min(total, limit)
+        bar = tqdm(
+            total=total,
+            desc=split,
+            leave=False,
+            dynamic_ncols=True,
+            disable=None if self.cfg.progress_bar else True,
+        )
+        with bar:
+            for index, batch in enumerate(batches):
+                if limit is not None and index >= limit:
+                    break
+                batch = batch.to(self.device)
+                meter.update(self.task.forward(model, batch), batch)
+                bar.update()
+                self.stop_request.check()
         return meter.compute()
 
     @torch.inference_mode()
     def _log_attention(self) -> None:
+        """Log the attention of the first ``trainer.attention_images`` validation examples:
+        the task's labelled heatmaps as figures (``val/attention/<i>``: one per example of an
+        encoder-decoder, one for all the examples of a pooling model), else the output's
+        ``attention`` weights as a grey image (``val/attention``)."""
         count = self.cfg.attention_images
         if count <= 0:
             return
@@ -486,18 +683,20 @@ class Trainer:
         output = self.task.forward(self.model, batch)
         maps = self.task.attention_maps(output, batch)
         step = self.state.step
-        if maps is not None:  # labelled heatmaps, one figure per example
+        if maps is not None:  # labelled heatmaps
             import matplotlib.pyplot as plt  # loaded by attention_figure already
 
             for index, attention in enumerate(maps):
                 figure = attention_figure(attention)
-                self.logger.log_figure(f"val/attention/{index}", figure, step)
-                plt.close(figure)
+                try:
+                    self.logger.log_figure(f"val/attention/{index}", figure, step)
+                finally:  # pyplot keeps every open figure alive until it is closed
+                    plt.close(figure)
             return
         weights = getattr(output, "attention", None)
         if weights is None:
             return
-        if weights.dim() == 2:  # pooling: one row of weights per example
+        if weights.dim() == 2:  # pooling, from a task that draws no heatmap: a row per example
             image = attention_image(weights, batch.lengths)
         else:  # each step attends (B, Tq, T): the matrix of the longest example shown
             row, length = 0, None
@@ -521,7 +720,7 @@ class Trainer:
         )
         log.info(
             "test (%s): %s",
-            source.name,
+            source.name if source.exists() else "the current weights",
             "  ".join(f"{k} {v:.4g}" for k, v in self.test_metrics.items()),
         )
         return self.test_metrics
@@ -550,6 +749,6 @@ class Trainer:
         }
         if error is not None:
             summary["error"] = error
-        if write and self.owns_run_folder:
+        if write and self.owns_run_folder and self.writes_results:
             write_json(summary, self.run_dir / "metrics.json")
         return summary

@@ -1,0 +1,58 @@
+"""What the terminal shows when a command ends: exit codes, one-sentence errors, tracebacks
+only on request, and the split of log lines between stdout and stderr.
+
+Exit codes of every attnlstm command (README, "Troubleshooting"):
+
+- 0: done (for training: completed, solved or early-stopped)
+- 1: failed: a bug, or the system (disk full, out of memory); the message says which
+- 2: bad input: a config value, a data file, a run folder or a command-line option
+- 3: diverged: the training loss or the validation monitor became NaN or infinite
+- 130: interrupted (Ctrl-C, SIGTERM); a run that trained continues with ``resume=<run dir>``
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from typing import NoReturn
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+
+def debug_wanted() -> bool:
+    """Whether the user asked for tracebacks: ``ATTNLSTM_DEBUG=1`` or Hydra's
+    ``HYDRA_FULL_ERROR=1``."""
+    return os.environ.get("ATTNLSTM_DEBUG", "") not in ("", "0") or os.environ.get(
+        "HYDRA_FULL_ERROR", ""
+    ) not in ("", "0")
+
+
+def say_error(message: str, error: BaseException | None = None) -> None:
+    """``error: <message>`` on stderr, with the traceback of ``error`` when debugging."""
+    if error is not None and debug_wanted():
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT, error: BaseException | None = None) -> NoReturn:
+    """Say ``message`` on stderr and exit with ``code`` (SystemExit, which Hydra does not
+    catch or decorate, so it also works inside Hydra's resolvers)."""
+    say_error(message, error)
+    raise SystemExit(code)
+
+
+class MaxLevelFilter(logging.Filter):
+    """Let through only records below ``level``: info on stdout, warnings and errors on
+    stderr (see conf/hydra/job_logging/attnlstm.yaml)."""
+
+    def __init__(self, level: str | int = logging.WARNING) -> None:
+        super().__init__()
+        self.level = logging.getLevelName(level) if isinstance(level, str) else level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < self.level

@@ -1,0 +1,41 @@
+"""The ``attnlstm-train`` command (and ``python -m attnlstm``), kept light.
+
+:mod:`attnlstm.train` imports torch and Hydra, which takes seconds. A user who types
+``attnlstm-train --help`` sees the help's first line at once, from here, and the rest (Hydra's
+``hydra/help`` template, ``conf/hydra/help/attnlstm.yaml``, which starts after that line) once
+the trainer is imported. This module imports the standard library only.
+"""
+
+from __future__ import annotations
+
+import sys
+
+#: the first line of ``attnlstm-train --help`` (a blank line follows); the template does not
+#: repeat it
+HELP_FIRST_LINE = (
+    "usage: attnlstm-train [-m] [group=option ...] [key=value ...]   (-m: a sweep of many runs)"
+)
+
+_HELP_FLAGS = ("--help", "-h")
+
+
+def wants_help(argv: list[str]) -> bool:
+    """Whether the command line ``argv`` (without the program name) asks for the app's help."""
+    return any(arg in _HELP_FLAGS for arg in argv)
+
+
+def main() -> None:
+    """Console entry point: the help's first line at once when asked for, then the trainer
+    (:func:`attnlstm.train.main`, which reads ``sys.argv`` through Hydra)."""
+    if wants_help(sys.argv[1:]):
+        print(HELP_FIRST_LINE, end="\n\n", flush=True)
+    try:
+        from attnlstm.train import main as train_main
+    except KeyboardInterrupt:  # Ctrl-C while torch and Hydra load: nothing made yet
+        print("interrupted during start-up; nothing was made", file=sys.stderr)
+        raise SystemExit(130) from None
+    train_main()
+
+
+if __name__ == "__main__":
+    main()

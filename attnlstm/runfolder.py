@@ -1,0 +1,107 @@
+"""Claiming a run folder: a new run only in an unused folder, a resumed run only in a folder
+that holds a checkpoint, and never two processes in one folder.
+
+A process that trains in a folder holds an exclusive ``flock`` on ``<run dir>/.lock`` for as
+long as it runs; the operating system releases it when the process ends, however it ends, so
+a killed run never leaves the folder locked. The lock file itself stays (empty but for the
+pid of its last holder).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from attnlstm.errors import ConfigError
+from attnlstm.io import remove_stray_temporaries
+
+LOCK_NAME = ".lock"
+
+
+def _unused(path: Path) -> bool:
+    """Whether a file in a new run's folder can be ignored: the lock of an earlier attempt
+    that did no work, or the empty train.log that Hydra's logging opens before the folder is
+    claimed (Hydra sets up logging before it resolves ``hydra.output_subdir``)."""
+    if path.name == LOCK_NAME:
+        return True
+    return path.name == "train.log" and path.is_file() and path.stat().st_size == 0
+
+
+@dataclass
+class RunFolder:
+    """A folder this process trains in, with its lock held."""
+
+    path: Path
+    fresh: bool  # a new run (else a resumed one)
+    existed: bool  # the folder was there before with files in it (never, for a new run)
+    lock_fd: int
+
+    def release(self) -> None:
+        """Give the lock back (the process's end does it too)."""
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+
+def _lock(folder: Path) -> int:
+    """An exclusive, non-blocking lock on ``folder/.lock``; ConfigError naming the holder if
+    another process has it."""
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(
+            f"{folder} is in use: another attnlstm process (pid {holder}) is training in it;"
+            " wait for it to end, or choose another folder"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def check_unused(folder: Path) -> None:
+    """ConfigError unless ``folder`` can take a new run: it does not exist, or holds nothing
+    (the files of :func:`_unused` aside)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    used = sorted(p.name for p in folder.iterdir() if not _unused(p))
+    if used:
+        what = "a run" if {"last.pt", "metrics.json", ".hydra"} & set(used) else "files"
+        raise ConfigError(
+            f"{folder} already holds {what}; it is never overwritten (continue a run"
+            f" with resume={folder}, or choose another hydra.run.dir)"
+        )
+
+
+def claim(folder: Path, fresh: bool) -> RunFolder:
+    """Check ``folder`` for a new (``fresh``) or resumed run and lock it, before anything is
+    written there. A new run needs a folder that does not exist or is empty; a resumed run
+    needs ``last.pt`` (checked by the caller) and gets the temporary files that a killed
+    write left removed. Raises ConfigError with the sentence to show."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file, not a folder; choose another hydra.run.dir")
+    existed = folder.is_dir()
+    if fresh:
+        check_unused(folder)
+        # Hydra has made the folder already; one with nothing in it counts as new (at worst
+        # an empty folder of the user's is removed if this run fails before it trains)
+        existed = False
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = _lock(folder)
+    except ConfigError:
+        raise
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write the run folder {folder}: {error.strerror or error}; choose a"
+            " writable place with hydra.run.dir=<folder> (or run from a writable folder)"
+        ) from None
+    if not fresh:
+        remove_stray_temporaries(folder)
+    return RunFolder(folder, fresh=fresh, existed=existed, lock_fd=fd)
