@@ -342,6 +342,23 @@ def _log_traceback_to_file(error: BaseException) -> None:
             handler.handle(record)
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    """PyTorch reports a failed allocation as a RuntimeError (CPU) or OutOfMemoryError."""
+    text = str(error)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+def _unexpected(failure: BaseException, run_dir: Path) -> str:
+    """The sentence for an error attnlstm did not foresee (a bug): its type and first line,
+    and where the traceback is (train.log), which it also writes there."""
+    _log_traceback_to_file(failure)
+    first_line = str(failure).splitlines()[0] if str(failure) else ""
+    return (
+        f"{type(failure).__name__}: {first_line} (unexpected: the traceback is in"
+        f" {run_dir / 'train.log'}; ATTNLSTM_DEBUG=1 shows it here)"
+    )
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
     """Run one job and turn how it ended into an exit code (:mod:`attnlstm.console`). In a
@@ -369,17 +386,19 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
             message = "interrupted before the first update; nothing was trained"
     except WriteError as failure:
         code, message, error = EXIT_FAILED, str(failure), failure
-    except MemoryError as failure:
+    except (MemoryError, RuntimeError) as failure:
         code, error = EXIT_FAILED, failure
-        message = "out of memory; lower task.batch_size or the model's sizes"
+        if isinstance(failure, MemoryError) or _out_of_memory(failure):
+            message = (
+                "out of memory; lower task.batch_size (and task.eval_batch_size), the"
+                " sequence lengths or the model's sizes"
+                f" ({str(failure).splitlines()[0][-90:] if str(failure) else 'MemoryError'})"
+            )
+        else:
+            message = _unexpected(failure, run_dir)
     except Exception as failure:
         code, error = EXIT_FAILED, failure
-        first_line = str(failure).splitlines()[0] if str(failure) else ""
-        message = (
-            f"{type(failure).__name__}: {first_line} (unexpected: the traceback is in"
-            f" {run_dir / 'train.log'}; ATTNLSTM_DEBUG=1 shows it here)"
-        )
-        _log_traceback_to_file(failure)
+        message = _unexpected(failure, run_dir)
     finally:
         if code in (EXIT_BAD_INPUT, EXIT_INTERRUPTED) or (
             code == EXIT_FAILED and not (run_dir / "last.pt").exists()
@@ -394,7 +413,8 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
     if code == 0:
         return summary
     if sweeping and code != EXIT_INTERRUPTED:  # one bad job does not stop a sweep
-        log.error("job %s: %s", job or "(no overrides)", message)
+        outcome = {EXIT_BAD_INPUT: "skipped", EXIT_DIVERGED: "diverged"}.get(code, "failed")
+        log.error("%s job %s: %s", outcome, job or "(no overrides)", message)
         return summary
     if code == EXIT_INTERRUPTED:
         print(f"{message}", file=sys.stderr, flush=True)

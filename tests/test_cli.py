@@ -186,7 +186,7 @@ def test_sweep_skips_an_incompatible_combination_and_goes_on(tmp_path: Path) -> 
     result = run_cli(
         ["-m", *TINY, "trainer.max_epochs=1", "model=lstm,lstm_attn", "attention=dot"], tmp_path
     )
-    assert "skipped job" in result.stdout and "model=lstm uses no attention" in result.stdout
+    assert "skipped job" in result.stderr and "model=lstm uses no attention" in result.stderr
     finished = list((tmp_path / "outputs" / "multirun").rglob("metrics.json"))
     assert [p.parent.name.startswith("attention=dot") for p in finished] == [True]
     assert "model=lstm_attn" in finished[0].parent.name

@@ -430,3 +430,9 @@ def test_profile_writes_a_trace(tmp_path: Path) -> None:
     run_cli([*TINY, "debug=profile", "trainer.profile_steps=2", "hydra.run.dir=run"], tmp_path)
     assert json.loads((tmp_path / "run" / "profile" / "trace.json").read_text())
     assert "Name" in (tmp_path / "run" / "profile" / "top_ops.txt").read_text()
+
+
+def test_lengths_that_cannot_fit_in_memory_are_refused_before_any_work(tmp_path: Path) -> None:
+    result = run_cli(["task.min_length=100000000", "device=cpu"], tmp_path, check=False)
+    _fails_with_one_sentence(result, EXIT_BAD_INPUT, "task.min_length=100000000", "GiB")
+    assert not (tmp_path / "outputs").exists()

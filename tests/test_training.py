@@ -182,7 +182,7 @@ def test_resume_refuses_to_change_the_run(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "resume continues a run with its own config" in result.stderr
     missing = run_cli([f"resume={tmp_path / 'nowhere'}"], tmp_path, check=False)
-    assert missing.returncode != 0 and "no last.pt there" in missing.stderr
+    assert missing.returncode == 2 and "no such folder" in missing.stderr
     assert not (tmp_path / "nowhere").exists()
 
 

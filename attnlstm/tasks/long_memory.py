@@ -19,6 +19,7 @@ Accuracy is the share of sequences with ``|prediction - target| < tolerance`` (0
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from torch import Tensor
 
 from attnlstm.batch import SequenceBatch
 from attnlstm.config import LongMemoryProblem, LongMemoryTaskConfig
+from attnlstm.errors import ConfigError
 from attnlstm.tasks.base import AttentionMap, Meter, Monitor, Task, TaskSpec
 from attnlstm.tasks.registry import register_task
 
@@ -153,8 +155,29 @@ class LongMemoryTask(Task):
             self.max_length = cfg.max_length or cfg.min_length
         else:
             self.max_length = padded_length(cfg.min_length) - 1
+        self._check_memory()
         self._train_generator = torch.Generator().manual_seed(seed)
         self._splits: dict[str, list[SequenceBatch]] = {}
+
+    def _check_memory(self) -> None:
+        """ConfigError, before any data are made, when one batch of the generated sequences
+        (B x (max_length + 1) x 2 float32 inputs) cannot fit in this machine's memory: the
+        allocator would fail only once training has started, with a raw message."""
+        cfg = self.cfg
+        steps = self.max_length + 1
+        rows = max(cfg.batch_size, cfg.eval_batch_size)
+        largest = rows * steps * 2 * 4
+        try:
+            memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # not POSIX: let the allocator decide
+            return
+        if largest > memory:
+            raise ConfigError(
+                f"task.min_length={cfg.min_length}: one batch of {rows} sequences of {steps}"
+                f" steps needs {largest / 2**30:.1f} GiB, more than this machine's"
+                f" {memory / 2**30:.1f} GiB of memory; lower task.min_length"
+                " (task.max_length) or the batch sizes"
+            )
 
     # -- data -------------------------------------------------------------------------------
 
