@@ -30,7 +30,7 @@ from attnlstm.cli.common import ArgumentParser, UsageError, fail
 from attnlstm.loggers.base import flatten_config
 
 #: config keys that never distinguish runs in a useful way
-_IGNORED_KEYS = {"resume", "data_dir", "trainer.progress_bar"}
+_IGNORED_KEYS = {"resume", "data_dir", "trainer.progress_bar", "trainer.threads"}
 
 
 class CompareError(SystemExit):

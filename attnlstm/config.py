@@ -751,6 +751,10 @@ def _check_batch_limit(key: str, value: int | float | None) -> None:
     _fail(key, value, "a count of batches (an integer >= 1), a fraction in (0, 1], or null (all)")
 
 
+#: ``trainer.precision`` values: float32, bfloat16 autocast, float16 autocast + grad scaler
+PRECISIONS = ("32", "bf16", "16")
+
+
 @dataclass
 class TrainerConfig:
     max_epochs: int = 100
@@ -772,6 +776,15 @@ class TrainerConfig:
     overfit_batches: int = 0
     # debug=profile: a torch.profiler trace of the first N updates in <run dir>/profile/
     profile_steps: int = 0
+    # 32 (float32), bf16 (autocast to bfloat16; CPU and GPU) or 16 (float16 autocast with a
+    # gradient scaler; CUDA only)
+    precision: str = "32"
+    # sum the gradients of k batches before each optimiser update (an effective batch k times
+    # larger); a stop or a checkpoint happens between updates only
+    accumulate_grad_batches: int = 1
+    # PyTorch's CPU threads for this run (null: all cores, or what OMP_NUM_THREADS says; a
+    # parallel sweep sets it so that jobs x threads <= cores)
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         _positive(self, "trainer", "max_epochs", "log_every_n_steps")
@@ -785,6 +798,10 @@ class TrainerConfig:
         _check_batch_limit("trainer.limit_train_batches", self.limit_train_batches)
         _check_batch_limit("trainer.limit_eval_batches", self.limit_eval_batches)
         _non_negative(self, "trainer", "attention_images", "overfit_batches", "profile_steps")
+        _positive(self, "trainer", "accumulate_grad_batches")
+        _positive_or_none(self, "trainer", "threads", none_means="every core")
+        if str(self.precision) not in PRECISIONS:
+            _fail("trainer.precision", self.precision, f"one of {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -813,6 +830,9 @@ class TrainConfig:
     seed: int = 0
     resume: str | None = None  # a run directory to continue
     data_dir: str | None = None  # datasets (default: $ATTNLSTM_DATA)
+    # what a sweeper optimises (hparams_search=...): a key of metrics.json's "test" or
+    # "best" (e.g. test/accuracy, val/loss); the job then returns that number
+    optimized_metric: str | None = None
 
 
 #: The schema each fixed config group's options start from. They live in the ConfigStore under

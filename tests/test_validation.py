@@ -176,6 +176,9 @@ RANGE_CASES = [
     _case("default", "trainer.attention_images=-1 ", trainer__attention_images=-1),
     _case("default", "trainer.overfit_batches=-1 ", trainer__overfit_batches=-1),
     _case("default", "trainer.profile_steps=-1 ", trainer__profile_steps=-1),
+    _case("default", "trainer.accumulate_grad_batches=0 ", trainer__accumulate_grad_batches=0),
+    _case("default", "trainer.threads=0 ", trainer__threads=0),
+    _case("default", "trainer.precision=8 ", trainer__precision="8"),
     _case("default", "trainer.checkpoint_every_n_steps=0 ", trainer__checkpoint_every_n_steps=0),
     # optim
     _case("default", "optim.lr=0 ", optim__lr=0.0),

@@ -158,6 +158,8 @@ BOOKKEEPING_KEYS = frozenset(
         "trainer.checkpoint_every_n_steps",
         "trainer.fast_dev_run",
         "trainer.profile_steps",
+        "trainer.threads",
+        "optimized_metric",
     }
 )
 BOOKKEEPING_SECTIONS = ("device", "logger")
