@@ -40,7 +40,7 @@ from attnlstm.paths import config_dir
 from attnlstm.runfolder import LOCK_NAME, RunFolder, check_unused, claim
 from attnlstm.runs import family_schemas, saved_config
 from attnlstm.tasks import build_task, task_family
-from attnlstm.training import Trainer, resolve_device
+from attnlstm.training import Trainer, distributed, resolve_device
 
 log = logging.getLogger("attnlstm")
 
@@ -48,6 +48,9 @@ log = logging.getLogger("attnlstm")
 _FIXED_ON_RESUME = ("task", "model", "attention", "optim", "experiment", "seed")
 
 
+#: rank > 0 of a data-parallel run: Hydra's run folder is a scratch folder (rank 0 alone
+#: writes the run's folder; Hydra would otherwise make one per process), removed at exit
+_WORKER_DIR: str | None = None
 #: the run folders this process has claimed (locked), by Hydra's output_dir
 _CLAIMED: dict[str, RunFolder] = {}
 #: the ``hydra.output_subdir`` chosen for each output_dir (Hydra may resolve it again)
@@ -57,6 +60,8 @@ _SUBDIRS: dict[str, str] = {}
 def _run_dir(resume: str | None, default: str) -> str:
     """``hydra.run.dir``: the run to resume, or a fresh timestamped folder. A bad ``resume``
     ends the command here with one sentence (exit 2), before Hydra makes any folder."""
+    if _WORKER_DIR is not None:  # rank > 0 of a data-parallel run: never the real folder
+        return _WORKER_DIR
     if resume in (None, ""):
         _check_creatable(Path(default))
         return default
@@ -122,6 +127,8 @@ def _hydra_subdir(resume: str | None, output_dir: str) -> str:
     beside it. A refusal ends the command with one sentence (exit 2), the folder untouched."""
     if output_dir in _SUBDIRS:
         return _SUBDIRS[output_dir]
+    if _WORKER_DIR is not None:  # rank > 0: a scratch folder, nothing to claim
+        return ".hydra"
     fresh = resume in (None, "")
     try:
         _CLAIMED[output_dir] = claim(Path(output_dir), fresh=fresh)
@@ -226,6 +233,9 @@ def build_trainer(
     written. Returns the trainer and the checkpoint to resume from (or None)."""
     typed = check_config(cfg)
     device = resolve_device(typed.device.type, typed.device.index)
+    env = distributed.detect()
+    if env.active and device.type == "cuda":  # one GPU per process
+        device = torch.device("cuda", env.local_rank)
     torch.manual_seed(typed.seed)
     try:
         task = build_task(typed.task, typed.seed, typed.data_dir)
@@ -264,18 +274,37 @@ def build_trainer(
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Build the task, model and trainer from ``cfg`` and train in Hydra's run directory.
     ``config.yaml`` is written once the run's state is restored (a resume that fails leaves
-    the folder's files as they were)."""
+    the folder's files as they were). Under torchrun or SLURM with several processes, they
+    join one process group and train one run in rank 0's folder."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    env = distributed.detect()
+    if env.active:
+        wants_cuda = str(cfg.device.type) != "cpu" and torch.cuda.is_available()
+        distributed.initialise(env, torch.device("cuda" if wants_cuda else "cpu"))
+        run_dir = Path(distributed.broadcast(str(run_dir), env))  # rank 0's folder
+        if env.rank == 0:
+            log.info("data parallel: %d processes, this one is rank 0", env.world_size)
+    try:
+        return _run_in(cfg, run_dir, hydra_cfg, env)
+    finally:
+        distributed.finish()
+
+
+def _run_in(
+    cfg: DictConfig, run_dir: Path, hydra_cfg: Any, env: distributed.DistributedEnv
+) -> dict[str, Any]:
     if cfg.resume:
         cfg = config_for_resume(cfg, run_dir, list(hydra_cfg.overrides.task))
     elif (run_dir / "last.pt").exists():
         raise ConfigError(f"{run_dir} already holds a run; it is never overwritten")
     trainer, checkpoint = build_trainer(cfg, run_dir, checkpoint_wanted=bool(cfg.resume))
     trainer.setup(checkpoint)
-    if trainer.writes_results:
+    if trainer.writes_results and trainer.owns_run_folder:
         write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
     summary = trainer.run(checkpoint)
+    if not trainer.owns_run_folder:
+        return summary
     if trainer.writes_results:
         log.info(
             "run folder: %s\n  metrics:     %s\n  TensorBoard: tensorboard --logdir %s\n"
@@ -422,8 +451,25 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
     fail(message, code, error)
 
 
+def _become_worker() -> None:
+    """Rank > 0 of a data-parallel run: Hydra runs in a scratch folder, with the console
+    quiet below warnings (rank 0 reports); the scratch folder goes when the process ends."""
+    global _WORKER_DIR
+    import atexit
+    import tempfile
+
+    _WORKER_DIR = tempfile.mkdtemp(prefix="attnlstm-rank-")
+    atexit.register(shutil.rmtree, _WORKER_DIR, True)
+    sys.argv += [f"hydra.run.dir={_WORKER_DIR}", "hydra.output_subdir=null"]
+    logging.getLogger("attnlstm").setLevel(logging.WARNING)
+
+
 def main() -> None:
     """Console entry point."""
+    if distributed.detect().rank > 0:
+        _become_worker()
+        _hydra_main()
+        return
     _check_run_dir_overrides(sys.argv[1:])
     try:
         _hydra_main()

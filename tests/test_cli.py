@@ -88,7 +88,9 @@ def test_compare_csv_and_default_sort(sweep: Path, tmp_path: Path) -> None:
     )
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert len(rows) == 4
-    accuracies = [float(r["test/accuracy"]) for r in rows]
+    # one group per config (one seed each): the mean is the run's value, the std empty
+    assert all(r["n"] == "1" and r["test/accuracy_std"] == "" for r in rows)
+    accuracies = [float(r["test/accuracy_mean"]) for r in rows]
     assert accuracies == sorted(accuracies, reverse=True)  # the monitor, best first
 
 

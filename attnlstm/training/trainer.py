@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from attnlstm.config import OptimConfig, TrainerConfig
 from attnlstm.contracts import TaskSpec
+from attnlstm.errors import ConfigError
 from attnlstm.io import (
     CHECKPOINT_VERSION,
     WriteError,
@@ -47,6 +48,7 @@ from attnlstm.io import (
 from attnlstm.loggers import Logger, LoggerCollection, build_loggers, flatten_config
 from attnlstm.plots import attention_figure, attention_image, attention_matrix_image
 from attnlstm.tasks.base import Task
+from attnlstm.training import distributed
 from attnlstm.training.averaging import build_averaging
 from attnlstm.training.interrupt import StopRequest, StopRequested
 from attnlstm.training.optim import build_optimizer, build_scheduler, continue_schedule
@@ -175,6 +177,27 @@ class Trainer:
             optim_cfg, self.optimizer, trainer_cfg.max_epochs, task.monitor.mode
         )
         self.averaging = build_averaging(optim_cfg, self.model)
+        if str(trainer_cfg.precision) == "16" and device.type != "cuda":
+            raise ConfigError(
+                "trainer.precision=16 is not allowed here: float16 training needs a CUDA GPU"
+                f" (it runs on {device}); use trainer.precision=bf16, or 32"
+            )
+        # float16 needs its gradients scaled (a no-op otherwise); bf16 has float32's range
+        self.scaler = torch.amp.GradScaler(device.type, enabled=str(trainer_cfg.precision) == "16")
+        # data parallel (torchrun / SLURM): this process's rank among world_size processes
+        initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.rank = torch.distributed.get_rank() if initialised else 0
+        self.world_size = torch.distributed.get_world_size() if initialised else 1
+        self.dist_env = distributed.DistributedEnv(self.rank, self.world_size)
+        self.train_model: nn.Module = self.model
+        if self.world_size > 1:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=False,
+            )
+            if self.rank > 0:  # each process draws its own dropout masks
+                torch.manual_seed(int(config.get("seed", 0)) * 1009 + self.rank)
         self.state = TrainState()
         self.resumed = False
         self.logger: Logger = LoggerCollection([])
@@ -191,7 +214,9 @@ class Trainer:
         self.writes_results = not trainer_cfg.fast_dev_run
         # one process of a multi-process run (RANK > 0 under torchrun) trains without logging
         self.owns_run_folder = (
-            int(os.environ.get("RANK", "0")) == 0 if owns_run_folder is None else owns_run_folder
+            self.rank == 0 and int(os.environ.get("RANK", "0")) == 0
+            if owns_run_folder is None
+            else owns_run_folder
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -321,6 +346,7 @@ class Trainer:
             "averaging": None if self.averaging is None else self.averaging.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -340,7 +366,12 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scheduler is not None and checkpoint.get("scheduler") is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if checkpoint.get("scaler") is not None and self.scaler.is_enabled():
+            self.scaler.load_state_dict(checkpoint["scaler"])
         torch.set_rng_state(checkpoint["rng"]["torch"].cpu())
+        if self.rank > 0:  # the checkpoint holds rank 0's generator; others draw their own
+            seed = int(self.config.get("seed", 0))
+            torch.manual_seed(seed * 1009 + self.rank + 7919 * checkpoint["step"])
         if checkpoint["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in checkpoint["rng"]["cuda"]])
         self.task.load_state_dict(checkpoint["task"])
@@ -544,7 +575,6 @@ class Trainer:
         limit = self._train_batch_limit()
         total = self.task.num_train_batches()
         done_before = progress.batches  # replayed, not trained again
-        every = cfg.checkpoint_every_n_steps
         bar = tqdm(
             total=total if limit is None else min(total, limit),
             initial=done_before,
@@ -555,6 +585,9 @@ class Trainer:
         )
         profiler = self._profiler(epoch)
         restored = done_before == 0  # the stream state a resumed epoch carries on from
+        accumulate = cfg.accumulate_grad_batches
+        pending = 0  # micro-batches whose gradients wait for the next update
+        pending_loss = 0.0
         with bar, profiler:
             started = time.perf_counter() - progress.train_time_s
             for index, batch in enumerate(self.task.train_batches(progress.epoch)):
@@ -565,47 +598,118 @@ class Trainer:
                 if not restored:
                     self.task.load_train_stream_state(progress.stream)
                     restored = True
-                batch = batch.to(self.device)
-                output = self.task.forward(self.model, batch)
-                loss = self.task.loss(output, batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-                self.optimizer.step()
-                if self.averaging is not None:
-                    self.averaging.update()
-                self.state.step += 1
-                loss_value = loss.item()
+                global_rows = len(batch)
+                batch = self._local_share(batch).to(self.device)
+                if pending == 0:
+                    self.optimizer.zero_grad(set_to_none=True)
+                last_micro = pending + 1 == accumulate
+                with self._gradient_sync(last_micro), self._autocast():
+                    output = self.task.forward(self.train_model, batch)
+                    loss = self.task.loss(output, batch)
+                    # data parallel: shares of unequal size weigh as their rows
+                    loss = loss * distributed.share_weight(len(batch), global_rows, self.world_size)
+                # the mean over an update's micro-batches: the gradient of one batch
+                # ``accumulate`` times larger (for losses that are means over equal batches)
+                with self._gradient_sync(last_micro):
+                    self.scaler.scale(loss / accumulate).backward()
+                loss_value = self._global_mean(loss.detach())
                 if not math.isfinite(loss_value):
                     raise TrainingDiverged(
                         f"training loss became {loss_value} at epoch {epoch}, step"
-                        f" {self.state.step}; try a lower optim.lr or set trainer.grad_clip"
+                        f" {self.state.step + 1}; try a lower optim.lr or set trainer.grad_clip"
                     )
-                progress.loss_sum += loss_value
-                progress.batches += 1
-                progress.samples += len(batch)
-                progress.train_time_s = time.perf_counter() - started
-                if self.state.step % cfg.log_every_n_steps == 0:
-                    self.logger.log_metrics(
-                        {
-                            "train/loss": loss_value,
-                            "train/lr": self.optimizer.param_groups[0]["lr"],
-                            "train/grad_norm": float(grad_norm),
-                        },
-                        self.state.step,
-                    )
-                if every is not None and self.state.step % every == 0:
-                    self.save_checkpoint(improved=False, progress=progress)
-                profiler.step()
+                pending += 1
+                pending_loss += loss_value
+                progress.samples += global_rows
                 bar.update()
-                self.stop_request.check()
+                if pending < accumulate:
+                    continue
+                self._update(params, max_norm, pending, pending_loss, progress, started)
+                pending, pending_loss = 0, 0.0
+                profiler.step()
+                self._check_stop()  # between updates only: a consistent checkpoint
                 if progress.batches % 20 == 0:
                     bar.set_postfix(loss=f"{progress.loss_sum / progress.batches:.4g}")
+            if pending:  # the epoch's last, shorter accumulation
+                self._update(params, max_norm, pending, pending_loss, progress, started)
             progress.train_time_s = time.perf_counter() - started
         if not restored:  # resumed after the epoch's last update (the stop came in validation)
             self.task.load_train_stream_state(progress.stream)
         progress.trained = True
         return progress
+
+    def _update(
+        self,
+        params: list[nn.Parameter],
+        max_norm: float,
+        micro_batches: int,
+        loss_sum: float,
+        progress: EpochProgress,
+        started: float,
+    ) -> None:
+        """One optimiser update from the gradients of ``micro_batches`` batches: unscale (16),
+        clip, step, average, count, log, and checkpoint every N updates when asked."""
+        cfg = self.cfg
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.averaging is not None:
+            self.averaging.update()
+        self.state.step += 1
+        progress.loss_sum += loss_sum
+        progress.batches += micro_batches
+        progress.train_time_s = time.perf_counter() - started
+        if self.state.step % cfg.log_every_n_steps == 0:
+            self.logger.log_metrics(
+                {
+                    "train/loss": loss_sum / micro_batches,
+                    "train/lr": self.optimizer.param_groups[0]["lr"],
+                    "train/grad_norm": float(grad_norm),
+                },
+                self.state.step,
+            )
+        every = cfg.checkpoint_every_n_steps
+        if every is not None and self.state.step % every == 0:
+            self.save_checkpoint(improved=False, progress=progress)
+
+    def _autocast(self) -> Any:
+        """``trainer.precision``: bf16 or float16 autocast; a no-op context for 32."""
+        precision = str(self.cfg.precision)
+        dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def _gradient_sync(self, last_micro_batch: bool) -> Any:
+        """Under DistributedDataParallel, gradients are all-reduced on the last micro-batch of
+        an update only (``no_sync`` before it); otherwise a no-op context."""
+        no_sync = getattr(self.train_model, "no_sync", None)
+        if no_sync is None or last_micro_batch:
+            return _NoProfiler()
+        return no_sync()
+
+    def _global_mean(self, loss: Tensor) -> float:
+        """The loss over the global batch: the processes' (weighted) losses averaged."""
+        if self.world_size > 1:
+            loss = loss.clone()
+            torch.distributed.all_reduce(loss)
+            loss /= self.world_size
+        return loss.item()
+
+    def _check_stop(self) -> None:
+        """Stop here if asked (StopRequested). Data parallel: if any process was asked, every
+        process stops at this same update (a collective decision, so none waits forever)."""
+        if self.world_size > 1:
+            flag = torch.tensor([1.0 if self.stop_request.requested else 0.0])
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            if flag.item() > 0:
+                self.stop_request.requested = True
+        self.stop_request.check()
+
+    def _local_share(self, batch: Any) -> Any:
+        """This process's rows of a global batch (data parallel), or the batch itself."""
+        if self.world_size == 1:
+            return batch
+        return distributed.shard(batch, self.rank, self.world_size)
 
     def _profiler(self, epoch: int) -> Any:
         """``trainer.profile_steps`` > 0: a torch.profiler over the first epoch's first updates
@@ -640,7 +744,16 @@ class Trainer:
     def evaluate(self, split: str) -> dict[str, float]:
         """Metrics on ``split`` (``val`` or ``test``) of the current model, or of its averaged
         weights when they are averaged (``optim.averaging``); on the first
-        ``trainer.limit_eval_batches`` batches when that is set. A bar shows long ones."""
+        ``trainer.limit_eval_batches`` batches when that is set. A bar shows long ones.
+        Data parallel: rank 0 evaluates the whole split (its weights are every rank's) and
+        sends the metrics to the others, so they equal a single process's evaluation."""
+        if self.world_size > 1:
+            metrics = self._evaluate(split) if self.rank == 0 else None
+            return distributed.broadcast(metrics, self.dist_env)
+        return self._evaluate(split)
+
+    @torch.inference_mode()
+    def _evaluate(self, split: str) -> dict[str, float]:
         model = self.model if self.averaging is None else self.averaging.eval_model
         model.eval()
         meter = self.task.new_meter(split)
@@ -664,9 +777,11 @@ class Trainer:
                 if limit is not None and index >= limit:
                     break
                 batch = batch.to(self.device)
-                meter.update(self.task.forward(model, batch), batch)
+                with self._autocast():
+                    meter.update(self.task.forward(model, batch), batch)
                 bar.update()
-                self.stop_request.check()
+                if self.world_size == 1:  # data parallel: stops are decided between updates
+                    self.stop_request.check()
         return meter.compute()
 
     @torch.inference_mode()
@@ -676,7 +791,7 @@ class Trainer:
         encoder-decoder, one for all the examples of a pooling model), else the output's
         ``attention`` weights as a grey image (``val/attention``)."""
         count = self.cfg.attention_images
-        if count <= 0:
+        if count <= 0 or not self.owns_run_folder:
             return
         self.model.eval()
         batch = next(iter(self.task.eval_batches("val"))).select(count).to(self.device)
@@ -710,7 +825,7 @@ class Trainer:
     def test(self) -> dict[str, float]:
         """Evaluate the best checkpoint (the last one if none is better) on the test split."""
         source = self.best_path if self.best_path.exists() else self.last_path
-        if source.exists():
+        if source.exists() and self.rank == 0:
             checkpoint = load_checkpoint(source, self.device)
             self.model.load_state_dict(evaluated_weights(checkpoint))
             self.averaging = None  # the weights just loaded are the ones to test
