@@ -105,6 +105,12 @@ class Task(ABC):
             )
         ]
 
+    def loss_count(self, batch: Any) -> int:
+        """What :meth:`loss` is a mean over in ``batch`` (default ``len(batch)``: sequences,
+        or the words of a tagging batch; a task whose loss averages over something else says
+        so). Data-parallel processes weigh their shares' losses by it."""
+        return len(batch)
+
     def train_epoch_metrics(self) -> dict[str, float]:
         """Metrics of the training epoch just finished, logged as ``train/<name>`` (e.g. the
         language model's perplexity); the trainer logs the mean loss itself."""

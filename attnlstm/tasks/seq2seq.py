@@ -295,6 +295,10 @@ class Seq2SeqTask(Task):
             )
         return Seq2SeqResult(output.logits, output.attention, greedy, beam)
 
+    def loss_count(self, batch: Seq2SeqBatch) -> int:
+        """The loss averages over the real target tokens."""
+        return batch.target_tokens
+
     def loss(self, output: Any, batch: Seq2SeqBatch) -> Tensor:
         """Mean cross-entropy over the batch's target tokens (EOS included)."""
         logits = output.logits

@@ -136,9 +136,11 @@ def shard(batch: Any, rank: int, world_size: int) -> Any:
     return dataclasses.replace(batch, **changes)
 
 
-def share_weight(local_rows: int, global_rows: int, world_size: int) -> float:
+def share_weight(local_count: int, global_count: int, world_size: int) -> float:
     """The factor that makes DistributedDataParallel's average of the processes' mean losses
-    the mean over the global batch when the shares differ in size: local * W / global."""
-    if local_rows == global_rows:  # not split (see shard_bounds)
+    the mean over the global batch when the shares differ in size: local * W / global, with
+    the counts of what the loss is a mean over (rows, words, target tokens:
+    ``Task.loss_count``)."""
+    if local_count == global_count:  # not split (see shard_bounds)
         return 1.0
-    return local_rows * world_size / global_rows
+    return local_count * world_size / global_count
