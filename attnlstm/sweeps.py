@@ -114,14 +114,12 @@ def launcher_threads(launcher: Mapping[str, Any] | None, cores: int) -> int | No
 
 
 def _launcher_config() -> Mapping[str, Any] | None:
-    """This job's ``hydra.launcher`` config, resolved, or None outside a Hydra job."""
+    """This job's ``hydra.launcher`` config (its keys resolved when read), or None outside a
+    Hydra job."""
     if not HydraConfig.initialized():
         return None
     launcher = HydraConfig.get().get("launcher")
-    if launcher is None:
-        return None
-    container = OmegaConf.to_container(launcher, resolve=True)
-    return container if isinstance(container, dict) else None
+    return launcher if isinstance(launcher, DictConfig) else None
 
 
 def threads_for_job(configured: int | None) -> int | None:

@@ -39,6 +39,7 @@ from attnlstm.models import build_model, check_compatible
 from attnlstm.paths import config_dir
 from attnlstm.runfolder import LOCK_NAME, RunFolder, check_unused, claim
 from attnlstm.runs import family_schemas, saved_config
+from attnlstm.sweep_resume import job_plan, read_summary, record_plan, start_up_leftovers
 from attnlstm.tasks import build_task, task_family
 from attnlstm.training import Trainer, distributed, resolve_device
 
@@ -55,6 +56,8 @@ _WORKER_DIR: str | None = None
 _CLAIMED: dict[str, RunFolder] = {}
 #: the ``hydra.output_subdir`` chosen for each output_dir (Hydra may resolve it again)
 _SUBDIRS: dict[str, str] = {}
+#: a sweep job's plan by output_dir: new, resumed or done (see attnlstm.sweep_resume)
+_SWEEP_PLANS: dict[str, str] = {}
 
 
 def _run_dir(resume: str | None, default: str) -> str:
@@ -120,16 +123,34 @@ def _check_run_dir_overrides(args: list[str]) -> None:
                 _check_creatable(Path(value))
 
 
-def _hydra_subdir(resume: str | None, output_dir: str) -> str:
+def _hydra_subdir(resume: str | None, output_dir: str, mode: str = "RUN") -> str:
     """``hydra.output_subdir``, resolved before Hydra writes anything into ``output_dir``:
     the place to claim the run folder (see :mod:`attnlstm.runfolder`). A fresh run needs an
     unused folder; a resumed run keeps the ``.hydra/`` of its first session and writes its own
-    beside it. A refusal ends the command with one sentence (exit 2), the folder untouched."""
+    beside it. A refusal ends the command with one sentence (exit 2), the folder untouched.
+    A sweep job (``mode`` MULTIRUN) whose folder exists is skipped or resumed instead
+    (:mod:`attnlstm.sweep_resume`)."""
     if output_dir in _SUBDIRS:
         return _SUBDIRS[output_dir]
     if _WORKER_DIR is not None:  # rank > 0: a scratch folder, nothing to claim
         return ".hydra"
     fresh = resume in (None, "")
+    folder = Path(output_dir)
+    if fresh and "MULTIRUN" in str(mode) and folder.is_dir():
+        plan = job_plan(folder)
+        _SWEEP_PLANS[output_dir] = plan
+        if plan == "done":  # Hydra's files of this session go to a scratch folder
+            import tempfile
+
+            _SUBDIRS[output_dir] = tempfile.mkdtemp(prefix="attnlstm-skipped-")
+            return _SUBDIRS[output_dir]
+        if plan == "resumed":
+            fresh = False
+        else:
+            for leftover in start_up_leftovers(folder):
+                if leftover.name == "train.log" and leftover.stat().st_size == 0:
+                    continue  # Hydra's logging has just opened it for this job
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     try:
         _CLAIMED[output_dir] = claim(Path(output_dir), fresh=fresh)
     except ConfigError as error:
@@ -137,6 +158,7 @@ def _hydra_subdir(resume: str | None, output_dir: str) -> str:
     from datetime import datetime
 
     subdir = ".hydra" if fresh else f".hydra-resume-{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
+    _SWEEP_PLANS.setdefault(output_dir, "new" if fresh else "resumed")
     _SUBDIRS[output_dir] = subdir
     return subdir
 
@@ -294,7 +316,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def _run_in(
     cfg: DictConfig, run_dir: Path, hydra_cfg: Any, env: distributed.DistributedEnv
 ) -> dict[str, Any]:
-    if cfg.resume:
+    plan = _SWEEP_PLANS.get(str(run_dir)) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    if plan is not None:
+        record_plan(Path(hydra_cfg.sweep.dir), hydra_cfg.job.override_dirname, plan)
+    if plan == "done":  # print, not log: the job's train.log stays as it was
+        summary = read_summary(run_dir) or {}
+        print(f"job {run_dir.name}: finished before ({summary.get('status')}); skipped")
+        return summary
+    if plan == "resumed" and not cfg.resume:  # the job's own config, its overrides included
+        log.info("job %s: resuming from its last.pt", run_dir.name)
+        cfg = config_for_resume(cfg, run_dir, [])
+    elif cfg.resume:
         cfg = config_for_resume(cfg, run_dir, list(hydra_cfg.overrides.task))
     elif (run_dir / "last.pt").exists():
         raise ConfigError(f"{run_dir} already holds a run; it is never overwritten")
