@@ -40,6 +40,14 @@ from attnlstm.paths import config_dir
 from attnlstm.runfolder import LOCK_NAME, RunFolder, check_unused, claim
 from attnlstm.runs import family_schemas, saved_config
 from attnlstm.sweep_resume import job_plan, read_summary, record_plan, start_up_leftovers
+from attnlstm.sweeps import (
+    apply_threads,
+    check_objective,
+    failed_trial,
+    objective_value,
+    sweeper_reads_objective,
+    threads_for_job,
+)
 from attnlstm.tasks import build_task, task_family
 from attnlstm.training import Trainer, distributed, resolve_device
 
@@ -430,7 +438,15 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
     job = hydra_cfg.job.override_dirname
     code, message, error = 0, "", None
     summary = None
+    optimized = cfg.get("optimized_metric")
+    if sweeping:
+        try:  # a metric no run can have ends the study at once, not trial after trial
+            check_objective(optimized)
+        except ConfigError as failure:
+            fail(str(failure))
     try:
+        # a parallel launcher's jobs share the cores (jobs x threads <= cores)
+        apply_threads(threads_for_job(cfg.trainer.get("threads")))
         summary = run(cfg)
         if summary.get("status") == "diverged":
             code = EXIT_DIVERGED
@@ -471,11 +487,19 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
         claimed = _CLAIMED.pop(str(run_dir), None)
         if claimed is not None:
             claimed.release()
+    reads_objective = sweeping and sweeper_reads_objective(optimized)
     if code == 0:
+        if reads_objective and summary is not None:  # an Optuna trial: its number
+            try:
+                return objective_value(summary, str(optimized))  # TrialFailed: a failed trial
+            except ConfigError as failure:
+                fail(str(failure))
         return summary
     if sweeping and code != EXIT_INTERRUPTED:  # one bad job does not stop a sweep
         outcome = {EXIT_BAD_INPUT: "skipped", EXIT_DIVERGED: "diverged"}.get(code, "failed")
         log.error("%s job %s: %s", outcome, job or "(no overrides)", message)
+        if reads_objective:  # the sweeper records the trial as failed and goes on
+            failed_trial(f"{outcome} job {job}: {message}")
         return summary
     if code == EXIT_INTERRUPTED:
         print(f"{message}", file=sys.stderr, flush=True)

@@ -168,7 +168,7 @@ def test_apply_threads_sets_pytorch_threads() -> None:
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    with pytest.raises(ConfigError, match="trainer.threads=0"):
+    with pytest.raises(ConfigError, match=r"trainer\.threads=0"):
         apply_threads(0)
 
 
