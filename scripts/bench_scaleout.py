@@ -6,7 +6,7 @@
    2 threads, same global batch: training throughput (samples/s of the run's epochs).
 3. bf16 autocast against float32 on the CPU: training throughput and validation loss.
 
-    python scripts/bench_scaleout.py                 # all three, on the quick addition problem
+    python scripts/bench_scaleout.py                 # all three, on the default addition problem
     python scripts/bench_scaleout.py --neighbour     # the same beside one busy process
     python scripts/bench_scaleout.py --only bf16 --work experiment=lm_ptb_small ...
 
@@ -28,8 +28,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+#: one epoch of 300 updates of the default problem (addition, T0 = 100, batch 100, 100 units)
 WORK = [
-    "experiment=quick",
+    "task.batches_per_epoch=300",
+    "task.eval_size=500",
     "trainer.max_epochs=1",
     "trainer.progress_bar=false",
     "trainer.attention_images=0",

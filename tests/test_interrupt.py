@@ -38,3 +38,24 @@ def test_previous_handlers_come_back() -> None:
     with StopRequest():
         assert signal.getsignal(signal.SIGINT) is not before
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 here")
+def test_usr2_stops_first_and_is_handed_on_to_its_handler_at_exit() -> None:
+    """submitit's USR2 handler requeues a Slurm job and ends the process: the run must be
+    saved first, so the signal reaches that handler only when the stop is done."""
+    calls: list[int] = []
+    before = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    try:
+        with StopRequest() as stop:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            assert stop.requested and calls == []  # the loop saves here
+        assert calls == [signal.SIGUSR2]
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+
+
+def test_usr2_is_left_alone_without_a_python_handler() -> None:
+    before = signal.getsignal(signal.SIGUSR2)
+    with StopRequest():
+        assert signal.getsignal(signal.SIGUSR2) is before
