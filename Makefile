@@ -19,7 +19,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[dev,sweeps]"
+	$(BIN)/pip install --quiet -e ".[dev,sweeps,ray]"
 	touch $@
 
 setup: $(BIN)/.installed

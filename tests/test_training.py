@@ -59,6 +59,10 @@ def test_console_line_per_epoch(finished_run: tuple[Path, str]) -> None:
     assert len(lines) == 2
     assert "train loss" in lines[0] and "val accuracy" in lines[0] and "samples/s" in lines[0]
     assert "device=auto" not in stdout  # device=cpu was asked for
+    # the end says where the run is and how to look at it
+    run_dir, _ = finished_run
+    assert f"run folder: {run_dir}" in stdout
+    assert f"tensorboard --logdir {run_dir}" in stdout and "attnlstm-compare" in stdout
 
 
 def test_metrics_json(finished_run: tuple[Path, str]) -> None:
