@@ -89,6 +89,7 @@ def test_every_family_trains_data_parallel(family: str, tmp_path: Path) -> None:
     _close(json.loads((tmp_path / "ddp" / "run" / "metrics.json").read_text()), expected, tolerance)
 
 
+@pytest.mark.slow
 def test_a_run_started_on_two_processes_resumes_on_one(tmp_path: Path) -> None:
     """The data stream does not depend on the number of processes: 1 epoch on 2 processes,
     then 1 more on 1 process, gives the numbers of 2 epochs on 1 process (no dropout)."""

@@ -100,7 +100,7 @@ def test_importing_the_launcher_does_not_import_torch() -> None:
     assert result.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("flag", ["--help", "-h"])
+@pytest.mark.parametrize("flag", ["--help", pytest.param("-h", marks=pytest.mark.slow)])
 def test_help_shows_groups_examples_runs_and_exit_codes(tmp_path: Path, flag: str) -> None:
     text = run_cli([flag], tmp_path).stdout
     lines = text.rstrip("\n").splitlines()

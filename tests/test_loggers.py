@@ -235,6 +235,7 @@ def test_tensorboard_tags_steps_and_hparams(tensorboard_run: Path) -> None:
 # -- (e) resume --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_csv_resume_keeps_rows_up_to_the_checkpoint_and_continues(tmp_path: Path) -> None:
     run_dir = _tiny_run(tmp_path, "logger=csv", "trainer.max_epochs=1")
     first = _read_csv(run_dir)
@@ -413,6 +414,7 @@ def test_only_the_process_that_owns_the_run_folder_logs(
     trainer.close("completed")
 
 
+@pytest.mark.slow
 def test_a_logger_added_on_resume_gets_the_hyperparameters_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

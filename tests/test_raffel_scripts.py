@@ -79,6 +79,7 @@ def test_table_skips_runs_still_training(tmp_path: Path) -> None:
     assert "| T0 | 100 |" in out and "500" not in out.split("\n")[2]
 
 
+@pytest.mark.slow
 def test_sweep_prunes_later_rates_at_the_best_epoch_count(tmp_path: Path) -> None:
     """Rates run in the authors' order; a later rate stops at the best epochs so far, and
     after a one-epoch solve the rest are skipped."""

@@ -449,6 +449,7 @@ def test_reverse_trains_end_to_end_with_heatmaps_and_length_buckets(tmp_path: Pa
     assert f"| luong | dot | {100 * greedy_only['exact']:.1f} |  | " in table  # no beam column
 
 
+@pytest.mark.slow
 def test_translate_command_after_training(tmp_path: Path) -> None:
     run_cli(
         [

@@ -251,6 +251,7 @@ def test_schedule_and_clipping_are_applied(tmp_path: Path) -> None:
     assert len(norms) == 18 and all(n > 0 for n in norms)
 
 
+@pytest.mark.slow
 def test_interrupt_keeps_the_last_checkpoint_and_resumes(tmp_path: Path) -> None:
     args = [*TINY, "trainer.max_epochs=200", "task.batches_per_epoch=3"]
     process = subprocess.Popen(
@@ -349,6 +350,7 @@ def test_ema_averages_the_weights_after_every_update() -> None:
         ExponentialAveraging(model, decay=1.0)
 
 
+@pytest.mark.slow
 def test_ema_run_tests_the_average_and_resumes_exactly(tmp_path: Path) -> None:
     ema = [*TINY, "trainer.attention_images=0", "optim.averaging=ema", "optim.ema_decay=0.9"]
     run_cli([*ema, "trainer.max_epochs=3"], tmp_path / "straight")
