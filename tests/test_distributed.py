@@ -60,7 +60,7 @@ def test_two_processes_train_one_run_with_single_process_numbers(tmp_path: Path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["language_model", "tagging", "seq2seq"])
+@pytest.mark.parametrize("family", ["language_model", "tagging", "seq2seq", "text_classification"])
 def test_every_family_trains_data_parallel(family: str, tmp_path: Path) -> None:
     no_dropout = {
         "language_model": [
@@ -71,6 +71,7 @@ def test_every_family_trains_data_parallel(family: str, tmp_path: Path) -> None:
         ],
         "tagging": ["model.dropout=0", "task.word_dropout=0"],
         "seq2seq": ["model.dropout=0"],
+        "text_classification": ["model.dropout=0", "task.word_dropout=0"],
     }[family]
     args = [
         *FAMILIES[family],
@@ -174,3 +175,24 @@ def test_float16_on_the_cpu_is_refused_with_a_sentence(tmp_path: Path) -> None:
         build_trainer(cfg, tmp_path)
     result = run_cli([*TINY, "trainer.precision=16"], tmp_path, check=False)
     assert result.returncode == 2 and "trainer.precision=16" in result.stderr
+
+
+def test_evaluation_shares_never_count_a_row_twice() -> None:
+    batch = TokenBatch(torch.arange(6).view(1, 6), torch.arange(6).view(1, 6))
+    assert shard(batch, 0, 2, exact=True) is None  # one row: rank 0 adds nothing
+    assert shard(batch, 1, 2, exact=True) is batch  # rank 1 takes it
+
+
+def test_the_environment_of_torchrun_and_of_slurm_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    from attnlstm.training.distributed import DistributedEnv, detect
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+    assert detect() == DistributedEnv() and not detect().active
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    assert detect() == DistributedEnv(3, 4, 1)
+    monkeypatch.setenv("RANK", "1")  # torchrun's variables win
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert detect() == DistributedEnv(1, 2, 0)

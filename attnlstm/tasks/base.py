@@ -41,6 +41,11 @@ class Meter(ABC):
     @abstractmethod
     def compute(self) -> dict[str, float]: ...
 
+    def merge(self, other: Meter) -> None:
+        """Add ``other``'s counts (the same split, other examples) to this meter's: the
+        processes of a data-parallel run each evaluate a share and merge their meters."""
+        raise NotImplementedError(f"{type(self).__name__} cannot merge with another meter")
+
 
 class Task(ABC):
     """A problem: its data, its loss, its metrics. Knows nothing of models' insides."""

@@ -72,6 +72,11 @@ class PerplexityMeter(Meter):
         self.total_nll = self.total_nll + nll  # a tensor sum: one host sync, in compute()
         self.tokens += batch.targets.numel()
 
+    def merge(self, other: Meter) -> None:
+        assert isinstance(other, PerplexityMeter)
+        self.total_nll = self.total_nll + other.total_nll
+        self.tokens += other.tokens
+
     def compute(self) -> dict[str, float]:
         loss = float(self.total_nll) / max(self.tokens, 1)
         return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}

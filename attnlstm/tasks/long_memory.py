@@ -131,6 +131,12 @@ class RegressionMeter(Meter):
         self.correct += int((error.abs() < self.tolerance).sum())
         self.count += error.numel()
 
+    def merge(self, other: Meter) -> None:
+        assert isinstance(other, RegressionMeter)
+        self.squared_error += other.squared_error
+        self.correct += other.correct
+        self.count += other.count
+
     def compute(self) -> dict[str, float]:
         count = max(self.count, 1)
         return {"loss": self.squared_error / count, "accuracy": self.correct / count}

@@ -120,6 +120,22 @@ class Seq2SeqMeter(Meter):
                 if kind == "greedy":
                     self._count_bucket(len(pair.source), hit)
 
+    def merge(self, other: Meter) -> None:
+        """Sums, and the other share's outputs after this one's (corpus BLEU adds up n-gram
+        counts over hypothesis-reference pairs: their order does not matter)."""
+        assert isinstance(other, Seq2SeqMeter)
+        self.loss_sum = self.loss_sum + other.loss_sum
+        self.correct = self.correct + other.correct
+        self.tokens += other.tokens
+        self.references.extend(other.references)
+        for kind in ("greedy", "beam"):
+            self.outputs[kind].extend(other.outputs[kind])
+            self.exact[kind] += other.exact[kind]
+        self.bucket_hits = [a + b for a, b in zip(self.bucket_hits, other.bucket_hits, strict=True)]
+        self.bucket_total = [
+            a + b for a, b in zip(self.bucket_total, other.bucket_total, strict=True)
+        ]
+
     def _count_bucket(self, length: int, hit: bool) -> None:
         for index, (low, high) in enumerate(self.buckets):
             if low <= length <= high:

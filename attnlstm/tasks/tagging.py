@@ -86,6 +86,18 @@ class TaggingMeter(Meter):
             self.tag_total += torch.bincount(gold, minlength=size)
             self.tag_correct += torch.bincount(gold[hits[real].cpu()], minlength=size)
 
+    def merge(self, other: Meter) -> None:
+        assert isinstance(other, TaggingMeter)
+        self.loss_sum = self.loss_sum + other.loss_sum
+        self.correct = self.correct + other.correct
+        self.words += other.words
+        self.unseen_correct = self.unseen_correct + other.unseen_correct
+        self.unseen_words = self.unseen_words + other.unseen_words
+        self.tag_correct += other.tag_correct
+        self.tag_total += other.tag_total
+        if other.aux_correct is not None:
+            self.aux_correct = (self.aux_correct or 0) + other.aux_correct
+
     def compute(self) -> dict[str, float]:
         words = max(self.words, 1)
         unseen = int(self.unseen_words)

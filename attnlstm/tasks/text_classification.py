@@ -52,6 +52,11 @@ class ClassificationMeter(Meter):
         pairs = (targets.cpu() * classes + predicted.cpu()).bincount(minlength=classes**2)
         self.confusion += pairs.view(classes, classes)
 
+    def merge(self, other: Meter) -> None:
+        assert isinstance(other, ClassificationMeter)
+        self.confusion += other.confusion
+        self.loss_sum += other.loss_sum
+
     def compute(self) -> dict[str, float]:
         total = int(self.confusion.sum())
         true_positive = self.confusion.diag().double()

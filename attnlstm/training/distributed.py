@@ -121,11 +121,18 @@ def batch_rows(batch: Any) -> int:
     raise TypeError(f"{type(batch).__name__} has no tensor to split into rows")
 
 
-def shard(batch: Any, rank: int, world_size: int) -> Any:
+def shard(batch: Any, rank: int, world_size: int, exact: bool = False) -> Any:
     """``rank``'s rows of ``batch`` (a dataclass batch): every tensor field whose first
-    dimension is the batch's rows is sliced; the other fields are kept."""
+    dimension is the batch's rows is sliced; the other fields are kept. ``exact`` (for
+    evaluation, where no row may count twice): the rows are split even when there are fewer
+    than processes, and a process without rows gets None."""
     rows = batch_rows(batch)
-    start, stop = shard_bounds(rows, rank, world_size)
+    if exact:
+        start, stop = rows * rank // world_size, rows * (rank + 1) // world_size
+        if start == stop:
+            return None
+    else:
+        start, stop = shard_bounds(rows, rank, world_size)
     if (start, stop) == (0, rows):
         return batch
     changes = {}

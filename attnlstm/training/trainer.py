@@ -745,15 +745,20 @@ class Trainer:
         """Metrics on ``split`` (``val`` or ``test``) of the current model, or of its averaged
         weights when they are averaged (``optim.averaging``); on the first
         ``trainer.limit_eval_batches`` batches when that is set. A bar shows long ones.
-        Data parallel: rank 0 evaluates the whole split (its weights are every rank's) and
-        sends the metrics to the others, so they equal a single process's evaluation."""
+        Data parallel: each process evaluates its share of every batch's rows, and the
+        meters are gathered and merged (``Meter.merge``), so the metrics are those of the
+        whole split, as a single process computes them (up to the order of float sums)."""
+        meter = self._evaluate(split)
         if self.world_size > 1:
-            metrics = self._evaluate(split) if self.rank == 0 else None
-            return distributed.broadcast(metrics, self.dist_env)
-        return self._evaluate(split)
+            meters: list[Any] = [None] * self.world_size
+            torch.distributed.all_gather_object(meters, meter)
+            meter = meters[0]
+            for other in meters[1:]:
+                meter.merge(other)
+        return meter.compute()
 
     @torch.inference_mode()
-    def _evaluate(self, split: str) -> dict[str, float]:
+    def _evaluate(self, split: str) -> Any:
         model = self.model if self.averaging is None else self.averaging.eval_model
         model.eval()
         meter = self.task.new_meter(split)
@@ -776,13 +781,18 @@ class Trainer:
             for index, batch in enumerate(batches):
                 if limit is not None and index >= limit:
                     break
+                if self.world_size > 1:  # this process's rows (none: nothing to add)
+                    batch = distributed.shard(batch, self.rank, self.world_size, exact=True)
+                    if batch is None:
+                        bar.update()
+                        continue
                 batch = batch.to(self.device)
                 with self._autocast():
                     meter.update(self.task.forward(model, batch), batch)
                 bar.update()
                 if self.world_size == 1:  # data parallel: stops are decided between updates
                     self.stop_request.check()
-        return meter.compute()
+        return meter
 
     @torch.inference_mode()
     def _log_attention(self) -> None:
@@ -824,8 +834,9 @@ class Trainer:
 
     def test(self) -> dict[str, float]:
         """Evaluate the best checkpoint (the last one if none is better) on the test split."""
+        distributed.barrier(self.dist_env)  # rank 0 has written its last checkpoints
         source = self.best_path if self.best_path.exists() else self.last_path
-        if source.exists() and self.rank == 0:
+        if source.exists():
             checkpoint = load_checkpoint(source, self.device)
             self.model.load_state_dict(evaluated_weights(checkpoint))
             self.averaging = None  # the weights just loaded are the ones to test
