@@ -430,3 +430,16 @@ def test_optuna_study_survives_a_failed_trial_and_continues(tmp_path: Path) -> N
     states = _trial_states(sweep, "lstm_attn_addition")
     assert len(states) == 6
     assert (sweep / "optimization_results.yaml").is_file()
+
+
+def test_the_slurm_requeue_preset_composes_on_submitit() -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+
+    from attnlstm.paths import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm_requeue"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.signal_delay_s == 180 and launcher.max_num_timeout == 20
