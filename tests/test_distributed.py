@@ -45,6 +45,7 @@ def _close(got: dict[str, Any], expected: dict[str, Any], tolerance: float = 1e-
         assert got["test"][key] == pytest.approx(value, rel=tolerance), key
 
 
+@pytest.mark.slow
 def test_two_processes_train_one_run_with_single_process_numbers(tmp_path: Path) -> None:
     """torchrun with 2 gloo processes: one run folder (rank 0's), nothing from rank 1, and
     the losses of one process with the same global batch."""

@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from attnlstm.sweep_resume import job_plan, start_up_leftovers
 from tests.conftest import TINY, run_cli
 
@@ -17,6 +19,7 @@ def _files(folder: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_rerun_skips_finished_jobs_resumes_stopped_ones_and_starts_the_rest(
     tmp_path: Path,
 ) -> None:

@@ -537,7 +537,7 @@ def test_pos_toy_learns_the_tutorial_sentences(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "attention",
     [
-        "none",
+        pytest.param("none", marks=pytest.mark.slow),
         pytest.param("general", marks=pytest.mark.slow),
         pytest.param("feedforward", marks=pytest.mark.slow),
     ],
