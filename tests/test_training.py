@@ -116,8 +116,14 @@ def test_tensorboard_scalars_images_text(finished_run: tuple[Path, str]) -> None
         "test/accuracy",
         "perf/samples_per_s",
         "perf/epoch_time_s",
+        "perf/threads",
+        "perf/cpu_busy",
     ):
         assert tag in scalars, tag
+    # CPU seconds per second of training: above 0, at most the threads (and a little noise)
+    busy = [e.value for e in events.Scalars("perf/cpu_busy")]
+    threads = events.Scalars("perf/threads")[0].value
+    assert threads >= 1 and all(0 < b <= threads + 0.5 for b in busy)
     assert len(events.Scalars("train/loss")) == 12  # every step
     assert len(events.Scalars("val/accuracy")) == 2  # every epoch
     # the pooling attention: one labelled figure per validation, every epoch

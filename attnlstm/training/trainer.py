@@ -111,6 +111,7 @@ class EpochProgress:
     loss_sum: float = 0.0
     samples: int = 0
     train_time_s: float = 0.0
+    cpu_time_s: float = 0.0  # this process's CPU time while training (all its threads)
     stream: dict[str, Any] = field(default_factory=dict)
     trained: bool = False  # every batch of the epoch is done (a stop came in validation)
 
@@ -486,6 +487,12 @@ class Trainer:
         }
         scalars["perf/epoch_time_s"] = epoch_time
         scalars["perf/updates_per_s"] = (self.state.step - progress.steps_before) / train_time
+        # a slow run or a starved one: CPU seconds per second of training (about the threads
+        # when the cores are free; much less when other processes take them)
+        scalars["perf/threads"] = float(torch.get_num_threads())
+        scalars["perf/cpu_busy"] = progress.cpu_time_s / train_time
+        record["perf/threads"] = scalars["perf/threads"]
+        record["perf/cpu_busy"] = scalars["perf/cpu_busy"]
         scalars["train/epoch_loss"] = record["train/loss"]
         self.logger.log_metrics(scalars, self.state.step)
         self.logger.flush()
@@ -590,6 +597,7 @@ class Trainer:
         pending_loss = 0.0
         with bar, profiler:
             started = time.perf_counter() - progress.train_time_s
+            cpu_started = time.process_time() - progress.cpu_time_s
             for index, batch in enumerate(self.task.train_batches(progress.epoch)):
                 if limit is not None and index >= limit:
                     break
@@ -625,6 +633,7 @@ class Trainer:
                 if pending < accumulate:
                     continue
                 self._update(params, max_norm, pending, pending_loss, progress, started)
+                progress.cpu_time_s = time.process_time() - cpu_started
                 pending, pending_loss = 0, 0.0
                 profiler.step()
                 self._check_stop()  # between updates only: a consistent checkpoint
@@ -633,6 +642,7 @@ class Trainer:
             if pending:  # the epoch's last, shorter accumulation
                 self._update(params, max_norm, pending, pending_loss, progress, started)
             progress.train_time_s = time.perf_counter() - started
+            progress.cpu_time_s = time.process_time() - cpu_started
         if not restored:  # resumed after the epoch's last update (the stop came in validation)
             self.task.load_train_stream_state(progress.stream)
         progress.trained = True
