@@ -32,7 +32,7 @@ def main() -> None:
     try:
         from attnlstm.train import main as train_main
     except KeyboardInterrupt:  # Ctrl-C while torch and Hydra load: nothing made yet
-        print("interrupted during start-up; nothing was made", file=sys.stderr)
+        print("error: interrupted during start-up; nothing was made", file=sys.stderr)
         raise SystemExit(130) from None
     train_main()
 

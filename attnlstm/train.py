@@ -95,14 +95,23 @@ def _run_dir(resume: str | None, default: str) -> str:
 
 
 def _check_creatable(folder: Path) -> None:
-    """Make ``folder`` (and the folders above it) now, or end the command with a sentence
-    (exit 2): a file in the way, a read-only or immutable place. Hydra would otherwise fail
-    making it with a traceback."""
+    """End the command with a sentence (exit 2) when ``folder`` cannot be made: a file in the
+    way, or a read-only or immutable place. Nothing is made here (Hydra may resolve the run
+    folder more than once; a folder it does not use must not appear): a scratch folder is
+    made and removed in the nearest existing folder above, which also catches read-only
+    mounts for root, whom permission bits do not stop."""
+    import tempfile
+
     folder = folder.expanduser().absolute()
     if folder.exists() and not folder.is_dir():
         fail(f"{folder} is a file, not a folder; choose another hydra.run.dir")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        Path(tempfile.mkdtemp(prefix=".attnlstm-probe-", dir=existing)).rmdir()
     except OSError as error:
         fail(
             f"cannot make the run folder {folder}: {error.strerror or error}; run from a"
@@ -355,7 +364,10 @@ def _run_in(
             run_dir.parent,
         )
     else:
-        log.info("fast_dev_run: done; no checkpoint, metrics.json or logs were written")
+        log.info(
+            "fast_dev_run: done; no checkpoint, metrics.json or logger output was written"
+            " (the run's folder holds only its train.log and config)"
+        )
     return summary
 
 
@@ -450,9 +462,14 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
         summary = run(cfg)
         if summary.get("status") == "diverged":
             code = EXIT_DIVERGED
+            kept = (
+                " and the checkpoints of its last good epoch"
+                if (run_dir / "last.pt").exists()
+                else ""
+            )
             message = (
-                f"the run diverged ({summary.get('error', 'loss not finite')}); its checkpoints"
-                f" and metrics.json are in {run_dir}"
+                f"the run diverged ({summary.get('error', 'loss not finite')}); its"
+                f" metrics.json{kept} are in {run_dir}"
             )
     except ConfigError as failure:
         code, message = EXIT_BAD_INPUT, str(failure)
@@ -502,7 +519,9 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
             failed_trial(f"{outcome} job {job}: {message}")
         return summary
     if code == EXIT_INTERRUPTED:
-        print(f"{message}", file=sys.stderr, flush=True)
+        # the trainer has said how to resume when it saved; rank > 0 has nothing to add
+        if _WORKER_DIR is None and not (run_dir / "last.pt").exists():
+            print(f"error: {message}", file=sys.stderr, flush=True)
         raise SystemExit(code)
     fail(message, code, error)
 
@@ -534,7 +553,7 @@ def main() -> None:
         for output_dir, claimed in list(_CLAIMED.items()):
             _clean_up_failed_start(Path(output_dir), _SUBDIRS.get(output_dir))
             claimed.release()
-        print("interrupted during start-up; nothing was trained", file=sys.stderr)
+        print("error: interrupted during start-up; nothing was trained", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
 
 

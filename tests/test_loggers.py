@@ -32,6 +32,8 @@ SCALAR_TAGS = {
     "perf/samples_per_s",
     "perf/epoch_time_s",
     "perf/updates_per_s",
+    "perf/threads",
+    "perf/cpu_busy",
     "test/loss",
     "test/accuracy",
 }
