@@ -249,6 +249,7 @@ def test_bad_paths_and_option_values_are_one_error_line(
     assert message in one_error_line(err)
 
 
+@pytest.mark.slow
 def test_the_scripts_still_run_the_commands(runs: dict[str, Path]) -> None:
     """``python scripts/<name>.py`` (the documented commands) runs ``attnlstm-<name>``."""
     result = subprocess.run(

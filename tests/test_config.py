@@ -147,7 +147,9 @@ def test_every_task_model_attention_combination(task: str, model: str, attention
             build_model(cfg.model, cfg.attention, spec)
 
 
-@pytest.mark.parametrize("group", ["device", "trainer", "optim", "experiment"])
+@pytest.mark.parametrize(
+    "group", ["device", "trainer", "optim", pytest.param("experiment", marks=pytest.mark.slow)]
+)
 def test_every_other_option_composes_and_builds(group: str) -> None:
     for option in options(group):
         cfg = compose_config([f"{group}={option}"])

@@ -327,6 +327,7 @@ def test_sequence_models_refuse_a_language_modelling_task() -> None:
         build_model(cfg.model, cfg.attention, task.spec)
 
 
+@pytest.mark.slow
 def test_train_resume_and_nt_asgd_from_the_command_line(tmp_path: Path) -> None:
     args = [
         *LM_TINY,

@@ -499,6 +499,7 @@ def test_aux_tag_settings_that_make_no_sense_are_config_errors() -> None:
         build_task(toy.task, 0, None)
 
 
+@pytest.mark.slow
 def test_aux_tags_train_and_tag_from_the_checkpoint(tmp_path: Path) -> None:
     run_cli([*POS_TINY, "task.aux_tag_column=xpos"], tmp_path)
     run_dir = only_run_dir(tmp_path / "outputs")

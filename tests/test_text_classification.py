@@ -231,6 +231,7 @@ def test_fused_adam_is_the_same_update() -> None:
     torch.testing.assert_close(results[0], results[1])
 
 
+@pytest.mark.slow
 def test_resume_with_changed_data_is_refused_and_the_run_is_kept(tmp_path: Path) -> None:
     """A resume whose files give another vocabulary stops before anything is written."""
     import shutil

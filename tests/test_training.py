@@ -163,6 +163,7 @@ def test_same_seed_same_numbers_other_seed_others(tmp_path: Path) -> None:
     assert histories[0] != histories[2]
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path: Path) -> None:
     """Two epochs straight equal one epoch, then a resumed second, in the same directory."""
     straight = [*TINY, "trainer.max_epochs=3", "trainer.attention_images=0", "model.dropout=0.2"]
