@@ -71,10 +71,12 @@ def check_unused(folder: Path) -> None:
         return
     used = sorted(p.name for p in folder.iterdir() if not _unused(p))
     if used:
-        what = "a run" if {"last.pt", "metrics.json", ".hydra"} & set(used) else "files"
+        if {"last.pt", "metrics.json", ".hydra"} & set(used):
+            hint = f"continue a run with resume={folder}, or choose another hydra.run.dir"
+            raise ConfigError(f"{folder} already holds a run; it is never overwritten ({hint})")
         raise ConfigError(
-            f"{folder} already holds {what}; it is never overwritten (continue a run"
-            f" with resume={folder}, or choose another hydra.run.dir)"
+            f"{folder} already holds files ({', '.join(used[:3])}{', ...' * (len(used) > 3)});"
+            " a new run needs an empty or new folder: choose another hydra.run.dir"
         )
 
 
