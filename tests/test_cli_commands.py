@@ -192,8 +192,10 @@ def one_error_line(err: str) -> str:
         (tag, "lm", ["The dog"], "is a model=lm run, not model=tagger"),
         (tag, "tagger", ["--also", "@lm", "The dog"], "is a model=lm run, not model=tagger"),
         (translate, "long_memory", ["s1"], "is a model=lstm_attn run, not model=seq2seq"),
-        (evaluate, "lm", ["@tagger"], "ensembles are for taggers"),
-        (evaluate, "tagger", ["@seq2seq"], "is a model=seq2seq run, not model=tagger"),
+        (evaluate, "lm", ["@tagger"], "an ensemble's runs share their model family"),
+        (evaluate, "lm", ["@lm"], "is a task=lm run (model=lm), which predicts no classes"),
+        (evaluate, "long_memory", ["@long_memory"], "which predicts no classes"),
+        (evaluate, "tagger", ["@seq2seq"], "a model=tagger one; an ensemble's runs"),
     ],
 )
 def test_a_run_of_the_wrong_model_is_one_error_line(

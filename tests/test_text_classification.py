@@ -193,6 +193,58 @@ def test_train_text_classification_end_to_end(tmp_path: Path) -> None:
     assert 0.0 <= metrics["test"]["test/acc"] <= 1.0
 
 
+def test_runs_of_other_seeds_and_methods_vote_as_an_ensemble(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``attnlstm-evaluate RUN_1 RUN_2 RUN_3``: the ensemble's accuracy is that of the mean
+    of the members' class probabilities, computed here from the members one by one."""
+    from attnlstm.cli import evaluate
+    from attnlstm.models.ensemble import ProbabilityEnsemble
+    from attnlstm.runs import load_run
+
+    runs = []
+    for seed, method in ((0, "additive"), (1, "dot"), (2, "feedforward")):
+        run_cli(
+            [
+                "task=text_classification",
+                f"task.path={FIXTURE}",
+                "model=lstm_attn",
+                f"attention={method}",
+                "model.hidden_size=8",
+                "model.head_size=8",
+                "model.embedding_size=8",
+                "trainer.max_epochs=1",
+                "trainer.progress_bar=false",
+                "trainer.attention_images=0",
+                "device=cpu",
+                f"seed={seed}",
+            ],
+            cwd=tmp_path / str(seed),
+        )
+        runs.append(only_run_dir(tmp_path / str(seed) / "outputs"))
+    status = evaluate.main([str(run) for run in runs])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    metrics = json.loads(out)["metrics"]
+
+    task = _task()
+    models = [load_run(run).model for run in runs]
+    correct = total = 0
+    with torch.no_grad():
+        for batch in task.eval_batches("test"):
+            probabilities = torch.stack(
+                [model(batch.inputs, batch.lengths).prediction.softmax(-1) for model in models]
+            ).mean(dim=0)
+            correct += int((probabilities.argmax(-1) == batch.targets).sum())
+            total += len(batch)
+            ensemble = ProbabilityEnsemble(models)(batch.inputs, batch.lengths)
+            assert isinstance(ensemble, ModelOutput) and ensemble.attention is None
+            torch.testing.assert_close(ensemble.prediction.exp(), probabilities)
+    assert metrics["acc"] == pytest.approx(correct / total)
+    alone = [evaluate.evaluate(run, "test")["loss"] for run in runs]
+    assert metrics["loss"] not in alone  # three models' probabilities, not one
+
+
 @pytest.mark.data
 def test_sst2_reads_the_real_files() -> None:
     from attnlstm.paths import data_dir

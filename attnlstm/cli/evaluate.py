@@ -4,15 +4,16 @@ settings (decoding options, say), without touching the run.
     attnlstm-evaluate outputs/reverse/seq2seq-dot/<timestamp>            # best.pt, test
     attnlstm-evaluate RUN --split val --set task.beam_size=10 task.length_penalty=0.6
     attnlstm-evaluate RUN --out RUN/eval_beam10.json
-    attnlstm-evaluate TAGGER_RUN_1 TAGGER_RUN_2      # an ensemble of taggers
+    attnlstm-evaluate RUN_1 RUN_2 RUN_3              # an ensemble (taggers, text classifiers)
 
 The model is rebuilt from the run (:func:`attnlstm.runs.load_run`), the task from the config
 stored in the checkpoint, which reads the split's data (``--set`` may change ``task.*`` keys
 only, and none that changes what the model reads or predicts: the model must stay the one
-trained). Several tagger runs of one task and vocabulary (other seeds, sizes or attention) are
-evaluated as an ensemble that tags with the mean of their probabilities
-(:class:`attnlstm.models.ensemble.TaggerEnsemble`). Metrics are printed as JSON; ``--out`` also
-writes them to a new file (never over an existing one).
+trained). Several runs of one classification task (tagging, text classification) and
+vocabulary (other seeds, sizes or attention methods) are evaluated as an ensemble that
+predicts with the mean of their class probabilities
+(:class:`attnlstm.models.ensemble.ProbabilityEnsemble`). Metrics are printed as JSON; ``--out``
+also writes them to a new file (never over an existing one).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from attnlstm.cli.common import ArgumentParser, check_output_folder, command, fail, open_run
-from attnlstm.cli.taggers import taggers_of
 from attnlstm.errors import ConfigError
 from attnlstm.io import checkpoint_file, write_json
+from attnlstm.models.ensemble import ProbabilityEnsemble
 from attnlstm.runs import LoadedRun, saved_config
 from attnlstm.tasks import Task, build_task
 
@@ -99,27 +100,41 @@ def evaluate(
         overrides: ``task.<key>=<value>`` settings that replace the run's own.
         data_dir: where the task's data is found (default: the run's ``data_dir``, else
             ``$ATTNLSTM_DATA``).
-        ensemble_with: other tagger runs to evaluate with ``path``'s as an ensemble.
+        ensemble_with: other runs of the same classification task and data to evaluate with
+            ``path``'s as an ensemble (mean class probabilities).
 
     Returns:
         The task's metrics of ``split`` (names without the split prefix).
 
     Raises:
         FileNotFoundError: no checkpoint at a path.
-        ConfigError: a bad override, data that does not fit the model, or an ensemble of
-            runs that are not taggers.
-        ValueError: a checkpoint this attnlstm cannot read, or taggers of other vocabularies.
+        ConfigError: a bad override, data that does not fit a model (an ensemble member
+            trained on other data or another vocabulary), or an ensemble of runs of a task
+            that does not classify.
+        ValueError: a checkpoint this attnlstm cannot read.
     """
     run = open_run(path)
-    if ensemble_with and run.cfg.model.name != "tagger":
-        raise ConfigError(f"ensembles are for taggers; {path} is a model={run.cfg.model.name} run")
+    members = [open_run(other) for other in ensemble_with]
+    for member in members:
+        if member.cfg.model.name != run.cfg.model.name:
+            # one call signature for every member: the task feeds them all the same batch
+            raise ConfigError(
+                f"{member.path} is a model={member.cfg.model.name} run, {run.path} a"
+                f" model={run.cfg.model.name} one; an ensemble's runs share their model family"
+            )
     # the stored config is plain: type its task by its schema, which then checks the overrides
     cfg = _with_overrides(saved_config(run.cfg), overrides)
     task = build_task(cfg.task, int(cfg.seed), data_dir or cfg.get("data_dir"))
-    _check_task_fits(task, run)
+    if members and not task.classifies:
+        raise ConfigError(
+            f"ensembles vote with class probabilities; {path} is a task={task.name} run"
+            f" (model={run.cfg.model.name}), which predicts no classes"
+        )
+    for loaded in (run, *members):
+        _check_task_fits(task, loaded)
     model = run.model
-    if ensemble_with:
-        model = taggers_of([run, *(open_run(other, "tagger") for other in ensemble_with)])[0]
+    if members:
+        model = ProbabilityEnsemble([run.model, *(member.model for member in members)])
     model.eval()
     meter = task.new_meter(split)
     # listed first, for the bar's total: the batches of one split are views or small tensors
@@ -144,7 +159,10 @@ def build_parser() -> ArgumentParser:
     """The command line of ``attnlstm-evaluate``."""
     parser = ArgumentParser(prog="attnlstm-evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "checkpoint", type=Path, nargs="+", help="a run folder or a .pt file (taggers: several)"
+        "checkpoint",
+        type=Path,
+        nargs="+",
+        help="a run folder or a .pt file; several runs of a classifier or tagger: an ensemble",
     )
     parser.add_argument("--split", choices=["val", "test"], default="test")
     parser.add_argument("--set", nargs="*", default=[], metavar="task.KEY=VALUE")

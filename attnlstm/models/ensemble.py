@@ -1,50 +1,66 @@
-"""An ensemble of taggers trained on the same vocabulary: the mean of their per-word tag
-probabilities.
+"""An ensemble of classifiers trained on the same task and vocabulary (other seeds, sizes or
+attention methods): the mean of their class probabilities.
 
-For M taggers with logits z_m (B, T, K) the ensemble's scores are the log of the mean
-probability,
+For M members with logits z_m (..., K) (a text's classes (B, K), a sentence's tags (B, T, K))
+the ensemble's scores are the log of the mean probability,
 
-    s = log (1/M sum_m softmax(z_m)) = logsumexp_m(log_softmax(z_m)) - log M      (B, T, K)
+    s = log (1/M sum_m softmax(z_m)) = logsumexp_m(log_softmax(z_m)) - log M      (..., K)
 
-so that ``argmax`` is the ensemble's tag and ``cross_entropy(s, y)`` is its negative log
-likelihood (``softmax(s)`` is the mean probability itself). The auxiliary tag column is
-combined the same way when every member predicts it, and dropped otherwise. Members may differ
-in anything but their input and output vocabularies (seeds, sizes, attention); averaging
-probabilities, not logits, keeps each member's calibration its own.
+so that ``argmax`` is the ensemble's class and ``cross_entropy(s, y)`` is its negative log
+likelihood (``softmax(s)`` is the mean probability itself). Averaging probabilities, not
+logits, keeps each member's calibration its own.
+
+The members are called with the same arguments and return the same output type (a dataclass:
+:class:`attnlstm.contracts.ModelOutput`, the tagger's ``TaggerOutput``). Every score field of
+the output (a tensor in every member, ``prediction`` / ``logits`` / ``aux_logits``) is
+combined as above; a field that some member leaves None (a tagger without the auxiliary head)
+is None, and the attention weights, which are the members' own, are dropped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from attnlstm.models.tagger import BiLSTMTagger, TaggerOutput
+__all__ = ["ProbabilityEnsemble", "TaggerEnsemble", "mean_probability_scores"]
 
 
 def mean_probability_scores(logits: Sequence[Tensor]) -> Tensor:
     """M tensors (..., K) of logits -> log of the mean of their softmaxes (..., K)."""
-    log_probs = torch.stack([z.log_softmax(dim=-1) for z in logits])  # M x ... x K
+    log_probs = torch.stack([z.float().log_softmax(dim=-1) for z in logits])  # M x ... x K
     return log_probs.logsumexp(dim=0) - math.log(len(logits))
 
 
-class TaggerEnsemble(nn.Module):
-    """Taggers with one vocabulary, voting with their mean probabilities; the same call
-    signature and output as :class:`BiLSTMTagger` (``attention`` is None)."""
+class ProbabilityEnsemble(nn.Module):
+    """Classifiers of one task and vocabulary, voting with their mean probabilities; the same
+    call signature and output type as its members (``attention`` is None)."""
 
-    def __init__(self, taggers: Sequence[BiLSTMTagger]) -> None:
+    def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()
-        if not taggers:
-            raise ValueError("an ensemble needs at least one tagger")
-        self.members = nn.ModuleList(taggers)
+        if not members:
+            raise ValueError("an ensemble needs at least one model")
+        self.members = nn.ModuleList(members)
 
-    def forward(
-        self, words: Tensor, chars: Tensor, char_lengths: Tensor, lengths: Tensor
-    ) -> TaggerOutput:
-        """words (B, T), chars (B, T, C), char_lengths (B, T), lengths (B,) -> (B, T, K)."""
-        outputs = [member(words, chars, char_lengths, lengths) for member in self.members]
-        aux = [o.aux_logits for o in outputs]
-        aux_scores = None if any(a is None for a in aux) else mean_probability_scores(aux)  # type: ignore[arg-type]
-        return TaggerOutput(mean_probability_scores([o.logits for o in outputs]), None, aux_scores)
+    def forward(self, *inputs: Any) -> Any:
+        """The members' outputs on ``inputs`` with their score fields combined."""
+        outputs = [member(*inputs) for member in self.members]
+        first = outputs[0]
+        if not dataclasses.is_dataclass(first) or isinstance(first, type):
+            raise TypeError(f"an ensemble combines dataclass outputs, not {type(first).__name__}")
+        combined: dict[str, Tensor | None] = {}
+        for field in dataclasses.fields(first):
+            values = [getattr(output, field.name) for output in outputs]
+            if field.name == "attention" or any(v is None for v in values):
+                combined[field.name] = None
+            else:
+                combined[field.name] = mean_probability_scores(values)
+        return dataclasses.replace(first, **combined)
+
+
+#: the name ``attnlstm-tag`` and earlier code know the tagger ensemble by
+TaggerEnsemble = ProbabilityEnsemble

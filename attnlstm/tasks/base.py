@@ -57,6 +57,9 @@ class Task(ABC):
     metric_names: tuple[str, ...]
     #: what ``len(batch)`` counts, for the throughput logged as ``perf/<unit>_per_s``
     throughput_unit: str = "samples"
+    #: the model's outputs are class scores (logits over their last dimension), so runs of
+    #: this task can vote as an ensemble by their mean probability (``attnlstm-evaluate``)
+    classifies: bool = False
 
     @abstractmethod
     def train_batches(self, epoch: int) -> Iterator[Batch]:

@@ -140,6 +140,7 @@ class TaggingTask(Task):
     monitor = Monitor("acc", "max")
     metric_names = ("loss", "acc", "unseen_acc")
     throughput_unit = "words"
+    classifies = True
 
     def __init__(
         self, cfg: TaggingTaskConfig, seed: int, configured_data_dir: str | None = None

@@ -80,6 +80,7 @@ class TextClassificationTask(Task):
     metric_names = ("loss", "acc", "macro_f1")
     monitor = Monitor("acc", "max")
     throughput_unit = "texts"
+    classifies = True
 
     def __init__(
         self, cfg: TextClassificationTaskConfig, seed: int, data_dir: str | None = None
