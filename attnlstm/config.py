@@ -124,6 +124,18 @@ class AttentionValues(StrEnum):
     next_word = "next_word"
 
 
+class VocabOrder(StrEnum):
+    """How a language model's vocabulary numbers its words: ``first_seen`` in order of first
+    appearance in the training text (the ids of every run before this option);
+    ``frequency`` most frequent first (ties by first appearance), which an adaptive softmax
+    needs (its head holds the ids below its first cut-off); ``auto`` is ``frequency`` for
+    ``model.decoder=adaptive`` and ``first_seen`` otherwise, decided when the run starts."""
+
+    auto = "auto"
+    first_seen = "first_seen"
+    frequency = "frequency"
+
+
 class Activation(StrEnum):
     none = "none"
     leaky_relu = "leaky_relu"
@@ -302,7 +314,8 @@ class LanguageModelTaskConfig:
     to the next and detached. ``variable_bptt`` draws each training segment's length as
     awd-lstm-lm does: ``bptt`` with probability 0.95 (else bptt / 2), then N(that, 5), at least
     5; its loss is weighted by length / bptt, as awd-lstm-lm rescales its learning rate.
-    ``name`` only labels the run (``lm_ptb``, ``lm_wikitext2``, ``lm``).
+    ``name`` only labels the run (``lm_ptb``, ``lm_wikitext2``, ``lm``). ``vocab_order``: see
+    :class:`VocabOrder`.
     """
 
     name: str = "lm_ptb"
@@ -315,6 +328,7 @@ class LanguageModelTaskConfig:
     bptt: int = 35
     variable_bptt: bool = False
     max_train_tokens: int | None = None  # read only the first N tokens of train (smoke tests)
+    vocab_order: VocabOrder = VocabOrder.auto
 
     def __post_init__(self) -> None:
         _positive(self, "task", "batch_size", "eval_batch_size", "bptt")
@@ -598,6 +612,17 @@ class TaggerConfig:
         _probability(self, "model", "dropout")
 
 
+class LanguageModelDecoder(StrEnum):
+    """The language model's output layer: ``full`` a softmax over the whole vocabulary,
+    softmax(W o + b) (V x D' weights, shareable with the embedding matrix); ``adaptive`` the
+    adaptive softmax of Grave et al. (2017), "Efficient softmax approximation for GPUs":
+    a head over the first word ids (meant to be the most frequent words) and one entry per
+    tail cluster, each cluster a softmax of its own over a cheaper, narrower projection."""
+
+    full = "full"
+    adaptive = "adaptive"
+
+
 @dataclass
 class LanguageModelConfig:
     """``model=lm``: an AWD-LSTM-style stacked LSTM language model (Merity et al. 2018),
@@ -619,6 +644,24 @@ class LanguageModelConfig:
     tanh(W [c; h]) replaces h before the decoder. ``attention_values``: the context averages
     the earlier states (``state``) or the embeddings of the words that followed them
     (``next_word``).
+
+    Output layer (``decoder``): ``full``, a softmax over all V words; ``adaptive``, the adaptive
+    softmax of Grave et al. (2017) (:class:`torch.nn.AdaptiveLogSoftmaxWithLoss`).
+    ``adaptive_cutoffs`` c_1 < ... < c_n < V split the word ids into a head, the words
+    [0, c_1), and tail clusters [c_i, c_{i+1}) (the last ends at V). The method wants the
+    frequent words in the head; the corpus numbers words in order of first appearance in the
+    training text, which only roughly follows frequency (the distribution stays exact either
+    way). With D' decoder input features,
+
+        log p(w | o) = log softmax(H o)[w]                                   w < c_1
+        log p(w | o) = log softmax(H o)[c_1 + i - 1] + log softmax(U_i P_i o)[w - c_i]
+                                                                             c_i <= w < c_{i+1}
+
+    H: (c_1 + n) x D' (with a bias), P_i: D' // div^i x D' and U_i: (c_{i+1} - c_i) x
+    D' // div^i, div = ``adaptive_div_value``: rarer clusters get narrower projections. Every
+    cut-off must be below the task's vocabulary size, checked when the model is built, and
+    the adaptive softmax has no V x D' matrix to share with the embedding, so it needs
+    ``tie_weights=false``.
     """
 
     name: str = "lm"
@@ -638,6 +681,10 @@ class LanguageModelConfig:
     attention_residual: bool = False
     attention_values: AttentionValues = AttentionValues.state
     init_range: float = 0.1  # embedding and decoder weights ~ U(-r, r), as the peers
+    decoder: LanguageModelDecoder = LanguageModelDecoder.full
+    # below PTB's 10,000 words and WikiText-2's 33,278
+    adaptive_cutoffs: list[int] = field(default_factory=lambda: [2000, 5000])
+    adaptive_div_value: float = 4.0
 
     def __post_init__(self) -> None:
         _positive(self, "model", "embedding_size", "hidden_size", "num_layers", "attention_window")
@@ -652,6 +699,36 @@ class LanguageModelConfig:
         )
         _non_negative(self, "model", "ar", "tar")
         _positive(self, "model", "init_range")
+        cutoffs = list(self.adaptive_cutoffs)
+        if not cutoffs:
+            _fail(
+                "model.adaptive_cutoffs",
+                cutoffs,
+                "it must list at least one cut-off (without one the adaptive softmax is the full"
+                " softmax: use model.decoder=full)",
+            )
+        if any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in cutoffs):
+            _fail("model.adaptive_cutoffs", cutoffs, "every cut-off must be a positive integer")
+        if any(cutoffs[i + 1] <= cutoffs[i] for i in range(len(cutoffs) - 1)):
+            _fail(
+                "model.adaptive_cutoffs",
+                cutoffs,
+                "the cut-offs must be strictly increasing (e.g. [2000,5000])",
+            )
+        # torch takes any positive divisor; below 1 the rarer clusters would get wider
+        # projections than the frequent ones, the opposite of the method
+        if not 1.0 <= self.adaptive_div_value < math.inf:
+            _fail(
+                "model.adaptive_div_value",
+                self.adaptive_div_value,
+                "it must be at least 1 (and finite): cluster i projects onto D' / div^i features",
+            )
+        if str(self.decoder) == "adaptive" and self.tie_weights:
+            raise ConfigError(
+                "model.decoder=adaptive is not allowed with model.tie_weights=true (the"
+                " default): the adaptive softmax cannot tie its weights to the embedding matrix,"
+                " it has no vocabulary-by-features matrix to share; set model.tie_weights=false"
+            )
 
 
 @dataclass

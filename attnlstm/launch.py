@@ -3,10 +3,16 @@
 :mod:`attnlstm.train` imports torch and Hydra, which takes seconds. A user who types
 ``attnlstm-train --help`` sees the help's first line at once, from here, and the rest (Hydra's
 ``hydra/help`` template, ``conf/hydra/help/attnlstm.yaml``, which starts after that line) once
-the trainer is imported. This module imports the standard library only.
+the trainer is imported. This module imports the standard library only, and
+:mod:`attnlstm.runtime` first of all: OpenMP's wait policy and threads are chosen before torch
+is loaded.
 """
 
 from __future__ import annotations
+
+import attnlstm.runtime  # noqa: F401  # before torch: OpenMP reads its settings when loaded
+
+# isort: split
 
 import sys
 

@@ -243,10 +243,21 @@ def resumable_checkpoint(run_dir: Path, spec: TaskSpec, device: torch.device) ->
     return checkpoint
 
 
+def _resolve_vocab_order(cfg: DictConfig) -> None:
+    """``task.vocab_order=auto`` becomes ``frequency`` for a model with an adaptive softmax
+    (its head must hold the frequent words) and ``first_seen`` otherwise, in ``cfg`` itself,
+    so that config.yaml and the checkpoint record the order the task was built with."""
+    if OmegaConf.select(cfg, "task.vocab_order", default=None) != "auto":
+        return
+    adaptive = OmegaConf.select(cfg, "model.decoder", default=None) == "adaptive"
+    cfg.task.vocab_order = "frequency" if adaptive else "first_seen"
+
+
 def check_config(cfg: DictConfig) -> TrainConfig:
     """Every check that needs no data, in the order a user would fix them: each key's range
     (the schemas), then the model against the attention method and the task family (the
     registries' capabilities), then the device. Returns the typed config."""
+    _resolve_vocab_order(cfg)
     typed = validate(cfg)
     family = task_family(cfg.task)
     check_compatible(

@@ -12,7 +12,9 @@
 Every variant trains on the same PTB segments (random tokens if PTB is absent) with the same
 sizes, tied embeddings, dropout, gradient clipping and SGD. They alternate in one process, the
 order rotating each round, and the median tokens/s of the rounds is reported with the ratios
-the issue targets: (b)/(a) >= 0.95, (c)/(b) >= 0.75, (c)/(d) >= 20.
+the issue targets: (b)/(a) >= 0.95, (c)/(b) >= 0.75, (c)/(d) >= 20. Then the same rounds run
+again beside ``--busy N`` CPU-bound neighbour processes (default 1; 0: idle only), and the
+ratios and a table of each variant's tokens/s idle, busy and busy / idle are printed.
 
     python scripts/bench_lm.py                        # 2 x 200, batch 20, bptt 35, W = 35
     python scripts/bench_lm.py --attention dot --window 50 --rounds 5
@@ -20,8 +22,11 @@ the issue targets: (b)/(a) >= 0.95, (c)/(b) >= 0.75, (c)/(d) >= 20.
 
 from __future__ import annotations
 
+import attnlstm.runtime  # noqa: F401  # before torch: OpenMP reads its settings when loaded
+
+# isort: split
+
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +36,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from attnlstm.attention import Attention, make_attention
+from attnlstm.benchmark import add_busy_option, idle_and_busy, machine_line, print_ratio_table
 from attnlstm.config import LanguageModelConfig, LanguageModelTaskConfig
 from attnlstm.contracts import TaskSpec
 from attnlstm.data.corpus import batchify
@@ -226,40 +232,53 @@ def main() -> None:
     parser.add_argument("--naive-updates", type=int, default=4, help="the same, for (d)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    add_busy_option(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(machine_line())
 
     vocab, stream = segments(args)
     variants = build_variants(args, vocab)
     batches = stream()
     tokens_per_update = args.batch * args.bptt
-    rates: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     for name in names:  # warm-up: first calls allocate and pick kernels
         for _ in range(2):
             variants[name](next(batches))
-    for round_ in range(args.rounds):
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            count = args.naive_updates if name.startswith("(d)") else args.updates
-            work = [next(batches) for _ in range(count)]
-            started = time.perf_counter()
-            for batch in work:
-                variants[name](batch)
-            rates[name].append(count * tokens_per_update / (time.perf_counter() - started))
+
+    def measure() -> dict[str, float]:
+        """Median tokens/s of each variant over the rounds (the models' states carry on)."""
+        rates: dict[str, list[float]] = {name: [] for name in variants}
+        for round_ in range(args.rounds):
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                count = args.naive_updates if name.startswith("(d)") else args.updates
+                work = [next(batches) for _ in range(count)]
+                started = time.perf_counter()
+                for batch in work:
+                    variants[name](batch)
+                rates[name].append(count * tokens_per_update / (time.perf_counter() - started))
+        return {name: statistics.median(r) for name, r in rates.items()}
+
+    idle, busy = idle_and_busy(measure, args.busy)
 
     print(
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads,"
-        f" torch {torch.__version__}; {args.layers} x {args.size}, batch {args.batch},"
-        f" bptt {args.bptt}, W = {args.window}; median of {args.rounds} rounds"
+        f"{args.layers} x {args.size}, batch {args.batch}, bptt {args.bptt}, W = {args.window};"
+        f" median of {args.rounds} rounds, idle"
     )
-    median = {name: statistics.median(r) for name, r in rates.items()}
     for name in names:
-        print(f"  {name:34s} {median[name]:9.0f} tokens/s")
-    a, b, c, d = (median[n] for n in names)
-    print(f"  (b)/(a) = {b / a:.2f}   target >= 0.95")
-    print(f"  (c)/(b) = {c / b:.2f}   target >= 0.75")
-    print(f"  (c)/(d) = {c / d:.1f}    target >= 20")
+        print(f"  {name:34s} {idle[name]:9.0f} tokens/s")
+    a, b, c, d = names
+    for label, top, bottom, digits, target in (
+        ("(b)/(a)", b, a, 2, ">= 0.95"),
+        ("(c)/(b)", c, b, 2, ">= 0.75"),
+        ("(c)/(d)", c, d, 1, ">= 20"),
+    ):
+        ratio = f"{idle[top] / idle[bottom]:.{digits}f}"
+        if busy is not None:
+            ratio = f"idle {ratio}x, busy {busy[top] / busy[bottom]:.{digits}f}x"
+        print(f"  {label} = {ratio}   target {target}")
+    print_ratio_table(idle, busy, "tokens/s", args.busy)
 
 
 if __name__ == "__main__":

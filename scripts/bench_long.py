@@ -12,6 +12,10 @@ is measured in a child process of its own, so the two cannot mix.
 
 from __future__ import annotations
 
+import attnlstm.runtime  # noqa: F401  # before torch: OpenMP reads its settings when loaded
+
+# isort: split
+
 import argparse
 import multiprocessing
 import platform

@@ -3,7 +3,9 @@
 
 Both variants compute the same states for every real step (tests/test_models.py checks it);
 they differ in how the LSTM kernel runs. The variants alternate in one process so that machine
-noise hits both alike; the script prints absolute times and the ratio.
+noise hits both alike; the script prints absolute times and the ratio. Then the same repeats
+run again beside ``--busy N`` CPU-bound neighbour processes (default 1; 0: idle only), and the
+ratio and a table of each variant's updates/s idle, busy and busy / idle are printed.
 
     python scripts/bench_lstm_packing.py                       # the addition problem, T0 = 100
     python scripts/bench_lstm_packing.py --bidirectional --repeats 10
@@ -11,8 +13,11 @@ noise hits both alike; the script prints absolute times and the ratio.
 
 from __future__ import annotations
 
+import attnlstm.runtime  # noqa: F401  # before torch: OpenMP reads its settings when loaded
+
+# isort: split
+
 import argparse
-import platform
 import statistics
 import time
 
@@ -20,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from attnlstm.benchmark import add_busy_option, idle_and_busy, machine_line, print_ratio_table
 from attnlstm.models.recurrent import MaskedLSTM
 
 
@@ -52,7 +58,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=100)
     parser.add_argument("--bidirectional", action="store_true")
     parser.add_argument("--repeats", type=int, default=20)
+    add_busy_option(parser)
     args = parser.parse_args()
+    print(machine_line())
 
     torch.manual_seed(0)
     max_length = int(1.1 * args.min_length) + 1
@@ -62,26 +70,31 @@ def main() -> None:
         "packed nn.LSTM": PackedLSTM(2, args.hidden, args.bidirectional),
         "MaskedLSTM": MaskedLSTM(2, args.hidden, 1, args.bidirectional, 0.0),
     }
-    times: dict[str, list[float]] = {name: [] for name in variants}
     for model in variants.values():  # warm-up
         time_update(model, inputs, lengths)
-    for _ in range(args.repeats):
-        for name, model in variants.items():
-            times[name].append(time_update(model, inputs, lengths))
 
-    print(
-        f"machine: {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
-    )
+    def measure() -> dict[str, float]:
+        """Updates per second of each variant: 1 / the median seconds per update."""
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.repeats):
+            for name, model in variants.items():
+                times[name].append(time_update(model, inputs, lengths))
+        return {name: 1 / statistics.median(values) for name, values in times.items()}
+
+    idle, busy = idle_and_busy(measure, args.busy)
     print(
         f"batch {args.batch}, lengths [{args.min_length}, {max_length}), hidden {args.hidden},"
-        f" {'bi' if args.bidirectional else 'uni'}directional; median of {args.repeats}"
+        f" {'bi' if args.bidirectional else 'uni'}directional; median of {args.repeats}, idle"
     )
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    for name, value in medians.items():
-        print(f"  {name:15s} {value * 1000:8.1f} ms per update (forward + backward)")
-    ratio = medians["packed nn.LSTM"] / medians["MaskedLSTM"]
-    print(f"  MaskedLSTM is {ratio:.1f}x faster")
+    for name, rate in idle.items():
+        print(f"  {name:15s} {1000 / rate:8.1f} ms per update (forward + backward)")
+    ratio = f"{idle['MaskedLSTM'] / idle['packed nn.LSTM']:.1f}x"
+    if busy is None:
+        print(f"  MaskedLSTM is {ratio} faster")
+    else:
+        loaded = busy["MaskedLSTM"] / busy["packed nn.LSTM"]
+        print(f"  MaskedLSTM is faster: idle {ratio}, busy {loaded:.1f}x")
+    print_ratio_table(idle, busy, "updates/s", args.busy)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@
   (d) Bahdanau attention (additive scores), our step loop.
 
 The variants alternate in one process (the order rotating each round) and the median of the
-rounds is reported with the ratios (a)/(b) and (a)/(c).
+rounds is reported with the ratios (a)/(b) and (a)/(c); then the same rounds run again beside
+``--busy N`` CPU-bound neighbour processes (default 1; 0: idle only), and the ratios and a table
+of each variant's pairs/s idle, busy and busy / idle are printed.
 
     python scripts/bench_seq2seq.py                       # reverse, lengths 5-50, B = 64, H = 128
     python scripts/bench_seq2seq.py --method dot --rounds 5 --threads 1
@@ -19,8 +21,11 @@ rounds is reported with the ratios (a)/(b) and (a)/(c).
 
 from __future__ import annotations
 
+import attnlstm.runtime  # noqa: F401  # before torch: OpenMP reads its settings when loaded
+
+# isort: split
+
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -29,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlstm.attention import make_attention
+from attnlstm.benchmark import add_busy_option, idle_and_busy, machine_line, print_ratio_table
 from attnlstm.config import SyntheticSeq2SeqTaskConfig
 from attnlstm.data.seq2seq import IGNORE, Seq2SeqBatch
 from attnlstm.models.seq2seq import Memory, Seq2Seq
@@ -94,9 +100,11 @@ def main() -> None:
     parser.add_argument("--slow-updates", type=int, default=1, help="the same, for (c)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    add_busy_option(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(machine_line())
 
     cfg = SyntheticSeq2SeqTaskConfig(
         name="reverse",
@@ -129,26 +137,35 @@ def main() -> None:
     }
     for update, _ in variants.values():  # warm-up
         update(batches[0])
-    rates: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
-    for round_ in range(args.rounds):
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            update, count = variants[name]
-            pairs, started = 0, time.perf_counter()
-            for batch in batches[1 : count + 1]:
-                update(batch)
-                pairs += len(batch)
-            rates[name].append(pairs / (time.perf_counter() - started))
-    median = {name: statistics.median(values) for name, values in rates.items()}
+
+    def measure() -> dict[str, float]:
+        """Median pairs/s of each variant over the rounds."""
+        rates: dict[str, list[float]] = {name: [] for name in variants}
+        for round_ in range(args.rounds):
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                update, count = variants[name]
+                pairs, started = 0, time.perf_counter()
+                for batch in batches[1 : count + 1]:
+                    update(batch)
+                    pairs += len(batch)
+                rates[name].append(pairs / (time.perf_counter() - started))
+        return {name: statistics.median(values) for name, values in rates.items()}
+
+    idle, busy = idle_and_busy(measure, args.busy)
     print(
-        f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__};"
-        f" reverse {args.min_length}-{args.max_length}, batch {args.batch}, hidden"
-        f" {args.hidden}, attention {args.method}; median of {args.rounds} rounds"
+        f"reverse {args.min_length}-{args.max_length}, batch {args.batch}, hidden {args.hidden},"
+        f" attention {args.method}; median of {args.rounds} rounds, idle"
     )
-    for name, value in median.items():
+    for name, value in idle.items():
         print(f"  {name:40s} {value:8.1f} pairs/s")
-    a, b, c = (median[n] for n in names[:3])
-    print(f"  (a)/(b) = {a / b:.2f}   (a)/(c) = {a / c:.0f}")
+    a, b, c = names[:3]
+    for label, top, bottom, digits in (("(a)/(b)", a, b, 2), ("(a)/(c)", a, c, 0)):
+        ratio = f"{idle[top] / idle[bottom]:.{digits}f}"
+        if busy is not None:
+            ratio = f"idle {ratio}x, busy {busy[top] / busy[bottom]:.{digits}f}x"
+        print(f"  {label} = {ratio}")
+    print_ratio_table(idle, busy, "pairs/s", args.busy)
 
 
 if __name__ == "__main__":

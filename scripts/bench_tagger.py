@@ -11,7 +11,9 @@ English EWT training batches with the ``experiment=pos_ewt`` model:
 The three compute the same features (tests/test_tagging.py checks (a) against one padded
 batch). Each variant runs whole training updates (forward, backward, Adam) of the same model
 on the same batches; the variants alternate in one process, the order rotating each round,
-and the median of the rounds is reported with the ratios (a)/(b) and (a)/(c).
+and the median of the rounds is reported with the ratios (a)/(b) and (a)/(c). Then the same
+rounds run again beside ``--busy N`` CPU-bound neighbour processes (default 1; 0: idle only),
+and the ratios and a table of each variant's words/s idle, busy and busy / idle are printed.
 
     python scripts/bench_tagger.py                       # 40 updates per round, 3 rounds
     python scripts/bench_tagger.py --threads 1 --data-dir ~/data/attnlstm
@@ -19,8 +21,11 @@ and the median of the rounds is reported with the ratios (a)/(b) and (a)/(c).
 
 from __future__ import annotations
 
+import attnlstm.runtime  # noqa: F401  # before torch: OpenMP reads its settings when loaded
+
+# isort: split
+
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -28,6 +33,7 @@ from collections.abc import Callable
 import torch
 from hydra import compose, initialize_config_dir
 
+from attnlstm.benchmark import add_busy_option, idle_and_busy, machine_line, print_ratio_table
 from attnlstm.config import register_configs
 from attnlstm.data.tagging import TaggingBatch
 from attnlstm.models import build_model
@@ -78,9 +84,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data-dir", default=None, help="default: $ATTNLSTM_DATA, ../shared/data")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.hidden_size=300")
+    add_busy_option(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(machine_line())
     register_configs(family_schemas())
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         cfg = compose("train", overrides=["experiment=pos_ewt", *args.overrides])
@@ -104,25 +112,34 @@ def main() -> None:
     }
     for update in variants.values():  # warm-up
         update(batches[0])
-    rates: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
-    for round_ in range(args.rounds):
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            words, started = 0, time.perf_counter()
-            for batch in batches[1:]:
-                variants[name](batch)
-                words += len(batch)
-            rates[name].append(words / (time.perf_counter() - started))
-    median = {name: statistics.median(values) for name, values in rates.items()}
+
+    def measure() -> dict[str, float]:
+        """Median words/s of each variant over the rounds."""
+        rates: dict[str, list[float]] = {name: [] for name in variants}
+        for round_ in range(args.rounds):
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                words, started = 0, time.perf_counter()
+                for batch in batches[1:]:
+                    variants[name](batch)
+                    words += len(batch)
+                rates[name].append(words / (time.perf_counter() - started))
+        return {name: statistics.median(values) for name, values in rates.items()}
+
+    idle, busy = idle_and_busy(measure, args.busy)
     print(
-        f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__};"
-        f" EWT train, experiment=pos_ewt {' '.join(args.overrides)}; {args.updates} updates,"
-        f" median of {args.rounds} rounds"
+        f"EWT train, experiment=pos_ewt {' '.join(args.overrides)}; {args.updates} updates,"
+        f" median of {args.rounds} rounds, idle"
     )
-    for name, value in median.items():
+    for name, value in idle.items():
         print(f"  {name:40s} {value:8.0f} words/s")
-    a, b, c = (median[n] for n in names)
-    print(f"  (a)/(b) = {a / b:.2f}   (a)/(c) = {a / c:.2f}")
+    a, b, c = names
+    for label, top, bottom in (("(a)/(b)", a, b), ("(a)/(c)", a, c)):
+        ratio = f"{idle[top] / idle[bottom]:.2f}"
+        if busy is not None:
+            ratio = f"idle {ratio}x, busy {busy[top] / busy[bottom]:.2f}x"
+        print(f"  {label} = {ratio}")
+    print_ratio_table(idle, busy, "words/s", args.busy)
 
 
 if __name__ == "__main__":

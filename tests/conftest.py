@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import attnlstm.runtime  # before torch: OpenMP reads its settings when loaded
+
+# isort: split
+
 import os
 import subprocess
 import sys

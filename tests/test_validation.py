@@ -260,6 +260,8 @@ RANGE_CASES = [
     _case("default", "model.dropout=1 ", model__dropout=1.0),
     _case("default", "model.embedding_dropout=-0.1 ", model__embedding_dropout=-0.1),
     # model: language model
+    _case("lm", "model.adaptive_cutoffs=[10,5] ", model__adaptive_cutoffs=[10, 5]),
+    _case("lm", "model.adaptive_div_value=0.5 ", model__adaptive_div_value=0.5),
     _case("lm", "model.embedding_size=0 ", model__embedding_size=0),
     _case("lm", "model.hidden_size=0 ", model__hidden_size=0),
     _case("lm", "model.num_layers=0 ", model__num_layers=0),

@@ -10,3 +10,6 @@ input (a missing or unreadable run, a run of another model, a bad option value, 
 folder that cannot be written); 1 after one line for a bug. Results alone go to stdout; a
 traceback is printed only with ``ATTNLSTM_DEBUG=1``.
 """
+
+# before any command module imports torch: OpenMP reads its wait policy and threads once
+import attnlstm.runtime  # noqa: F401

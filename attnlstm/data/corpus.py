@@ -6,6 +6,7 @@ A line is split on whitespace and followed by ``<eos>`` (pytorch/examples'
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,18 +81,30 @@ class Corpus:
 
     @classmethod
     def from_files(
-        cls, train: Path, valid: Path, test: Path, max_train_tokens: int | None = None
+        cls,
+        train: Path,
+        valid: Path,
+        test: Path,
+        max_train_tokens: int | None = None,
+        by_frequency: bool = False,
     ) -> Corpus:
         """The vocabulary is the training split's words (plus ``<eos>``); a word of the
         validation or test split that training never saw maps to ``<unk>``, which is added if
         the training text lacks it (PTB and WikiText-2 already use ``<unk>`` for rare words,
-        and every valid/test word occurs in their training splits)."""
+        and every valid/test word occurs in their training splits). Ids follow the words'
+        first appearance (``<eos>`` is 0), or with ``by_frequency`` their training counts,
+        most frequent first (ties by first appearance)."""
         train_words = read_words(train)
         if max_train_tokens is not None:
             train_words = train_words[:max_train_tokens]
-        vocab = Vocabulary([EOS])
+        first_seen = Vocabulary([EOS])
         for word in train_words:
-            vocab.add(word)
+            first_seen.add(word)
+        vocab = first_seen
+        if by_frequency:
+            counts = Counter(train_words)
+            # sorted() is stable: equal counts keep their first-seen order
+            vocab = Vocabulary(sorted(first_seen.words, key=lambda word: -counts[word]))
         streams = []
         other = [read_words(valid), read_words(test)]
         if any(w not in vocab for words in other for w in words):

@@ -14,12 +14,21 @@ Per BPTT segment of T tokens (B rows):
 
 Every position's attention is one batched product under a causal, windowed mask: no Python
 loop over time. With ``tie_weights`` D' = E and the decoder shares the embedding matrix.
+
+The decoder is a full softmax (``decoder="full"``: logits = W o + b, V x D') or the adaptive
+softmax of Grave et al. (2017) (``decoder="adaptive"``, :class:`nn.AdaptiveLogSoftmaxWithLoss`;
+see :class:`attnlstm.config.LanguageModelConfig` for its formula). The adaptive one never
+builds the B x T x V scores while it learns: given the targets y (B x T), the forward returns
+only log p(y_t | o_t) (B x T), exact, and the loss is their negated mean, as the full
+softmax's cross-entropy is. Without targets (generation) it returns the full
+log-distribution log p(. | o_t) (B x T x V) as the logits (softmax of it is p itself).
 The state handed back for the next segment (LSTM (h, c) per layer and the attention memory m)
 is detached: gradients never cross a segment boundary.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +38,7 @@ from torch import Tensor, nn
 from attnlstm.attention import Attention
 from attnlstm.config import AttentionConfig, LanguageModelConfig
 from attnlstm.contracts import TaskSpec
+from attnlstm.errors import ConfigError
 from attnlstm.models.registry import configured_attention, register_model
 from attnlstm.models.regularizers import WeightDropLSTM, embedding_dropout, locked_dropout
 
@@ -53,14 +63,18 @@ class LanguageModelState:
 
 @dataclass
 class LanguageModelOutput:
-    """logits (B, T, V); state for the next segment (detached); attention (B, T, M + T)
-    weights over [memory; segment] or None; regularization: the AR + TAR penalty (a scalar,
-    0 in eval mode)."""
+    """logits (B, T, V): scores whose softmax is the next-word distribution (the adaptive
+    decoder's are log-probabilities), None where the adaptive decoder was given the targets;
+    state for the next segment (detached); attention (B, T, M + T) weights over [memory;
+    segment] or None; regularization: the AR + TAR penalty (a scalar, 0 in eval mode);
+    target_log_probs (B, T): log p(y_t | w_<=t) of the given targets, from the adaptive decoder
+    only (None otherwise: the full decoder's loss is the cross-entropy of its logits)."""
 
-    logits: Tensor
+    logits: Tensor | None
     state: LanguageModelState
     attention: Tensor | None
     regularization: Tensor
+    target_log_probs: Tensor | None = None
 
 
 def causal_window_mask(steps: int, memory: int, window: int, device: torch.device) -> Tensor:
@@ -94,8 +108,18 @@ class LSTMLanguageModel(nn.Module):
         init_range: float = 0.1,
         residual: bool = False,
         next_word_values: bool = False,
+        decoder: str = "full",
+        adaptive_cutoffs: Sequence[int] = (2000, 5000),
+        adaptive_div_value: float = 4.0,
     ) -> None:
         super().__init__()
+        if decoder not in ("full", "adaptive"):
+            raise ValueError(f"decoder must be 'full' or 'adaptive', got {decoder!r}")
+        if decoder == "adaptive" and tie_weights:  # the config refuses it first, by its keys
+            raise ValueError(
+                "decoder='adaptive' cannot tie its weights to the embedding matrix: it has no"
+                " vocabulary-by-features matrix; pass tie_weights=False"
+            )
         self.embedding = nn.Embedding(vocab_size, embedding_size)
         # Tied without attention: the top layer outputs E features, as in AWD-LSTM. With
         # attention the combination layer maps to E instead, and the top layer keeps H.
@@ -116,13 +140,27 @@ class LSTMLanguageModel(nn.Module):
             else nn.Linear(context_size + top_size, output_size, bias=False)
         )
         self.next_word_values = next_word_values
-        self.decoder = nn.Linear(output_size, vocab_size)
-        nn.init.uniform_(self.embedding.weight, -init_range, init_range)
-        nn.init.zeros_(self.decoder.bias)
-        if tie_weights:
-            self.decoder.weight = self.embedding.weight
+        self.decoder: nn.Linear | nn.AdaptiveLogSoftmaxWithLoss
+        if decoder == "adaptive":
+            self.decoder = adaptive_softmax(
+                output_size, vocab_size, list(adaptive_cutoffs), adaptive_div_value
+            )
         else:
-            nn.init.uniform_(self.decoder.weight, -init_range, init_range)
+            self.decoder = nn.Linear(output_size, vocab_size)
+        nn.init.uniform_(self.embedding.weight, -init_range, init_range)
+        if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
+            # every matrix ~ U(-r, r) as the full decoder's; the head's bias starts at 0
+            for name, parameter in self.decoder.named_parameters():
+                if name == "head.bias":
+                    nn.init.zeros_(parameter)
+                else:
+                    nn.init.uniform_(parameter, -init_range, init_range)
+        else:
+            nn.init.zeros_(self.decoder.bias)
+            if tie_weights:
+                self.decoder.weight = self.embedding.weight
+            else:
+                nn.init.uniform_(self.decoder.weight, -init_range, init_range)
         self.dropout_embedding = dropout_embedding
         self.dropout_input = dropout_input
         self.dropout_hidden = dropout_hidden
@@ -131,10 +169,16 @@ class LSTMLanguageModel(nn.Module):
         self.residual = residual
 
     def forward(
-        self, words: Tensor, state: LanguageModelState | dict[str, Any] | None = None
+        self,
+        words: Tensor,
+        state: LanguageModelState | dict[str, Any] | None = None,
+        targets: Tensor | None = None,
     ) -> LanguageModelOutput:
         """words (B, T) int64 -> logits (B, T, V), continuing from ``state`` (None: zeros; a
-        dict of its fields, as a checkpoint taken inside an epoch stores it, is accepted)."""
+        dict of its fields, as a checkpoint taken inside an epoch stores it, is accepted).
+
+        ``targets`` (B, T) int64, the next words: the full decoder ignores them; the adaptive
+        one then returns ``target_log_probs`` (B, T) = log p(targets) instead of the logits."""
         if isinstance(state, dict):
             state = LanguageModelState(**state)
         x = embedding_dropout(self.embedding, words, self.dropout_embedding, self.training)
@@ -179,15 +223,96 @@ class LSTMLanguageModel(nn.Module):
             memory_words = key_words[:, -self.attention_window :]
 
         dropped = locked_dropout(output, self.dropout_output, self.training)
-        logits = self.decoder(dropped)  # B x T x V
-        regularization = logits.new_zeros(())
+        target_log_probs = None
+        if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
+            logits, target_log_probs = self._adaptive(dropped, targets)
+            regularization = dropped.new_zeros((), dtype=torch.float32)
+        else:
+            logits = self.decoder(dropped)  # B x T x V
+            regularization = logits.new_zeros(())
         if self.training and self.ar > 0.0:
             regularization = regularization + self.ar * dropped.pow(2).mean()
         if self.training and self.tar > 0.0 and top.size(1) > 1:
             regularization = regularization + self.tar * (top[:, 1:] - top[:, :-1]).pow(2).mean()
         return LanguageModelOutput(
-            logits, LanguageModelState(layer_states, memory, memory_words), weights, regularization
+            logits,
+            LanguageModelState(layer_states, memory, memory_words),
+            weights,
+            regularization,
+            target_log_probs,
         )
+
+    def _adaptive(
+        self, features: Tensor, targets: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """The adaptive decoder on features (B, T, D'): (None, log p(targets) (B, T)) given
+        targets (B, T); else (log p(. | o) (B, T, V), None). It runs in float32 outside any
+        autocast: torch's adaptive softmax mixes its input's dtype with its log-softmax's,
+        which autocast makes differ, and the perplexity should not be read in bfloat16."""
+        decoder = self.decoder
+        assert isinstance(decoder, nn.AdaptiveLogSoftmaxWithLoss)
+        rows, steps, size = features.shape
+        flat = features.reshape(rows * steps, size).float()
+        with torch.autocast(features.device.type, enabled=False):
+            if targets is None:
+                return decoder.log_prob(flat).view(rows, steps, -1), None
+            picked = adaptive_target_log_probs(decoder, flat, targets.reshape(-1))
+        return None, picked.view(rows, steps)
+
+
+def adaptive_target_log_probs(
+    decoder: nn.AdaptiveLogSoftmaxWithLoss, features: Tensor, targets: Tensor
+) -> Tensor:
+    """log p(y_k | o_k) (N,) of targets y (N,) under the adaptive softmax, from features o
+    (N, D'): the head's log-softmax at y (a shortlist word, y < c_1) or at y's cluster i, plus
+    the cluster's own log-softmax at y - c_i. This is the ``output`` of the module's forward,
+    but every cluster runs, an empty one on no rows: its parameters take part in each step
+    (with a zero gradient), as DistributedDataParallel (find_unused_parameters=False) needs;
+    torch's forward skips a cluster no target falls in."""
+    shortlist = decoder.shortlist_size
+    bounds = torch.tensor(decoder.cutoffs, device=targets.device)  # c_1 .. c_n, V
+    cluster = torch.bucketize(targets, bounds[:-1], right=True)  # 0: head, i: cluster i
+    column = torch.where(cluster == 0, targets, shortlist + cluster - 1)
+    head = torch.log_softmax(decoder.head(features), dim=1)  # N x (c_1 + n)
+    picked = head.gather(1, column.unsqueeze(1)).squeeze(1)
+    for index, tail in enumerate(decoder.tail):
+        rows = (cluster == index + 1).nonzero().squeeze(1)
+        local = torch.log_softmax(tail(features[rows]), dim=1)  # rows x cluster size
+        words = (targets[rows] - decoder.cutoffs[index]).unsqueeze(1)
+        picked = picked.index_add(0, rows, local.gather(1, words).squeeze(1))
+    return picked
+
+
+def adaptive_softmax(
+    in_features: int, vocab_size: int, cutoffs: list[int], div_value: float
+) -> nn.AdaptiveLogSoftmaxWithLoss:
+    """The adaptive softmax over ``vocab_size`` words (its head with a bias, as the full
+    decoder); a ConfigError naming the keys when the cut-offs do not fit the vocabulary or a
+    cluster's projection would have no feature left (D' // div^i = 0)."""
+    if cutoffs and max(cutoffs) >= vocab_size:
+        raise ConfigError(
+            f"model.adaptive_cutoffs={_show_list(cutoffs)} is not allowed: every cut-off must be"
+            f" below the vocabulary size, {vocab_size} words here; lower them (the first"
+            " cut-off is the size of the head's shortlist)"
+        )
+    for cluster in range(1, len(cutoffs) + 1):
+        width = int(in_features // (div_value**cluster))
+        if width < 1:
+            raise ConfigError(
+                f"model.adaptive_div_value={div_value:g} is not allowed with"
+                f" model.adaptive_cutoffs={_show_list(cutoffs)}: tail cluster {cluster} would"
+                f" project the decoder's {in_features} input features onto"
+                f" {in_features} // {div_value:g}^{cluster} = 0; lower model.adaptive_div_value,"
+                " use fewer cut-offs, or widen the model"
+            )
+    return nn.AdaptiveLogSoftmaxWithLoss(
+        in_features, vocab_size, cutoffs, div_value=div_value, head_bias=True
+    )
+
+
+def _show_list(values: Sequence[int]) -> str:
+    """[2000,5000], as the list is written on the command line."""
+    return "[" + ",".join(str(value) for value in values) + "]"
 
 
 @register_model(
@@ -217,4 +342,7 @@ def build_language_model(
         init_range=cfg.init_range,
         residual=cfg.attention_residual,
         next_word_values=str(cfg.attention_values) == "next_word",
+        decoder=str(cfg.decoder),
+        adaptive_cutoffs=list(cfg.adaptive_cutoffs),
+        adaptive_div_value=cfg.adaptive_div_value,
     )

@@ -56,6 +56,21 @@ class TokenBatch:
         return TokenBatch(self.inputs[:count], self.targets[:count], self.weight)
 
 
+def token_nll(output: Any, targets: Tensor, reduction: Literal["mean", "sum"]) -> Tensor:
+    """The negative log-likelihood of the targets y (B, T), summed or averaged over the B * T
+    tokens: -sum_k log p(y_k). From the output's ``target_log_probs`` (B, T) where the model
+    gives them (an adaptive softmax, which builds no B x T x V scores), else the
+    cross-entropy of its ``logits`` (B, T, V): the same quantity, so perplexities compare."""
+    target_log_probs = getattr(output, "target_log_probs", None)
+    if target_log_probs is not None:
+        nll = -target_log_probs.reshape(-1)
+        return nll.mean() if reduction == "mean" else nll.sum()
+    logits = output.logits
+    return nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction
+    )
+
+
 class PerplexityMeter(Meter):
     """Token-weighted mean negative log-likelihood (nats) and its exponential."""
 
@@ -64,11 +79,7 @@ class PerplexityMeter(Meter):
         self.tokens = 0
 
     def update(self, output: Any, batch: TokenBatch) -> None:
-        nll = nn.functional.cross_entropy(
-            output.logits.reshape(-1, output.logits.size(-1)),
-            batch.targets.reshape(-1),
-            reduction="sum",
-        )
+        nll = token_nll(output, batch.targets, "sum")
         self.total_nll = self.total_nll + nll  # a tensor sum: one host sync, in compute()
         self.tokens += batch.targets.numel()
 
@@ -106,7 +117,10 @@ class LanguageModelTask(Task):
         self.cfg = cfg
         self.name = str(cfg.name)
         train, valid, test = resolve_corpus_files(cfg, configured_data_dir)
-        self.corpus = Corpus.from_files(train, valid, test, cfg.max_train_tokens)
+        # auto: decided by the runner from the model (attnlstm.train); left here, the ids
+        # every run before the option had
+        by_frequency = str(cfg.vocab_order) == "frequency"
+        self.corpus = Corpus.from_files(train, valid, test, cfg.max_train_tokens, by_frequency)
         self.vocab = self.corpus.vocab
         vocab_size = len(self.vocab)
         self.spec = TaskSpec(vocab_size, vocab_size, target="tokens", inputs="tokens")
@@ -190,18 +204,17 @@ class LanguageModelTask(Task):
     # -- model, loss, metrics ---------------------------------------------------------------
 
     def forward(self, model: nn.Module, batch: TokenBatch) -> Any:
-        """Run one segment, continuing from the previous segment's (detached) state."""
+        """Run one segment, continuing from the previous segment's (detached) state. The
+        targets go in too: a model with an adaptive softmax then scores only them."""
         key = "train" if model.training else "eval"
-        output = model(batch.inputs, self._state.get(key))
+        output = model(batch.inputs, self._state.get(key), targets=batch.targets)
         self._state[key] = output.state
         return output
 
     def loss(self, output: Any, batch: TokenBatch) -> Tensor:
-        """weight * mean cross-entropy + the model's AR/TAR penalty."""
-        logits = output.logits
-        nll = nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), batch.targets.reshape(-1)
-        )
+        """weight * mean negative log-likelihood of the targets (:func:`token_nll`) + the
+        model's AR/TAR penalty."""
+        nll = token_nll(output, batch.targets, "mean")
         if torch.is_grad_enabled():  # training: keep the epoch's unregularised perplexity
             # a tensor sum: no host sync per step; read once at the end of the epoch
             self._train_nll = self._train_nll + nll.detach() * batch.targets.numel()
