@@ -29,6 +29,7 @@ from types import TracebackType
 __all__ = [
     "BusyNeighbours",
     "add_busy_option",
+    "govern_threads",
     "idle_and_busy",
     "machine_line",
     "print_ratio_table",
@@ -113,6 +114,28 @@ def idle_and_busy(
     return idle, loaded
 
 
+def govern_threads(threads: int | None = None) -> None:
+    """Set torch's threads as ``attnlstm-train`` does: a fixed ``threads`` (a script's
+    ``--threads``), or, when None, threads that follow the cores other processes leave free
+    (:class:`attnlstm.training.threads.ThreadGovernor`, polled before each optimiser step)."""
+    import torch
+
+    from attnlstm.runtime import available_cores
+    from attnlstm.training.threads import ThreadGovernor
+
+    global _GOVERNED
+    if threads:
+        torch.set_num_threads(threads)
+        _GOVERNED = False
+        return
+    ThreadGovernor(torch.get_num_threads(), cores=available_cores()).install()
+    _GOVERNED = True
+
+
+#: whether govern_threads() installed a governor (machine_line says so)
+_GOVERNED = False
+
+
 def machine_line() -> str:
     """One line naming the machine, its cores, torch's threads and the date."""
     import torch  # here, not at module level: importers set OpenMP up before torch loads
@@ -127,9 +150,14 @@ def machine_line() -> str:
     except OSError:
         pass
     wait = os.environ.get("OMP_WAIT_POLICY", "default")
+    threads = (
+        f"up to {torch.get_num_threads()} threads following the free cores"
+        if _GOVERNED
+        else f"{torch.get_num_threads()} threads"
+    )
     return (
         f"machine: {processor}, {os.cpu_count()} cores, torch {torch.__version__},"
-        f" {torch.get_num_threads()} threads, OMP_WAIT_POLICY={wait}, {date.today().isoformat()}"
+        f" {threads}, OMP_WAIT_POLICY={wait}, {date.today().isoformat()}"
     )
 
 

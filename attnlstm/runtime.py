@@ -1,25 +1,22 @@
-"""How this process's OpenMP threads wait and how many there are, chosen before torch loads.
+"""How many OpenMP threads this process starts with, chosen before torch loads.
 
-PyTorch's CPU kernels run on OpenMP (GNU libgomp in the pip wheels). By default, a thread that
-reaches the end of a parallel region spins for a while (libgomp: 300,000 iterations, about a
-millisecond) before it sleeps, waiting for the others. On an idle machine that saves a wake-up;
-beside another busy process it is a collapse: a region's threads wait for one that the kernel
-has descheduled, each spinning away the time slice the late thread needs. Measured on the
-project's 2-core machine with one busy neighbour, a chunked pooling update at T0 = 10,000 took
-15.6 s with the default against 0.78 s with passive waiting (``docs/performance.md``).
+PyTorch's CPU kernels run on OpenMP (GNU libgomp in the pip wheels), which reads its settings
+once, when torch is imported. :func:`configure_openmp` sets ``OMP_NUM_THREADS`` first, where
+the user has not, to the cores this process may use: its CPU affinity mask (``taskset``,
+Slurm's binding) and, inside a container, its cgroup CPU quota (``cpu.max``), which neither
+OpenMP nor torch reads (a container limited to 2 CPUs on a 64-core host would otherwise start
+64 threads).
 
-libgomp reads its settings once, when it is loaded, that is when torch is imported. So
-:func:`configure_openmp` sets them in ``os.environ`` first, where the user has not:
+The wait policy stays OpenMP's own (spin a while, then sleep): on the project's 2-core VM,
+``OMP_WAIT_POLICY=PASSIVE`` made an idle training step 1.5-2x slower (every wake-up of a
+sleeping thread goes through the hypervisor; ``scripts/bench_threading.py``). What spinning
+costs beside a busy process is avoided by changing the number of threads while a run trains
+(:mod:`attnlstm.training.threads`).
 
-- ``OMP_WAIT_POLICY=PASSIVE``: a waiting thread sleeps at once (a futex wake-up costs a few
-  microseconds per region, which ``scripts/bench_threading.py`` shows to be invisible idle);
-- ``OMP_NUM_THREADS``: the cores this process may use, that is its CPU affinity mask and,
-  inside a container, its cgroup CPU quota (``cpu.max``), which OpenMP does not read itself.
-
-Importing this module applies them (so a script's first import line can be
-``import attnlstm.runtime``); a user's own ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or
-``OMP_NUM_THREADS`` is kept, and ``ATTNLSTM_OPENMP=keep`` leaves OpenMP's defaults alone. This
-module imports the standard library only.
+Importing this module applies it (so a script's first import line can be
+``import attnlstm.runtime``); a user's own ``OMP_NUM_THREADS`` is kept, and
+``ATTNLSTM_OPENMP=keep`` leaves OpenMP's defaults alone. This module imports the standard
+library only.
 """
 
 from __future__ import annotations
@@ -62,7 +59,7 @@ def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 def configure_openmp(
     environ: MutableMapping[str, str] = os.environ, cpu_max: Path = CGROUP_CPU_MAX
 ) -> dict[str, str]:
-    """Set OpenMP's wait policy and thread count in ``environ`` where the user has not.
+    """Set OpenMP's thread count in ``environ`` where the user has not.
 
     Returns:
         The variables set (empty when torch is already imported, since libgomp would not read
@@ -71,9 +68,6 @@ def configure_openmp(
     if environ.get("ATTNLSTM_OPENMP", "").lower() == "keep" or "torch" in sys.modules:
         return {}
     chosen: dict[str, str] = {}
-    # GOMP_SPINCOUNT is libgomp's finer setting of the same thing: a user who set it decided
-    if "OMP_WAIT_POLICY" not in environ and "GOMP_SPINCOUNT" not in environ:
-        chosen["OMP_WAIT_POLICY"] = "PASSIVE"
     if "OMP_NUM_THREADS" not in environ:
         chosen["OMP_NUM_THREADS"] = str(available_cores(cpu_max))
     environ.update(chosen)

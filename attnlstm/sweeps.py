@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
@@ -51,6 +50,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from attnlstm.errors import ConfigError
+from attnlstm.runtime import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +63,6 @@ _RAY = ("RayLauncher", "RayAWSLauncher")
 
 #: whether this process already set PyTorch's inter-op threads (possible once only)
 _interop_threads_set: list[bool] = [False]
-
-
-def available_cores() -> int:
-    """The cores this process may run on: its CPU affinity (taskset, a Slurm or container
-    cpuset), else every core the machine has."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover  (macOS, Windows)
-        return max(1, os.cpu_count() or 1)
 
 
 def _joblib_workers(n_jobs: Any, cores: int) -> int:

@@ -39,6 +39,7 @@ from attnlstm.models import build_model, check_compatible
 from attnlstm.paths import config_dir
 from attnlstm.runfolder import LOCK_NAME, RunFolder, check_unused, claim
 from attnlstm.runs import family_schemas, saved_config
+from attnlstm.runtime import available_cores
 from attnlstm.sweep_resume import job_plan, read_summary, record_plan, start_up_leftovers
 from attnlstm.sweeps import (
     apply_threads,
@@ -50,6 +51,7 @@ from attnlstm.sweeps import (
 )
 from attnlstm.tasks import build_task, task_family
 from attnlstm.training import Trainer, distributed, resolve_device
+from attnlstm.training.threads import ThreadGovernor, use_governor
 
 log = logging.getLogger("attnlstm")
 
@@ -467,9 +469,16 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
             check_objective(optimized)
         except ConfigError as failure:
             fail(str(failure))
+    stack = contextlib.ExitStack()  # what this job sets up for its duration (the thread governor)
     try:
         # a parallel launcher's jobs share the cores (jobs x threads <= cores)
-        apply_threads(threads_for_job(cfg.trainer.get("threads")))
+        configured = cfg.trainer.get("threads")
+        share = threads_for_job(configured)
+        apply_threads(share)
+        if configured is None:  # then the threads follow the cores others leave free
+            governor = ThreadGovernor(share or torch.get_num_threads(), cores=available_cores())
+            stack.callback(governor.install().remove)
+            stack.callback(use_governor(governor))
         summary = run(cfg)
         if summary.get("status") == "diverged":
             code = EXIT_DIVERGED
@@ -505,6 +514,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
         code, error = EXIT_FAILED, failure
         message = _unexpected(failure, run_dir)
     finally:
+        stack.close()
         if code in (EXIT_BAD_INPUT, EXIT_INTERRUPTED) or (
             code == EXIT_FAILED and not (run_dir / "last.pt").exists()
         ):

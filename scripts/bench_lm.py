@@ -36,7 +36,13 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from attnlstm.attention import Attention, make_attention
-from attnlstm.benchmark import add_busy_option, idle_and_busy, machine_line, print_ratio_table
+from attnlstm.benchmark import (
+    add_busy_option,
+    govern_threads,
+    idle_and_busy,
+    machine_line,
+    print_ratio_table,
+)
 from attnlstm.config import LanguageModelConfig, LanguageModelTaskConfig
 from attnlstm.contracts import TaskSpec
 from attnlstm.data.corpus import batchify
@@ -234,8 +240,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     add_busy_option(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    govern_threads(args.threads)  # as attnlstm-train: fixed, or following the free cores
     print(machine_line())
 
     vocab, stream = segments(args)

@@ -8,6 +8,7 @@ is measured in a child process of its own, so the two cannot mix.
 
     python scripts/bench_long.py                          # T0 = 1000 and 10000, batch 100
     python scripts/bench_long.py --lengths 10000 --model mean --repeats 5
+    python scripts/bench_long.py --lengths 10000 --busy 1   # also beside one busy process
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import attnlstm.runtime  # noqa: F401  # before torch: OpenMP reads its settings
 
 import argparse
 import multiprocessing
-import platform
 import resource
 import statistics
 import time
@@ -26,6 +26,13 @@ import time
 import torch
 from omegaconf import OmegaConf
 
+from attnlstm.benchmark import (
+    BusyNeighbours,
+    add_busy_option,
+    govern_threads,
+    machine_line,
+    print_ratio_table,
+)
 from attnlstm.config import LongMemoryTaskConfig
 from attnlstm.models import build_model
 from attnlstm.tasks.long_memory import LongMemoryTask
@@ -88,6 +95,23 @@ def peak_memory(args: tuple, queue: multiprocessing.Queue) -> None:
     queue.put((before, _peak_rss_mb()))
 
 
+def time_updates(args: argparse.Namespace, min_length: int) -> tuple[dict[str, float], int]:
+    """Median seconds per update of the plain and the chunked pooling at ``min_length``
+    (alternating in this process), and the batch's padded length."""
+    variants = {
+        pooling: make(args.model, pooling, min_length, args.batch, args.masked, args.chunk_size)
+        for pooling in ("plain", "chunked")
+    }
+    batch = next(variants["plain"][0].train_batches(1))
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for task, model, optimizer in variants.values():  # warm-up
+        update(task, model, optimizer, batch)
+    for _ in range(args.repeats):
+        for name, (task, model, optimizer) in variants.items():
+            times[name].append(update(task, model, optimizer, batch))
+    return {name: statistics.median(values) for name, values in times.items()}, batch.inputs.size(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1000, 10000], help="T0s")
@@ -100,12 +124,11 @@ def main() -> None:
         action="store_true",
         help="mask the padding (default: the paper's unmasked padding)",
     )
+    add_busy_option(parser)
     args = parser.parse_args()
+    govern_threads()  # as attnlstm-train: the threads follow the free cores
 
-    print(
-        f"machine: {platform.machine()} {platform.processor() or ''}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
-    )
+    print(machine_line())
     print(
         f"model {args.model}, D = 100, batch {args.batch}, chunks of {args.chunk_size} steps, "
         f"{'masked' if args.masked else 'unmasked (paper)'} padding, "
@@ -117,19 +140,10 @@ def main() -> None:
     )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     context = multiprocessing.get_context("spawn")
+    idle: dict[str, float] = {}
     for min_length in args.lengths:
-        variants = {
-            pooling: make(args.model, pooling, min_length, args.batch, args.masked, args.chunk_size)
-            for pooling in ("plain", "chunked")
-        }
-        batch = next(variants["plain"][0].train_batches(1))
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        for task, model, optimizer in variants.values():  # warm-up
-            update(task, model, optimizer, batch)
-        for _ in range(args.repeats):
-            for name, (task, model, optimizer) in variants.items():
-                times[name].append(update(task, model, optimizer, batch))
-        del variants
+        seconds, padded = time_updates(args, min_length)
+        idle.update({f"T0 = {min_length}, {n}": 1 / v for n, v in seconds.items()})
         memory = {}
         for pooling in ("plain", "chunked"):
             queue = context.Queue()
@@ -144,9 +158,9 @@ def main() -> None:
             memory[pooling] = queue.get()
             child.join()
         baseline = min(memory["plain"][0], memory["chunked"][0])
-        plain, chunked = (statistics.median(times[n]) for n in ("plain", "chunked"))
+        plain, chunked = seconds["plain"], seconds["chunked"]
         print(
-            f"| {min_length} | {batch.inputs.size(1)} | {plain:.3f} | {chunked:.3f} |"
+            f"| {min_length} | {padded} | {plain:.3f} | {chunked:.3f} |"
             f" {plain / chunked:.1f}x | {memory['plain'][1]:.0f} |"
             f" {memory['chunked'][1]:.0f} |"
         )
@@ -155,6 +169,20 @@ def main() -> None:
         " updates (Python, torch and the batch included; such a process idles at about"
         f" {baseline:.0f} MB)"
     )
+    if args.busy > 0:
+        busy: dict[str, float] = {}
+        with BusyNeighbours(args.busy):
+            for min_length in args.lengths:
+                seconds, _ = time_updates(args, min_length)
+                busy.update({f"T0 = {min_length}, {n}": 1 / v for n, v in seconds.items()})
+        print_ratio_table(idle, busy, "updates/s", args.busy)
+        for min_length in args.lengths:
+            key = f"T0 = {min_length}, "
+            print(
+                f"T0 = {min_length}: chunked / plain speed-up idle"
+                f" {idle[key + 'chunked'] / idle[key + 'plain']:.1f}x, beside {args.busy} busy"
+                f" {busy[key + 'chunked'] / busy[key + 'plain']:.1f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,13 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from attnlstm.benchmark import add_busy_option, idle_and_busy, machine_line, print_ratio_table
+from attnlstm.benchmark import (
+    add_busy_option,
+    govern_threads,
+    idle_and_busy,
+    machine_line,
+    print_ratio_table,
+)
 from attnlstm.models.recurrent import MaskedLSTM
 
 
@@ -60,6 +66,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     add_busy_option(parser)
     args = parser.parse_args()
+    govern_threads()  # as attnlstm-train: the threads follow the free cores
     print(machine_line())
 
     torch.manual_seed(0)

@@ -34,7 +34,13 @@ import torch
 from torch import Tensor, nn
 
 from attnlstm.attention import make_attention
-from attnlstm.benchmark import add_busy_option, idle_and_busy, machine_line, print_ratio_table
+from attnlstm.benchmark import (
+    add_busy_option,
+    govern_threads,
+    idle_and_busy,
+    machine_line,
+    print_ratio_table,
+)
 from attnlstm.config import SyntheticSeq2SeqTaskConfig
 from attnlstm.data.seq2seq import IGNORE, Seq2SeqBatch
 from attnlstm.models.seq2seq import Memory, Seq2Seq
@@ -102,8 +108,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     add_busy_option(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    govern_threads(args.threads)  # as attnlstm-train: fixed, or following the free cores
     print(machine_line())
 
     cfg = SyntheticSeq2SeqTaskConfig(

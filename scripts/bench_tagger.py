@@ -33,7 +33,13 @@ from collections.abc import Callable
 import torch
 from hydra import compose, initialize_config_dir
 
-from attnlstm.benchmark import add_busy_option, idle_and_busy, machine_line, print_ratio_table
+from attnlstm.benchmark import (
+    add_busy_option,
+    govern_threads,
+    idle_and_busy,
+    machine_line,
+    print_ratio_table,
+)
 from attnlstm.config import register_configs
 from attnlstm.data.tagging import TaggingBatch
 from attnlstm.models import build_model
@@ -86,8 +92,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.hidden_size=300")
     add_busy_option(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    govern_threads(args.threads)  # as attnlstm-train: fixed, or following the free cores
     print(machine_line())
     register_configs(family_schemas())
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """OpenMP wait policies and thread counts, idle and beside busy neighbours: which one the runner
-sets (:mod:`attnlstm.runtime`).
+uses (:mod:`attnlstm.training.threads`).
 
 Each (policy, workload) pair runs in a fresh child process, since OpenMP reads its settings
 when torch is loaded. A child times ``--updates`` training updates of one workload after a
@@ -8,8 +8,10 @@ warm-up and reports updates per second; the parent runs every child on the machi
 then again beside ``--busy N`` CPU-bound neighbour processes, and prints both with the ratio.
 
 Policies: ``spin`` (libgomp's default: a waiting thread spins ~300,000 iterations before it
-sleeps), ``spin10k`` (``GOMP_SPINCOUNT=10000``), ``passive`` (``OMP_WAIT_POLICY=PASSIVE``, what
-the runner sets), ``1 thread`` (passive, ``OMP_NUM_THREADS=1``).
+sleeps), ``spin30k`` and ``spin3k`` (``GOMP_SPINCOUNT=30000``, ``3000``), ``passive``
+(``OMP_WAIT_POLICY=PASSIVE``), ``1 thread`` (``OMP_NUM_THREADS=1``), and ``governed``: what
+``attnlstm-train`` does, libgomp's default with the threads following the cores that other
+processes leave free (:mod:`attnlstm.training.threads`, polled before each optimiser step).
 
 Workloads: ``long`` (the chunked ffattn pooling at T0 = 10,000, batch 100: many mid-size
 kernels), ``lm`` (the 2 x 200 language model, batch 20 x 35, PTB's 10,000 words, no attention:
@@ -17,6 +19,7 @@ LSTM steps and one large softmax), ``addition`` (``lstm_attn`` with dot attentio
 addition problem at T0 = 100, batch 100, 100 units: the default run's model at a longer T0).
 
     python scripts/bench_threading.py                       # all, idle and beside 1 busy
+    python scripts/bench_threading.py --rounds 3               # the median of 3 children a cell
     python scripts/bench_threading.py --workloads long --busy 1 --updates 5
 """
 
@@ -27,6 +30,7 @@ import attnlstm.runtime  # (sets OpenMP up; the children set their own env)
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -35,12 +39,20 @@ from collections.abc import Callable
 #: policy -> the OpenMP variables of its child process (the others are removed)
 POLICIES: dict[str, dict[str, str]] = {
     "spin": {},
-    "spin10k": {"GOMP_SPINCOUNT": "10000"},
+    "spin30k": {"GOMP_SPINCOUNT": "30000"},
+    "spin3k": {"GOMP_SPINCOUNT": "3000"},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
-    "1 thread": {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"},
+    "1 thread": {"OMP_NUM_THREADS": "1"},
+    "governed": {"ATTNLSTM_BENCH_GOVERN": "1"},
 }
 WORKLOADS = ("long", "lm", "addition")
-_OPENMP_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "ATTNLSTM_OPENMP")
+_OPENMP_VARIABLES = (
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "OMP_NUM_THREADS",
+    "ATTNLSTM_OPENMP",
+    "ATTNLSTM_BENCH_GOVERN",
+)
 
 
 def _long_update() -> Callable[[], None]:
@@ -111,8 +123,14 @@ def child(workload: str, updates: int) -> None:
     """In a child process: time ``updates`` updates of ``workload``; print updates/s as JSON."""
     import torch
 
+    if os.environ.get("ATTNLSTM_BENCH_GOVERN") == "1":
+        from attnlstm.benchmark import govern_threads
+
+        govern_threads()
     step = {"long": _long_update, "lm": _lm_update, "addition": _addition_update}[workload]()
-    step()  # warm-up
+    warm_until = time.perf_counter() + 2.0  # a steady state: a governor has read the load
+    while time.perf_counter() < warm_until:
+        step()
     started = time.perf_counter()
     for _ in range(updates):
         step()
@@ -124,9 +142,7 @@ def run_child(policy: str, workload: str, updates: int) -> float:
     """Updates/s of ``workload`` in a fresh process under ``policy``."""
     env = {k: v for k, v in os.environ.items() if k not in _OPENMP_VARIABLES}
     env.update(POLICIES[policy])
-    if not POLICIES[policy]:
-        env["ATTNLSTM_OPENMP"] = "keep"  # libgomp's own defaults
-    elif "OMP_NUM_THREADS" not in POLICIES[policy]:
+    if "OMP_NUM_THREADS" not in POLICIES[policy]:
         env["OMP_NUM_THREADS"] = str(attnlstm.runtime.available_cores())
     result = subprocess.run(
         [sys.executable, __file__, "--child", workload, "--updates", str(updates)],
@@ -147,6 +163,7 @@ def main() -> None:
     parser.add_argument(
         "--updates", type=int, default=None, help="per child (default: by workload)"
     )
+    parser.add_argument("--rounds", type=int, default=1, help="children per cell (median)")
     parser.add_argument("--child", choices=WORKLOADS, help=argparse.SUPPRESS)
     add_busy_option(parser)
     args = parser.parse_args()
@@ -158,13 +175,14 @@ def main() -> None:
     print(machine_line())
 
     def measure() -> dict[str, float]:
-        return {
-            f"{workload}, {policy}": run_child(
-                policy, workload, args.updates or default_updates[workload]
-            )
-            for workload in args.workloads
-            for policy in args.policies
-        }
+        rounds: dict[str, list[float]] = {}
+        for _ in range(args.rounds):  # the cells alternate: a noisy minute hits all of them
+            for workload in args.workloads:
+                for policy in args.policies:
+                    rounds.setdefault(f"{workload}, {policy}", []).append(
+                        run_child(policy, workload, args.updates or default_updates[workload])
+                    )
+        return {cell: statistics.median(values) for cell, values in rounds.items()}
 
     idle, busy = idle_and_busy(measure, args.busy)
     print_ratio_table(idle, busy, "updates/s", args.busy)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from attnlstm.benchmark import BusyNeighbours, add_busy_option, machine_line
+from attnlstm.benchmark import BusyNeighbours, add_busy_option, govern_threads, machine_line
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_long import make, update  # the update bench_long.py times
@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--no-plain", action="store_true", help="skip the plain update")
     add_busy_option(parser)
     args = parser.parse_args()
+    govern_threads()  # as attnlstm-train: the threads follow the free cores
 
     print(machine_line())
     units = 100

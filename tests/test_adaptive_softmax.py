@@ -60,6 +60,9 @@ def task_and_model(*overrides: str) -> tuple[LanguageModelTask, nn.Module]:
 
 
 def test_full_decoder_is_the_default_and_its_loss_is_the_logits_cross_entropy() -> None:
+    """In training the full softmax gives log p(targets) through the fused scores
+    (attnlstm.models.fused_softmax): the loss and every gradient equal those of the
+    cross-entropy of the logits the same model (same dropout masks) returns without targets."""
     assert str(LanguageModelConfig().decoder) == "full"
     task, model = task_and_model()
     _, explicit = task_and_model("model.decoder=full")
@@ -68,12 +71,27 @@ def test_full_decoder_is_the_default_and_its_loss_is_the_logits_cross_entropy() 
     state, again = model.state_dict(), explicit.state_dict()
     assert state.keys() == again.keys() and all(torch.equal(state[k], again[k]) for k in state)
     batch = next(iter(task.train_batches(1)))
-    output = task.forward(model.train(), batch)
-    assert output.target_log_probs is None and output.logits.shape == (4, 5, len(task.vocab))
+    model.train()
+    torch.manual_seed(1)
+    fused = model(batch.inputs, None, targets=batch.targets)
+    assert fused.logits is None and fused.target_log_probs.shape == (4, 5)
+    loss = task.loss(fused, batch)
+    loss.backward()
+    fused_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    torch.manual_seed(1)
+    plain = model(batch.inputs, None)
+    assert plain.target_log_probs is None and plain.logits.shape == (4, 5, len(task.vocab))
     expected = nn.functional.cross_entropy(
-        output.logits.reshape(-1, output.logits.size(-1)), batch.targets.reshape(-1)
+        plain.logits.reshape(-1, plain.logits.size(-1)), batch.targets.reshape(-1)
     )
-    assert torch.equal(task.loss(output, batch), expected + output.regularization)
+    torch.testing.assert_close(loss, expected + plain.regularization)
+    (expected + plain.regularization).backward()
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(fused_grads[name], parameter.grad, msg=name)
+    with torch.no_grad():  # evaluation keeps the logits (generation, attention figures)
+        evaluated = task.forward(model.eval(), batch)
+    assert evaluated.logits.shape == (4, 5, len(task.vocab))
 
 
 # -- the adaptive loss and distribution -----------------------------------------------------

@@ -307,3 +307,39 @@ def test_bench_scaleout_smoke() -> None:
     ]
     assert re.search(r"precision, bf16 / float32: idle [\d.]+x, busy [\d.]+x", output), output
     assert output.startswith("machine: ")
+
+
+@pytest.mark.slow
+def test_bench_long_smoke() -> None:
+    output = run_script(
+        "bench_long", *("--lengths", "100", "--batch", "4", "--repeats", "1", "--busy", "1")
+    )
+    assert list(busy_over_idle(output)) == ["T0 = 100, plain", "T0 = 100, chunked"]
+    assert re.search(r"chunked / plain speed-up idle [\d.]+x, beside 1 busy [\d.]+x", output)
+    assert output.startswith("machine: ")
+
+
+@pytest.mark.slow
+def test_bench_threading_smoke() -> None:
+    output = run_script(
+        "bench_threading",
+        *("--workloads", "addition", "--policies", "spin", "passive", "--updates", "1"),
+        *("--busy", "1"),
+    )
+    assert list(busy_over_idle(output)) == ["addition, spin", "addition, passive"]
+    assert re.search(r"- addition: spin [\d.]+x, passive [\d.]+x", output), output
+
+
+@pytest.mark.slow
+def test_pooling_floor_smoke() -> None:
+    output = run_script("pooling_floor", *("--length", "100", "--repeats", "1", "--busy", "1"))
+    floor = re.search(r"floor: ([\d.]+) ms \(arithmetic ([\d.]+) ms, memory ([\d.]+) ms\)", output)
+    assert floor is not None, output
+    assert float(floor[1]) == max(float(floor[2]), float(floor[3]))
+    rows = re.findall(r"^\| (idle|beside 1 busy) \| (chunked|plain) \| ([\d.]+) \|", output, re.M)
+    assert [row[:2] for row in rows] == [
+        ("idle", "chunked"),
+        ("idle", "plain"),
+        ("beside 1 busy", "chunked"),
+        ("beside 1 busy", "plain"),
+    ]

@@ -312,9 +312,11 @@ def test_build_task_and_model_from_config() -> None:
     task = build_task(cfg.task, cfg.seed, cfg.data_dir)
     model = build_model(cfg.model, cfg.attention, task.spec)
     batch = next(iter(task.train_batches(1)))
-    output = task.forward(model, batch)
-    assert output.logits.shape == (4, 5, len(task.vocab))
+    output = task.forward(model, batch)  # training: the log-probabilities of the targets
+    assert output.logits is None and output.target_log_probs.shape == (4, 5)
     assert output.attention.shape == (4, 5, 5)
+    with torch.no_grad():
+        assert task.forward(model.eval(), batch).logits.shape == (4, 5, len(task.vocab))
 
 
 def test_sequence_models_refuse_a_language_modelling_task() -> None:

@@ -39,6 +39,7 @@ from attnlstm.attention import Attention
 from attnlstm.config import AttentionConfig, LanguageModelConfig
 from attnlstm.contracts import TaskSpec
 from attnlstm.errors import ConfigError
+from attnlstm.models.fused_softmax import linear_log_prob
 from attnlstm.models.registry import configured_attention, register_model
 from attnlstm.models.regularizers import WeightDropLSTM, embedding_dropout, locked_dropout
 
@@ -67,8 +68,10 @@ class LanguageModelOutput:
     decoder's are log-probabilities), None where the adaptive decoder was given the targets;
     state for the next segment (detached); attention (B, T, M + T) weights over [memory;
     segment] or None; regularization: the AR + TAR penalty (a scalar, 0 in eval mode);
-    target_log_probs (B, T): log p(y_t | w_<=t) of the given targets, from the adaptive decoder
-    only (None otherwise: the full decoder's loss is the cross-entropy of its logits)."""
+    target_log_probs (B, T): log p(y_t | w_<=t) of the given targets, when the model was given
+    them and either decodes with the adaptive softmax or trains (the full softmax's scores are
+    then made and spent inside :func:`~attnlstm.models.fused_softmax.linear_log_prob`, and
+    ``logits`` is None); None otherwise."""
 
     logits: Tensor | None
     state: LanguageModelState
@@ -177,8 +180,9 @@ class LSTMLanguageModel(nn.Module):
         """words (B, T) int64 -> logits (B, T, V), continuing from ``state`` (None: zeros; a
         dict of its fields, as a checkpoint taken inside an epoch stores it, is accepted).
 
-        ``targets`` (B, T) int64, the next words: the full decoder ignores them; the adaptive
-        one then returns ``target_log_probs`` (B, T) = log p(targets) instead of the logits."""
+        ``targets`` (B, T) int64, the next words: the adaptive decoder, and the full one in
+        training, then return ``target_log_probs`` (B, T) = log p(targets) instead of the
+        logits (which the full decoder still returns in evaluation)."""
         if isinstance(state, dict):
             state = LanguageModelState(**state)
         x = embedding_dropout(self.embedding, words, self.dropout_embedding, self.training)
@@ -227,6 +231,18 @@ class LSTMLanguageModel(nn.Module):
         if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
             logits, target_log_probs = self._adaptive(dropped, targets)
             regularization = dropped.new_zeros((), dtype=torch.float32)
+        elif targets is not None and self.training and not torch.is_autocast_enabled():
+            # training: log p(targets) straight from the features, the (N, V) scores made
+            # and spent in place (attnlstm.models.fused_softmax); no logits to return
+            rows, steps, size = dropped.shape
+            picked = linear_log_prob(
+                dropped.reshape(rows * steps, size),
+                self.decoder.weight,
+                self.decoder.bias,
+                targets.reshape(rows * steps),
+            )
+            logits, target_log_probs = None, picked.view(rows, steps)
+            regularization = dropped.new_zeros(())
         else:
             logits = self.decoder(dropped)  # B x T x V
             regularization = logits.new_zeros(())

@@ -52,6 +52,7 @@ from attnlstm.training import distributed
 from attnlstm.training.averaging import build_averaging
 from attnlstm.training.interrupt import StopRequest, StopRequested
 from attnlstm.training.optim import build_optimizer, build_scheduler, continue_schedule
+from attnlstm.training.threads import epoch_threads
 
 log = logging.getLogger(__name__)
 
@@ -489,7 +490,7 @@ class Trainer:
         scalars["perf/updates_per_s"] = (self.state.step - progress.steps_before) / train_time
         # a slow run or a starved one: CPU seconds per second of training (about the threads
         # when the cores are free; much less when other processes take them)
-        scalars["perf/threads"] = float(torch.get_num_threads())
+        scalars["perf/threads"] = epoch_threads()  # a mean when they follow the load
         scalars["perf/cpu_busy"] = progress.cpu_time_s / train_time
         record["perf/threads"] = scalars["perf/threads"]
         record["perf/cpu_busy"] = scalars["perf/cpu_busy"]
