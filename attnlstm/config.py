@@ -649,9 +649,9 @@ class LanguageModelConfig:
     softmax of Grave et al. (2017) (:class:`torch.nn.AdaptiveLogSoftmaxWithLoss`).
     ``adaptive_cutoffs`` c_1 < ... < c_n < V split the word ids into a head, the words
     [0, c_1), and tail clusters [c_i, c_{i+1}) (the last ends at V). The method wants the
-    frequent words in the head; the corpus numbers words in order of first appearance in the
-    training text, which only roughly follows frequency (the distribution stays exact either
-    way). With D' decoder input features,
+    frequent words in the head: with it, ``task.vocab_order=auto`` numbers the words most
+    frequent first (:class:`VocabOrder`; the distribution is exact in any order). With D'
+    decoder input features,
 
         log p(w | o) = log softmax(H o)[w]                                   w < c_1
         log p(w | o) = log softmax(H o)[c_1 + i - 1] + log softmax(U_i P_i o)[w - c_i]

@@ -106,12 +106,27 @@ def update_seconds(pooling: str, min_length: int, batch: int, repeats: int) -> f
     return statistics.median(update(task, model, optimizer, data) for _ in range(repeats))
 
 
+def print_profile(min_length: int, batch: int) -> None:
+    """torch.profiler's operators of three chunked updates, by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    task, model, optimizer = make("ffattn", "chunked", min_length, batch, False, 4096)
+    data = next(task.train_batches(1))
+    update(task, model, optimizer, data)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(3):
+            update(task, model, optimizer, data)
+    print("\nthree chunked updates, by self CPU time:\n")
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--length", type=int, default=10_000, help="T0")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5, help="timed updates per variant")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain update")
+    parser.add_argument("--profile", action="store_true", help="also profile chunked updates")
     add_busy_option(parser)
     args = parser.parse_args()
     govern_threads()  # as attnlstm-train: the threads follow the free cores
@@ -153,6 +168,8 @@ def main() -> None:
             seconds["plain"] = update_seconds("plain", args.length, args.batch, args.repeats)
         return seconds
 
+    if args.profile:
+        print_profile(args.length, args.batch)
     results = {"idle": measure()}
     if args.busy > 0:
         with BusyNeighbours(args.busy):
