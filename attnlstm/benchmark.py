@@ -117,18 +117,21 @@ def idle_and_busy(
 def govern_threads(threads: int | None = None) -> None:
     """Set torch's threads as ``attnlstm-train`` does: a fixed ``threads`` (a script's
     ``--threads``), or, when None, threads that follow the cores other processes leave free
-    (:class:`attnlstm.training.threads.ThreadGovernor`, polled before each optimiser step)."""
+    (:class:`attnlstm.training.threads.ThreadGovernor`, polled before each optimiser step;
+    a loop without one calls :func:`attnlstm.training.threads.poll_threads`)."""
     import torch
 
     from attnlstm.runtime import available_cores
-    from attnlstm.training.threads import ThreadGovernor
+    from attnlstm.training.threads import ThreadGovernor, use_governor
 
     global _GOVERNED
     if threads:
         torch.set_num_threads(threads)
         _GOVERNED = False
         return
-    ThreadGovernor(torch.get_num_threads(), cores=available_cores()).install()
+    governor = ThreadGovernor(torch.get_num_threads(), cores=available_cores())
+    governor.install()
+    use_governor(governor)  # loops without an optimiser step call poll_threads()
     _GOVERNED = True
 
 

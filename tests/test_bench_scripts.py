@@ -211,7 +211,7 @@ def test_bench_lm_smoke() -> None:
         "(c) ours, attention=general",
         "(d) per-step Python loop",
     ]
-    for ratio in ("(b)/(a)", "(c)/(b)", "(c)/(d)"):
+    for ratio in ("(b)/(a)", "(c)/(a)", "(c)/(b)", "(c)/(d)"):
         assert re.search(rf"{re.escape(ratio)} = idle [\d.]+x, busy [\d.]+x", output), output
     assert output.startswith("machine: ")
 
@@ -343,3 +343,25 @@ def test_pooling_floor_smoke() -> None:
         ("beside 1 busy", "chunked"),
         ("beside 1 busy", "plain"),
     ]
+
+
+@pytest.mark.slow
+def test_bench_runner_smoke() -> None:
+    from tests.conftest import TINY
+
+    work = [arg for arg in TINY if not arg.startswith("trainer.progress_bar")]
+    output = run_script("bench_runner", "--busy", "1", "--work", *work, "trainer.max_epochs=1")
+    rows = re.findall(
+        r"^\| (idle|beside 1 busy) \| (governed|fixed, \d+ threads) \| ([\d.]+) \| ([\d.]+)"
+        r" \| ([\d.]+) \| ([\d.]+)x \|$",
+        output,
+        re.M,
+    )
+    assert [row[:2] for row in rows] == [
+        ("idle", "governed"),
+        ("idle", f"fixed, {rows[1][1].split(', ')[1]}"),
+        ("beside 1 busy", "governed"),
+        ("beside 1 busy", rows[1][1]),
+    ], output
+    assert all(float(row[3]) > 0 for row in rows)  # the child's CPU time was counted
+    assert float(rows[0][5]) == 1.0  # idle / idle

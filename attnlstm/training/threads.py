@@ -38,7 +38,13 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ThreadGovernor", "epoch_threads", "machine_busy_seconds", "use_governor"]
+__all__ = [
+    "ThreadGovernor",
+    "epoch_threads",
+    "machine_busy_seconds",
+    "poll_threads",
+    "use_governor",
+]
 
 PROC_STAT = Path("/proc/stat")
 #: the fields of /proc/stat's "cpu" line that count as busy: user, nice, system, irq,
@@ -163,3 +169,10 @@ def epoch_threads() -> float:
     """The threads of the last epoch: the governor's time-weighted mean since it was last
     asked, or torch's fixed number of threads when no governor runs."""
     return _CURRENT[0].mean_threads() if _CURRENT else float(torch.get_num_threads())
+
+
+def poll_threads() -> None:
+    """Poll the governor in use, if any: what loops without optimiser steps (evaluation)
+    call."""
+    if _CURRENT:
+        _CURRENT[0].poll()

@@ -52,7 +52,7 @@ from attnlstm.training import distributed
 from attnlstm.training.averaging import build_averaging
 from attnlstm.training.interrupt import StopRequest, StopRequested
 from attnlstm.training.optim import build_optimizer, build_scheduler, continue_schedule
-from attnlstm.training.threads import epoch_threads
+from attnlstm.training.threads import epoch_threads, poll_threads
 
 log = logging.getLogger(__name__)
 
@@ -798,6 +798,7 @@ class Trainer:
                         bar.update()
                         continue
                 batch = batch.to(self.device)
+                poll_threads()  # no optimiser step here to poll the thread governor
                 with self._autocast():
                     meter.update(self.task.forward(model, batch), batch)
                 bar.update()
