@@ -13,6 +13,7 @@ machine as it is, then beside ``--busy N`` CPU-bound neighbour processes. Varian
 
     python scripts/bench_runner.py                           # the default run, beside 1 busy
     python scripts/bench_runner.py --busy 3 --work trainer.max_epochs=1
+    python scripts/bench_runner.py --busy 0 --rounds 3 --work trainer.max_epochs=2
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument(
         "--work", nargs="*", default=[], help="overrides of the run (default: the default run)"
     )
+    parser.add_argument("--rounds", type=int, default=1, help="runs per cell (the median)")
     add_busy_option(parser)
     args = parser.parse_args()
     cores = str(attnlstm.runtime.available_cores())
@@ -72,9 +74,13 @@ def main() -> None:
         if state != "idle" and args.busy == 0:
             continue
         with BusyNeighbours(neighbours):
-            for name, threads in variants.items():
-                results[(state, name)] = run_once(args.work, threads)
-                print(f"{state}, {name}: {results[(state, name)][0]:.1f} s", flush=True)
+            runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
+            for _ in range(args.rounds):  # the variants alternate
+                for name, threads in variants.items():
+                    runs[name].append(run_once(args.work, threads))
+                    print(f"{state}, {name}: {runs[name][-1][0]:.1f} s", flush=True)
+            for name, measured in runs.items():  # the run of median wall time
+                results[(state, name)] = sorted(measured)[len(measured) // 2]
     print("\n| machine | threads | wall s | user CPU s | system CPU s | busy / idle |")
     print("|---|---|---:|---:|---:|---:|")
     for (state, name), (wall, user, system) in results.items():

@@ -42,7 +42,9 @@ class _LinearLogProb(torch.autograd.Function):
         logits = features @ weight.t() if bias is None else torch.addmm(bias, features, weight.t())
         log_norm = torch.logsumexp(logits, dim=1)  # N; one pass, each row in cache
         log_prob = logits.gather(1, targets.unsqueeze(1)).squeeze(1) - log_norm
-        probabilities = logits.sub_(log_norm.unsqueeze(1)).exp_()  # softmax(z), in place
+        # softmax(z) in place: one pass through memory (each row's max, exp and sum are
+        # taken in cache), where exp(z - log_norm) would take two
+        probabilities = torch.ops.aten._softmax.out(logits, 1, False, out=logits)
         ctx.save_for_backward(features, weight, probabilities, targets)
         ctx.has_bias = bias is not None
         ctx.spent = False
