@@ -231,7 +231,11 @@ class LSTMLanguageModel(nn.Module):
         if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
             logits, target_log_probs = self._adaptive(dropped, targets)
             regularization = dropped.new_zeros((), dtype=torch.float32)
-        elif targets is not None and self.training and not torch.is_autocast_enabled():
+        elif (
+            targets is not None
+            and self.training
+            and not torch.is_autocast_enabled(dropped.device.type)
+        ):
             # training: log p(targets) straight from the features, the (N, V) scores made
             # and spent in place (attnlstm.models.fused_softmax); no logits to return
             rows, steps, size = dropped.shape
