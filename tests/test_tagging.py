@@ -662,6 +662,22 @@ def test_ensemble_scores_are_the_log_of_the_mean_probability() -> None:
     torch.testing.assert_close(output.logits, mean_probability_scores(members))
     assert output.aux_logits is None and output.attention is None
 
+    # auxiliary heads of other sizes (other tag columns) cannot be averaged: dropped
+    from attnlstm.models.tagger import TaggerOutput
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, aux_tags: int) -> None:
+            super().__init__()
+            self.aux_tags = aux_tags
+
+        def forward(self, words: torch.Tensor) -> TaggerOutput:
+            return TaggerOutput(torch.zeros(1, 2, 3), None, torch.zeros(1, 2, self.aux_tags))
+
+    mixed = TaggerEnsemble([Fixed(4), Fixed(5)])(words)
+    assert mixed.aux_logits is None and mixed.logits.shape == (1, 2, 3)
+    same = TaggerEnsemble([Fixed(4), Fixed(4)])(words)
+    assert same.aux_logits is not None and same.aux_logits.shape == (1, 2, 4)
+
 
 @pytest.mark.slow  # three tagger runs; the ensemble's maths is tested without training
 def test_evaluate_and_tag_with_an_ensemble_of_runs(tmp_path: Path) -> None:

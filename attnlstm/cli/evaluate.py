@@ -63,11 +63,36 @@ def _plain_state(state: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in state.items() if not isinstance(value, torch.Tensor)}
 
 
-def _check_task_fits(task: Task, run: LoadedRun) -> None:
+#: what the runs of an ensemble may differ in: auxiliary outputs (a tagger's second tag
+#: column), which the vote drops unless every member predicts them alike
+_AUXILIARY = frozenset({"aux_output_size", "aux_tags"})
+
+
+def _without_auxiliary(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (a spec or a task state, nested) without the auxiliary outputs' keys."""
+    return {
+        key: _without_auxiliary(value) if isinstance(value, dict) else value
+        for key, value in values.items()
+        if key not in _AUXILIARY
+    }
+
+
+def _check_task_fits(task: Task, run: LoadedRun, member: bool = False) -> None:
     """ConfigError unless ``task`` (rebuilt from the data) has the shape and vocabularies of
-    the task ``run``'s model was trained on."""
-    if task.spec != run.spec:
-        trained, now = run.spec.to_dict(), task.spec.to_dict()
+    the task ``run``'s model was trained on; for another ``member`` of an ensemble, apart
+    from auxiliary outputs."""
+    trained, now = run.spec.to_dict(), task.spec.to_dict()
+    stored, rebuilt = _plain_state(run.task_state), _plain_state(task.state_dict())
+    if member:
+        trained, now = _without_auxiliary(trained), _without_auxiliary(now)
+        stored, rebuilt = _without_auxiliary(stored), _without_auxiliary(rebuilt)
+    if member and (trained != now or stored != rebuilt):
+        raise ConfigError(
+            f"{run.path} was trained with another vocabulary or other task settings than the"
+            " ensemble's first run; an ensemble needs runs of the same task and data settings"
+            " (they may differ in seed, sizes, attention and auxiliary outputs)"
+        )
+    if trained != now:
         changed = ", ".join(
             f"{key} {trained[key]} -> {now[key]}" for key in trained if trained[key] != now[key]
         )
@@ -75,7 +100,6 @@ def _check_task_fits(task: Task, run: LoadedRun) -> None:
             f"the task rebuilt for {run.path} does not fit its model ({changed}); --set may"
             " not change what the model reads or predicts, and the data must be the run's"
         )
-    stored, rebuilt = _plain_state(run.task_state), _plain_state(task.state_dict())
     for key in stored.keys() & rebuilt.keys():
         if stored[key] != rebuilt[key]:
             raise ConfigError(
@@ -130,8 +154,9 @@ def evaluate(
             f"ensembles vote with class probabilities; {path} is a task={task.name} run"
             f" (model={run.cfg.model.name}), which predicts no classes"
         )
-    for loaded in (run, *members):
-        _check_task_fits(task, loaded)
+    _check_task_fits(task, run)
+    for loaded in members:
+        _check_task_fits(task, loaded, member=True)
     model = run.model
     if members:
         model = ProbabilityEnsemble([run.model, *(member.model for member in members)])

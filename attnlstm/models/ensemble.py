@@ -14,7 +14,8 @@ The members are called with the same arguments and return the same output type (
 :class:`attnlstm.contracts.ModelOutput`, the tagger's ``TaggerOutput``). Every score field of
 the output (a tensor in every member, ``prediction`` / ``logits`` / ``aux_logits``) is
 combined as above; a field that some member leaves None (a tagger without the auxiliary head)
-is None, and the attention weights, which are the members' own, are dropped.
+or that differs in shape between members is None, and the attention weights, which are the
+members' own, are dropped.
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ class ProbabilityEnsemble(nn.Module):
         combined: dict[str, Tensor | None] = {}
         for field in dataclasses.fields(first):
             values = [getattr(output, field.name) for output in outputs]
-            if field.name == "attention" or any(v is None for v in values):
+            if (
+                field.name == "attention"
+                or any(v is None for v in values)
+                or len({v.shape for v in values}) > 1  # auxiliary heads of other sizes
+            ):
                 combined[field.name] = None
             else:
                 combined[field.name] = mean_probability_scores(values)
