@@ -6,10 +6,11 @@ machine: a woken thread costs tens of microseconds in a virtual machine, and the
 kernels of a training step each end in such a wait. Beside another busy process, the same
 spinning is a collapse: the region waits for a thread the kernel has descheduled while its
 partner spins away the time slice. Measured on the project's 2-core VM
-(``scripts/bench_threading.py``, ``docs/performance.md``), one update of the chunked pooling
-at T0 = 10,000 ran at 4.7 updates/s idle with 2 spinning threads and 1.8/s beside one busy
-process; with passive waiting 2.5/s idle (slower: every wake-up goes through the hypervisor)
-and 3.5/s busy; with one thread 5.2/s idle and 4.8/s busy.
+(``scripts/bench_threading.py --rounds 3``, ``docs/performance.md``), one update of the
+chunked pooling at T0 = 10,000 ran at 5.3 updates/s idle with 2 spinning threads and 1.4/s
+beside one busy process; with passive waiting 2.4/s idle (slower: every wake-up goes through
+the hypervisor) and 4.2/s busy; with one thread 5.5/s idle and 5.0/s busy; with this
+governor 7.1/s idle and 5.1/s busy.
 
 So :class:`ThreadGovernor` keeps OpenMP's spinning default and changes the number of threads
 instead: about once a second (checked before each optimiser step) it reads how much CPU the
