@@ -859,8 +859,10 @@ class TrainerConfig:
     # sum the gradients of k batches before each optimiser update (an effective batch k times
     # larger); a stop or a checkpoint happens between updates only
     accumulate_grad_batches: int = 1
-    # PyTorch's CPU threads for this run (null: all cores, or what OMP_NUM_THREADS says; a
-    # parallel sweep sets it so that jobs x threads <= cores)
+    # PyTorch's CPU threads for this run. null: the thread governor follows the cores other
+    # processes leave free, up to all cores or OMP_NUM_THREADS (a parallel sweep's share keeps
+    # jobs x threads <= cores). A number fixes them, as bit-exact repeats need: a float sum
+    # split over another number of threads differs in its last bits.
     threads: int | None = None
 
     def __post_init__(self) -> None:

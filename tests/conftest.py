@@ -34,6 +34,11 @@ TINY = [
     "device=cpu",
 ]
 
+#: runs whose numbers are compared bit for bit fix their threads: by default the thread
+#: governor follows the machine's load, and a float sum split over another number of threads
+#: differs in its last bits (attnlstm/training/threads.py)
+FIXED_THREADS = "trainer.threads=1"
+
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The config ``attnlstm-train <overrides>`` would run with (Hydra's own keys dropped)."""

@@ -15,7 +15,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from attnlstm.io import load_checkpoint
-from tests.conftest import TINY, only_run_dir, run_cli
+from tests.conftest import FIXED_THREADS, TINY, only_run_dir, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,9 @@ def test_hparams_live_in_the_run_itself(finished_run: tuple[Path, str]) -> None:
 def test_same_seed_same_numbers_other_seed_others(tmp_path: Path) -> None:
     histories = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        run_cli([*TINY, f"seed={seed}", "trainer.attention_images=0"], tmp_path / name)
+        run_cli(
+            [*TINY, f"seed={seed}", "trainer.attention_images=0", FIXED_THREADS], tmp_path / name
+        )
         metrics = json.loads((only_run_dir(tmp_path / name) / "metrics.json").read_text())
         histories.append([(r["train/loss"], r["val/loss"]) for r in metrics["history"]])
     assert histories[0] == histories[1]
@@ -167,6 +169,7 @@ def test_same_seed_same_numbers_other_seed_others(tmp_path: Path) -> None:
 def test_resume_continues_exactly(tmp_path: Path) -> None:
     """Two epochs straight equal one epoch, then a resumed second, in the same directory."""
     straight = [*TINY, "trainer.max_epochs=3", "trainer.attention_images=0", "model.dropout=0.2"]
+    straight.append(FIXED_THREADS)
     run_cli(straight, tmp_path / "straight")
     expected = json.loads((only_run_dir(tmp_path / "straight") / "metrics.json").read_text())
 
@@ -360,6 +363,7 @@ def test_ema_averages_the_weights_after_every_update() -> None:
 @pytest.mark.slow
 def test_ema_run_tests_the_average_and_resumes_exactly(tmp_path: Path) -> None:
     ema = [*TINY, "trainer.attention_images=0", "optim.averaging=ema", "optim.ema_decay=0.9"]
+    ema.append(FIXED_THREADS)
     run_cli([*ema, "trainer.max_epochs=3"], tmp_path / "straight")
     straight = only_run_dir(tmp_path / "straight")
     expected = json.loads((straight / "metrics.json").read_text())
@@ -376,7 +380,7 @@ def test_ema_run_tests_the_average_and_resumes_exactly(tmp_path: Path) -> None:
     assert [r["val/loss"] for r in got["history"]] == [r["val/loss"] for r in expected["history"]]
     assert got["test"] == expected["test"]
 
-    other = [*TINY, "trainer.attention_images=0", "trainer.max_epochs=3"]
+    other = [*TINY, "trainer.attention_images=0", "trainer.max_epochs=3", FIXED_THREADS]
     run_cli(other, tmp_path / "plain")  # the same run without averaging validates other weights
     plain = json.loads((only_run_dir(tmp_path / "plain") / "metrics.json").read_text())
     assert [r["train/loss"] for r in plain["history"]] == [
