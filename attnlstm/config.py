@@ -156,6 +156,21 @@ class LongMemoryProblem(StrEnum):
     multiplication = "multiplication"
 
 
+class SecondMarker(StrEnum):
+    """How the addition and multiplication problems draw the second marked step N2 (N1 is
+    always uniform over 1..9). Both rules are revisions of Raffel & Ellis's ``lstm_problems``.
+
+    - ``padded_half`` (commit f791f10, 18 Aug 2015, the code of the paper's experiments):
+      N2 uniform over ``range(1, int(T/2 - 1))`` with T the *padded* length, plus 1 where it
+      equals N1; so N2 may lie past the middle of a sequence shorter than T.
+    - ``own_half`` (commit a41c5f2, 13 Aug 2015, the first revision): N2 uniform over
+      ``range(1, N1) + range(N1 + 1, int(L/2 - 1))`` with L the sequence's *own* length.
+    """
+
+    padded_half = "padded_half"
+    own_half = "own_half"
+
+
 class DeviceType(StrEnum):
     auto = "auto"
     cpu = "cpu"
@@ -269,6 +284,9 @@ class LongMemoryTaskConfig:
     separate_validation: bool = False  # False: validate on the test set each epoch, as the paper
     mask_padding: bool = True  # False reproduces the paper's unmasked zero padding exactly
     tolerance: float = 0.04  # a prediction is correct when |error| < tolerance
+    # how N2 is drawn: padded_half (the paper's code, default) or own_half (its first
+    # revision); see SecondMarker
+    second_marker: SecondMarker = SecondMarker.padded_half
 
     #: the two markers need at least this many steps (see tasks/long_memory.py)
     MIN_LENGTH: ClassVar[int] = 11

@@ -12,16 +12,20 @@ from attnlstm.errors import ConfigError
 from attnlstm.tasks.long_memory import LongMemoryTask, generate, padded_length
 
 
-def _check_sequence(inputs: torch.Tensor, target: float, length: int, problem: str) -> None:
+def _check_sequence(
+    inputs: torch.Tensor, target: float, length: int, problem: str, rule: str
+) -> None:
     values, markers = inputs[:, 0], inputs[:, 1]
+    padded_to = inputs.size(0)
     assert markers[0] == -1 and markers[length - 1] == -1
     marked = torch.nonzero(markers == 1).flatten().tolist()
     assert len(marked) == 2, marked
-    # N1 in 1..9 and N2 in range(1, N1) + range(N1 + 1, int(L/2 - 1)): which is which cannot
-    # be told apart, but the smaller one is at most 9 and the larger below max(10, int(L/2 - 1))
+    # N1 in 1..9; N2 below int(T/2 - 1) (padded_half, T padded; 10 where 9 is stepped on) or
+    # int(L/2 - 1) (own_half): which is which cannot be told apart, but the smaller is <= 9
     first, second = marked
+    top = max(10, padded_to // 2 - 2) if rule == "padded_half" else max(9, length // 2 - 2)
     assert 1 <= first <= 9
-    assert first < second <= max(9, int(length / 2 - 1) - 1)
+    assert first < second <= top
     others = torch.ones_like(markers, dtype=torch.bool)
     others[[0, length - 1, first, second]] = False
     assert (markers[others] == 0).all()
@@ -33,18 +37,114 @@ def _check_sequence(inputs: torch.Tensor, target: float, length: int, problem: s
     assert math.isclose(target, expected, rel_tol=1e-6, abs_tol=1e-7)
 
 
+@pytest.mark.parametrize("rule", ["padded_half", "own_half"])
 @pytest.mark.parametrize("problem", ["addition", "multiplication"])
-def test_generated_sequences_follow_the_definition(problem: str) -> None:
-    lengths = torch.tensor([11, 12, 20, 50, 100, 110, 57, 64])
-    inputs, targets = generate(problem, lengths, 111, torch.Generator().manual_seed(3))
+def test_generated_sequences_follow_the_definition(problem: str, rule: str) -> None:
+    lengths = torch.tensor([56, 60, 100, 110, 57, 64, 99, 111])
+    inputs, targets = generate(problem, lengths, 111, torch.Generator().manual_seed(3), rule)
     assert inputs.shape == (8, 111, 2) and targets.shape == (8,)
     for i, length in enumerate(lengths.tolist()):
-        _check_sequence(inputs[i], float(targets[i]), length, problem)
+        _check_sequence(inputs[i], float(targets[i]), length, problem, rule)
+
+
+def test_own_half_fits_the_shortest_sequences() -> None:
+    lengths = torch.tensor([11, 12, 20, 50, 100, 110, 57, 64])
+    inputs, targets = generate(
+        "addition", lengths, 111, torch.Generator().manual_seed(3), "own_half"
+    )
+    for i, length in enumerate(lengths.tolist()):
+        _check_sequence(inputs[i], float(targets[i]), length, "addition", "own_half")
+
+
+def test_padded_half_refuses_sequences_its_markers_may_pass() -> None:
+    # N2 reaches int(111/2 - 1) - 1 = 53, the end marker of a 54-step sequence
+    with pytest.raises(ValueError, match="at least padded_to // 2 = 55"):
+        generate("addition", torch.tensor([100, 54]), 111, torch.Generator(), "padded_half")
+    generate("addition", torch.tensor([100, 55]), 111, torch.Generator(), "padded_half")
+
+
+def _second_marker_pmf_padded_half(padded_to: int) -> dict[int, float]:
+    """P(N2 = k) by the paper-era code (f791f10), written from its three lines:
+    N_1 = randint(1, 10); N_2 = choice(range(1, int(T/2 - 1))); N_2[N_2 == N_1] += 1."""
+    draws = range(1, int(padded_to / 2 - 1))
+    pmf: dict[int, float] = {}
+    for n1 in range(1, 10):
+        for n2 in draws:
+            k = n2 + 1 if n2 == n1 else n2
+            pmf[k] = pmf.get(k, 0.0) + 1 / 9 / len(draws)
+    return pmf
+
+
+def _second_marker_pmf_own_half(length: int) -> dict[int, float]:
+    """P(N2 = k) by the first revision (a41c5f2): for each N1 in range(1, 10),
+    N_2 = choice(range(1, N_1) + range(N_1 + 1, int(length/2 - 1)))."""
+    pmf: dict[int, float] = {}
+    for n1 in range(1, 10):
+        choices = [*range(1, n1), *range(n1 + 1, int(length / 2 - 1))]
+        for k in choices:
+            pmf[k] = pmf.get(k, 0.0) + 1 / 9 / len(choices)
+    return pmf
+
+
+@pytest.mark.parametrize(
+    ("rule", "length", "padded_to"),
+    [
+        ("padded_half", 100, 111),
+        ("padded_half", 60, 111),
+        ("own_half", 100, 111),
+        ("own_half", 60, 111),
+    ],
+)
+def test_second_marker_follows_the_authors_distribution(
+    rule: str, length: int, padded_to: int
+) -> None:
+    """The empirical law of (N1, N2) over 200,000 sequences matches the one their code
+    defines, within sampling error (total variation distance < 0.01)."""
+    n = 200_000
+    seed = 7
+    inputs, _ = generate(
+        "addition", torch.full((n,), length), padded_to, torch.Generator().manual_seed(seed), rule
+    )
+    # N1 is the generator's first integer draw after the values: draw it again from the
+    # same stream to tell N1 from N2 (the markers alone do not say which is which)
+    replay = torch.Generator().manual_seed(seed)
+    torch.rand(n, padded_to, generator=replay)
+    first = torch.randint(1, 10, (n,), generator=replay)
+    marked = inputs[..., 1] == 1
+    marked[torch.arange(n), first] = False
+    assert int(marked.sum(1).min()) == 1 and int(marked.sum(1).max()) == 1
+    second = marked.float().argmax(1)
+    expected = (
+        _second_marker_pmf_padded_half(padded_to)
+        if rule == "padded_half"
+        else _second_marker_pmf_own_half(length)
+    )
+    counts = torch.bincount(second, minlength=padded_to).double() / n
+    support = set(torch.nonzero(counts).flatten().tolist())
+    assert support == set(expected)
+    distance = 0.5 * sum(abs(float(counts[k]) - expected.get(k, 0.0)) for k in range(padded_to))
+    assert distance < 0.01, distance
+
+
+def test_the_two_rules_differ_where_the_paper_says() -> None:
+    """With T = 111 and L = 60, the paper's code puts N2 up to 53 (past L/2), the first
+    revision at most 28. Where the draw equals N1 the paper's code moves N2 one step on:
+    N2 = 1 loses the draws with N1 = 1 (8/9 of a plain step's chance), N2 = 10 gains those
+    with N1 = 9 (10/9), every other step keeps 1/K of the K draws."""
+    padded = _second_marker_pmf_padded_half(111)
+    own = _second_marker_pmf_own_half(60)
+    assert max(padded) == 53 and max(own) == 28
+    plain = padded[20]
+    assert plain == pytest.approx(1 / 53)
+    assert padded[1] == pytest.approx(8 / 9 * plain)
+    assert padded[10] == pytest.approx(10 / 9 * plain)
+    assert all(padded[k] == pytest.approx(plain) for k in range(2, 10))
+    assert sum(padded.values()) == pytest.approx(1) and sum(own.values()) == pytest.approx(1)
 
 
 def test_marked_positions_cover_their_ranges() -> None:
     lengths = torch.full((4000,), 100)
-    inputs, _ = generate("addition", lengths, 100, torch.Generator().manual_seed(0))
+    inputs, _ = generate("addition", lengths, 100, torch.Generator().manual_seed(0), "own_half")
     markers = inputs[..., 1]
     first = (markers[:, :10] == 1).float().argmax(1)
     assert set(first.tolist()) == set(range(1, 10))
@@ -52,6 +152,24 @@ def test_marked_positions_cover_their_ranges() -> None:
     # N2 is drawn from 1 .. int(100/2 - 1) - 1 = 48
     assert int(positions.max()) == 48
     assert int(positions.min()) == 1
+
+
+def test_the_task_draws_n2_by_its_configured_rule() -> None:
+    """A fixed-length task at T0 = 100 (lengths 100..110, padded to 111): under the paper's
+    rule N2 ranges up to int(111/2 - 1) - 1 = 53 whatever the sequence's length, under the
+    first revision up to int(L/2 - 1) - 1 of its own length L."""
+    past_own_half = {}
+    for rule in ("padded_half", "own_half"):
+        task = _task(min_length=100, eval_size=2000, eval_batch_size=100, second_marker=rule)
+        beyond = 0
+        for batch in task.eval_batches("test"):
+            top = (batch.inputs[..., 1] == 1).float().cumsum(1).argmax(1)  # the later marker
+            lengths = (batch.inputs[..., 1] == -1).float().cumsum(1).argmax(1) + 1
+            assert int(top.max()) <= 53
+            beyond += int((top > lengths // 2 - 2).sum())
+        past_own_half[rule] = beyond
+    assert past_own_half["own_half"] == 0
+    assert past_own_half["padded_half"] > 50  # about 1/53 of 2000 per step past L/2 - 2
 
 
 def test_values_are_uniform_over_their_range() -> None:
@@ -91,7 +209,11 @@ def test_fixed_length_batches() -> None:
         assert int(batch.lengths.min()) >= 50 and int(batch.lengths.max()) <= 55
         for i in range(20):
             _check_sequence(
-                batch.inputs[i], float(batch.targets[i]), int(batch.lengths[i]), "addition"
+                batch.inputs[i],
+                float(batch.targets[i]),
+                int(batch.lengths[i]),
+                "addition",
+                "padded_half",  # the task's default
             )
 
 
@@ -145,7 +267,11 @@ def test_multiplication_targets() -> None:
     batch = next(_task(name="multiplication").train_batches(1))
     for i in range(20):
         _check_sequence(
-            batch.inputs[i], float(batch.targets[i]), int(batch.lengths[i]), "multiplication"
+            batch.inputs[i],
+            float(batch.targets[i]),
+            int(batch.lengths[i]),
+            "multiplication",
+            "padded_half",
         )
 
 

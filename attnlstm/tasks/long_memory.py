@@ -2,8 +2,16 @@
 
 Each step carries (value, marker). Values are U[-1, 1] (addition) or U[0, 1] (multiplication)
 up to the sequence's length and 0 after it. Markers are -1 at the first and last steps, 1 at two
-marked steps N1 and N2, and 0 elsewhere: N1 is drawn from 1..9 and N2 from
-``range(1, N1) + range(N1 + 1, int(L/2 - 1))`` (their ``lstm_problems`` code). Targets:
+marked steps N1 and N2, and 0 elsewhere. N1 is uniform over 1..9. N2 follows one of two
+revisions of their ``lstm_problems`` code (``task.second_marker``, :class:`SecondMarker`):
+
+- ``padded_half`` (default; commit f791f10 of 18 Aug 2015, the code of the paper's experiments
+  in Oct-Nov 2015): N2 uniform over ``range(1, int(T/2 - 1))`` with T the padded length of the
+  batch, then N2 + 1 where N2 = N1. A sequence shorter than T may have N2 past its middle.
+- ``own_half`` (commit a41c5f2 of 13 Aug 2015): N2 uniform over
+  ``range(1, N1) + range(N1 + 1, int(L/2 - 1))`` with L the sequence's own length.
+
+Targets:
 
     addition:        y = 0.5 + (X1 + X2) / 4
     multiplication:  y = X1 * X2
@@ -27,7 +35,7 @@ import torch
 from torch import Tensor
 
 from attnlstm.batch import SequenceBatch
-from attnlstm.config import LongMemoryProblem, LongMemoryTaskConfig
+from attnlstm.config import LongMemoryProblem, LongMemoryTaskConfig, SecondMarker
 from attnlstm.errors import ConfigError
 from attnlstm.tasks.base import AttentionMap, Meter, Monitor, Task, TaskSpec
 from attnlstm.tasks.registry import register_task
@@ -46,38 +54,46 @@ def generate(
     lengths: Tensor,
     padded_to: int,
     generator: torch.Generator,
+    second_marker: SecondMarker | str = SecondMarker.padded_half,
 ) -> tuple[Tensor, Tensor]:
     """Generate one batch of the ``problem``.
 
     Args:
         problem: ``addition`` or ``multiplication``.
-        lengths: (B,) int64, each >= MIN_SEQUENCE_LENGTH and <= ``padded_to``.
+        lengths: (B,) int64, each >= MIN_SEQUENCE_LENGTH and <= ``padded_to``; with
+            ``padded_half`` each also >= ``padded_to // 2`` (N2 may reach
+            ``padded_to // 2 - 2`` and must come before the end marker).
         padded_to: T, the padded length.
         generator: the random stream.
+        second_marker: the rule that draws N2 (the module docstring).
 
     Returns:
         inputs (B, T, 2) float32 with channels (value, marker), and targets (B,) float32.
     """
     problem = LongMemoryProblem(problem)
+    second_marker = SecondMarker(second_marker)
     n = lengths.numel()
     if n and (int(lengths.min()) < MIN_SEQUENCE_LENGTH or int(lengths.max()) > padded_to):
         raise ValueError(
             f"lengths must lie in [{MIN_SEQUENCE_LENGTH}, {padded_to}], got"
             f" [{int(lengths.min())}, {int(lengths.max())}]"
         )
+    if n and second_marker is SecondMarker.padded_half and int(lengths.min()) < padded_to // 2:
+        raise ValueError(
+            f"with second_marker=padded_half every length must be at least padded_to // 2 ="
+            f" {padded_to // 2} (N2 reaches {padded_to // 2 - 2}, before the end marker),"
+            f" got {int(lengths.min())}"
+        )
     low, high = (-1.0, 1.0) if problem is LongMemoryProblem.addition else (0.0, 1.0)
     values = torch.rand(n, padded_to, generator=generator) * (high - low) + low
     steps = torch.arange(padded_to)
     values = values * (steps.unsqueeze(0) < lengths.unsqueeze(1))  # zero beyond each length
 
-    # N1 in 1..9; N2 uniform over range(1, N1) + range(N1 + 1, int(L/2 - 1))
-    first = torch.randint(1, 10, (n,), generator=generator)
-    upper = torch.div(lengths, 2, rounding_mode="floor") - 1  # int(L/2 - 1) for L >= 2
-    below = first - 1  # size of range(1, N1)
-    above = (upper - first - 1).clamp(min=0)  # size of range(N1 + 1, upper)
-    pick = (torch.rand(n, generator=generator) * (below + above)).long()
-    pick = torch.minimum(pick, below + above - 1)  # guard the float edge
-    second = torch.where(pick < below, pick + 1, pick + 2)
+    first = torch.randint(1, 10, (n,), generator=generator)  # N1 in 1..9
+    if second_marker is SecondMarker.padded_half:
+        second = _second_over_padded_half(first, padded_to, generator)
+    else:
+        second = _second_over_own_half(first, lengths, generator)
 
     rows = torch.arange(n)
     markers = torch.zeros(n, padded_to)
@@ -89,6 +105,26 @@ def generate(
     x1, x2 = values[rows, first], values[rows, second]
     targets = 0.5 + (x1 + x2) / 4.0 if problem is LongMemoryProblem.addition else x1 * x2
     return torch.stack([values, markers], dim=-1), targets
+
+
+def _second_over_padded_half(first: Tensor, padded_to: int, generator: torch.Generator) -> Tensor:
+    """N2 as the paper's code (f791f10) draws it: ``np.random.choice(range(1, int(T/2 - 1)))``
+    with T the padded length, then ``N2[N2 == N1] += 1``. (B,) int64 from N1 (B,)."""
+    upper = padded_to // 2 - 1  # int(T/2 - 1), also under Python 2's integer division
+    second = torch.randint(1, upper, first.shape, generator=generator)
+    return second + (second == first).long()
+
+
+def _second_over_own_half(first: Tensor, lengths: Tensor, generator: torch.Generator) -> Tensor:
+    """N2 as the first revision (a41c5f2) draws it: uniform over
+    ``range(1, N1) + range(N1 + 1, int(L/2 - 1))`` with L each sequence's length. (B,) int64
+    from N1 and the lengths (B,)."""
+    upper = torch.div(lengths, 2, rounding_mode="floor") - 1  # int(L/2 - 1) for L >= 2
+    below = first - 1  # size of range(1, N1)
+    above = (upper - first - 1).clamp(min=0)  # size of range(N1 + 1, upper)
+    pick = (torch.rand(first.shape, generator=generator) * (below + above)).long()
+    pick = torch.minimum(pick, below + above - 1)  # guard the float edge
+    return torch.where(pick < below, pick + 1, pick + 2)
 
 
 def marked_steps(inputs: Tensor) -> Tensor:
@@ -188,7 +224,9 @@ class LongMemoryTask(Task):
     # -- data -------------------------------------------------------------------------------
 
     def _batch(self, lengths: Tensor, padded_to: int, generator: torch.Generator) -> SequenceBatch:
-        inputs, targets = generate(self.cfg.name, lengths, padded_to, generator)
+        inputs, targets = generate(
+            self.cfg.name, lengths, padded_to, generator, self.cfg.second_marker
+        )
         return SequenceBatch(inputs, targets, lengths if self.cfg.mask_padding else None)
 
     def _training_batch(self) -> SequenceBatch:
