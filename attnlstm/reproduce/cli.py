@@ -1,0 +1,126 @@
+"""``attnlstm-reproduce <table>`` (``python scripts/reproduce.py <table>``): run the sweeps
+behind a table of the docs, then print the table.
+
+    attnlstm-reproduce --list                      # the tables, their sweeps and costs
+    attnlstm-reproduce raffel                      # run what is left, then print the table
+    attnlstm-reproduce sst2 --jobs 2 --seeds 0 1 2 # two runs at a time, one thread each
+    attnlstm-reproduce sst2 --print-only           # the table from the runs already there
+    attnlstm-reproduce raffel --sweeps fixed --dry-run   # the commands, without running
+
+Each sweep is one ``attnlstm-train -m`` run in ``<out>/<table>/<sweep>`` with Hydra's joblib
+launcher (``--jobs`` parallel runs share the cores) or, with ``--jobs 1``, one run after the
+other. Re-running the same command finishes what is left: finished runs are skipped, stopped
+ones resume from their checkpoint. Exit status: 0; 2 for bad input (an unknown table or
+sweep); 1 when a sweep failed (the table is printed from what finished all the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from attnlstm.compare import find_runs
+from attnlstm.reproduce.tables import TABLES, Table, finished_runs
+
+DEFAULT_OUT = Path("outputs/reproduce")
+
+
+def sweep_command(
+    table: Table, sweep_name: str, out: Path, seeds: Sequence[int], jobs: int
+) -> list[str]:
+    """The ``python -m attnlstm -m ...`` command line of one sweep of ``table``."""
+    sweep = next(s for s in table.sweeps if s.name == sweep_name)
+    command = [sys.executable, "-m", "attnlstm", "-m", *sweep.arguments(seeds)]
+    command.append(f"hydra.sweep.dir={out / table.name / sweep.name}")
+    command.append("trainer.progress_bar=false")  # parallel bars would interleave
+    if jobs > 1:
+        command += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+    return command
+
+
+def list_tables() -> str:
+    """Every table with its sweeps, their seeds and what one run costs."""
+    lines = []
+    for table in TABLES.values():
+        lines.append(f"{table.name}: {table.title} ({table.doc})")
+        for sweep in table.sweeps:
+            seeds = "seeds " + ",".join(map(str, sweep.seeds)) if sweep.seeds else "--seeds"
+            lines.append(f"  {sweep.name}: {' '.join(sweep.overrides)} [{seeds}; {sweep.cost}]")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attnlstm-reproduce",
+        description="Run the sweeps behind a table of the docs (resumable), then print it.",
+    )
+    parser.add_argument("table", nargs="?", help=f"one of: {', '.join(TABLES)}")
+    parser.add_argument("--list", action="store_true", help="list the tables and their sweeps")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"root folder (default {DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="runs at a time, sharing the cores (default 2)"
+    )
+    parser.add_argument("--sweeps", nargs="+", help="run only these sweeps of the table")
+    parser.add_argument("--print-only", action="store_true", help="print the table; run nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the sweeps' commands; run nothing"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        print(list_tables())
+        return 0
+    if args.table is None:
+        parser.error(f"name a table: {', '.join(TABLES)} (--list describes them)")
+    table = TABLES.get(args.table)
+    if table is None:
+        parser.error(f"unknown table {args.table!r}; the tables are {', '.join(TABLES)}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    names = [sweep.name for sweep in table.sweeps]
+    chosen = args.sweeps or names
+    unknown = [name for name in chosen if name not in names]
+    if unknown:
+        parser.error(
+            f"table {table.name} has no sweep {', '.join(unknown)}; its sweeps are"
+            f" {', '.join(names)}"
+        )
+    failed = []
+    if not args.print_only:
+        for name in chosen:
+            command = sweep_command(table, name, args.out, args.seeds, args.jobs)
+            print("$ attnlstm-train " + " ".join(command[3:]), flush=True)
+            if args.dry_run:
+                continue
+            if subprocess.run(command, check=False).returncode != 0:
+                failed.append(name)
+    if args.dry_run:
+        return 0
+    folder = args.out / table.name
+    runs = find_runs(folder) if folder.is_dir() else []
+    done = finished_runs(runs)
+    print(f"\n## {table.title}\n")
+    print(f"`attnlstm-reproduce {table.name}`: {len(done)} finished runs under {folder}", end="")
+    print(f" ({len(runs) - len(done)} unfinished)." if len(runs) > len(done) else ".")
+    print()
+    print(table.render(done) if done else "No finished runs yet.")
+    if failed:
+        print(f"\nerror: sweep {', '.join(failed)} failed; re-run to finish", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

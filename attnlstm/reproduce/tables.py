@@ -1,0 +1,601 @@
+"""The tables of the docs: the sweeps behind each one, and how each one prints.
+
+A :class:`Table` names its sweeps (each one ``attnlstm-train -m`` command line, run once per
+seed) and a ``render`` function that turns the finished runs under its folder into markdown.
+Two renderers cover every table: :func:`method_table` (one row per model and attention
+method, each metric as mean ± std over the seeds, the anchors below, and which method wins)
+and :func:`raffel_table` (Raffel & Ellis's Table 1: epochs to 100% test accuracy per problem,
+model and T0).
+
+What a sweep costs is written beside it (``cost``), measured on the project's 2-core CPU
+machine, so that ``--list`` says how long a table takes before it starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from attnlstm.compare import Run, Summary
+from attnlstm.sweep_resume import FINISHED
+
+__all__ = [
+    "TABLES",
+    "Column",
+    "Sweep",
+    "Table",
+    "finished_runs",
+    "method_table",
+    "raffel_table",
+    "spread",
+]
+
+#: the attention methods a query reads with (Luong's three, Bahdanau's, scaled dot)
+QUERY_METHODS = ("dot", "general", "concat", "additive", "scaled_dot")
+#: every method, query-free feed-forward attention (Raffel & Ellis) included
+ALL_METHODS = (*QUERY_METHODS, "feedforward")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One ``attnlstm-train -m`` command of a table; its runs go to ``<table dir>/<name>``.
+
+    ``overrides`` are the command's arguments (comma lists sweep); ``seeds`` fixes the seeds
+    of this sweep (None: the command's ``--seeds``, three by default); ``cost`` says what one
+    run takes on the project's 2-core machine, one thread."""
+
+    name: str
+    overrides: tuple[str, ...]
+    seeds: tuple[int, ...] | None = None
+    cost: str = ""
+
+    def arguments(self, seeds: Sequence[int]) -> list[str]:
+        """The multirun's overrides with ``seed=<list>`` (this sweep's own seeds, if set)."""
+        chosen = self.seeds if self.seeds is not None else tuple(seeds)
+        return [*self.overrides, "seed=" + ",".join(str(seed) for seed in chosen)]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of the docs: its sweeps, where it is shown, and how it prints."""
+
+    name: str
+    title: str
+    doc: str
+    sweeps: tuple[Sweep, ...]
+    render: Callable[[Sequence[Run]], str] = field(repr=False)
+
+
+# -- reading runs ----------------------------------------------------------------------------
+
+
+def finished_runs(runs: Sequence[Run]) -> list[Run]:
+    """The runs with a final status (completed, solved, early-stopped, diverged) and test
+    metrics; runs still training, stopped or crashed are left out (re-running the table's
+    command finishes them)."""
+    return [r for r in runs if r.metrics.get("status") in FINISHED and r.metrics.get("test")]
+
+
+def spread(summary: Summary, scale: float = 1.0, digits: int = 2) -> str:
+    """``mean ± std`` of a metric over seeds (``scale`` times the values; only the mean for
+    one run, ``n=k`` where fewer than three seeds finished); empty when no run has it."""
+    if summary.mean is None:
+        return ""
+    text = f"{scale * summary.mean:.{digits}f}"
+    if summary.std is not None:
+        text += f" ± {scale * summary.std:.{digits}f}"
+    if summary.n < 3:
+        text += f" (n={summary.n})"
+    return text
+
+
+def _value(run: Run, metric: str) -> float | None:
+    """``metric`` of a run: a key of :meth:`Run.final` (``test/acc``, ``best_val/acc``,
+    ``epochs``, ``wall_time_s``), or ``minutes`` (its wall time / 60)."""
+    if metric == "minutes":
+        seconds = run.metrics.get("wall_time_s")
+        return None if seconds is None else seconds / 60
+    value = run.final().get(metric)
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def _summary(runs: Sequence[Run], metric: str) -> Summary:
+    values = [v for v in (_value(run, metric) for run in runs) if v is not None]
+    return Summary(tuple(values), len(runs))
+
+
+# -- one row per method ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """A metric column: ``metric`` as :func:`_value` reads it, times ``scale``."""
+
+    label: str
+    metric: str
+    scale: float = 1.0
+    digits: int = 2
+
+
+def _row_label(run: Run, keys: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    return tuple(str(run.config.get(key, "")) for _, key in keys)
+
+
+def method_table(
+    runs: Sequence[Run],
+    rows: Sequence[tuple[str, str]],
+    columns: Sequence[Column],
+    higher_is_better: bool = True,
+    anchors: Sequence[tuple[str, dict[str, str]]] = (),
+) -> str:
+    """One row per distinct value of the config keys ``rows`` (label, key), each column the
+    mean ± std of its metric over the seeds, rows sorted by the first column (best first),
+    then the ``anchors`` (label, {column label: value}); below the table, which row wins on
+    the first column and whether its lead exceeds the seed spread."""
+    done = finished_runs(runs)
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for run in done:
+        groups.setdefault(_row_label(run, rows), []).append(run)
+    headline = columns[0]
+    sign = -1.0 if higher_is_better else 1.0
+
+    def order(label: tuple[str, ...]) -> float:
+        mean = _summary(groups[label], headline.metric).mean
+        return math.inf if mean is None else sign * mean
+
+    labels = sorted(groups, key=order)
+    header = [label for label, _ in rows] + ["seeds"] + [column.label for column in columns]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(rows) + "---:|" * (1 + len(columns)),
+    ]
+    for label in labels:
+        group = groups[label]
+        seeds = sorted(int(run.config.get("seed", 0)) for run in group)
+        cells = [*label, ", ".join(str(seed) for seed in seeds)]
+        for column in columns:
+            cells.append(spread(_summary(group, column.metric), column.scale, column.digits))
+        lines.append("| " + " | ".join(cells) + " |")
+    for name, values in anchors:
+        cells = [name] + [""] * len(rows) + [values.get(column.label, "") for column in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    verdict = winner(
+        {" ".join(label): _summary(groups[label], headline.metric) for label in labels},
+        headline,
+        higher_is_better,
+    )
+    return "\n".join(lines) + ("\n\n" + verdict if verdict else "")
+
+
+def winner(summaries: dict[str, Summary], column: Column, higher_is_better: bool = True) -> str:
+    """Which row leads on ``column`` and by how much over the runner-up, and whether that gap
+    exceeds the seed spread: the standard deviation of a difference of two runs,
+    sqrt(s1² + s2²). Empty when fewer than two rows have the metric."""
+    ranked = [(name, s) for name, s in summaries.items() if s.mean is not None]
+    ranked.sort(key=lambda item: item[1].mean if not higher_is_better else -item[1].mean)  # type: ignore[operator]
+    if len(ranked) < 2:
+        return ""
+    (best, first), (second_name, second) = ranked[0], ranked[1]
+    gap = abs(first.mean - second.mean) * column.scale  # type: ignore[operator]
+    digits = column.digits
+    text = (
+        f"Best {column.label}: **{best}** ({spread(first, column.scale, digits)}),"
+        f" {gap:.{digits}f} ahead of {second_name} ({spread(second, column.scale, digits)})"
+    )
+    if first.std is None or second.std is None:
+        return text + "; one seed each, so the spread is unknown."
+    noise = math.hypot(first.std, second.std) * column.scale
+    verdict = "exceeds" if gap > noise else "is within"
+    return text + f"; the gap {verdict} the seed spread (√(s1² + s2²) = {noise:.{digits}f})."
+
+
+# -- Raffel & Ellis, Table 1 -----------------------------------------------------------------
+
+#: Raffel & Ellis (2016), Table 1: epochs to 100% test accuracy, or the accuracy after 100
+PAPER_FIXED: dict[tuple[str, str], dict[int, str]] = {
+    ("addition", "ffattn"): {50: "1", 100: "1", 500: "1", 1000: "1", 5000: "2", 10000: "3"},
+    ("addition", "mean"): {50: "1", 100: "1", 500: "1", 1000: "2", 5000: "8", 10000: "17"},
+    ("multiplication", "ffattn"): {50: "1", 100: "2", 500: "4", 1000: "2", 5000: "15", 10000: "6"},
+    ("multiplication", "mean"): {
+        50: "2",
+        100: "2",
+        500: "8",
+        1000: "33",
+        5000: "89.8%",
+        10000: "80.8%",
+    },
+}
+#: the variable-length experiment (T0 from 50 to 10000): test accuracy after 100 epochs
+PAPER_VARIABLE: dict[tuple[str, str], str] = {
+    ("addition", "ffattn"): "99.9%",
+    ("addition", "mean"): "77.4%",
+    ("multiplication", "ffattn"): "99.4%",
+    ("multiplication", "mean"): "55.5%",
+}
+MODEL_WORDS = {
+    "ffattn": "attention",
+    "mean": "unweighted",
+    "lstm_attn": "LSTM + attention",
+    "lstm": "LSTM",
+}
+
+
+def raffel_cell(group: Sequence[Run]) -> str:
+    """Epochs to 100% test accuracy over the seeds (mean ± std), where every seed solved the
+    cell; else how many did, and the mean test accuracy after the mean number of epochs
+    trained."""
+    solved = [r for r in group if r.metrics.get("solved")]
+    n = len(group)
+    if len(solved) == n:
+        epochs = Summary(tuple(float(r.metrics["solved_epoch"]) for r in group), n)
+        return spread(epochs, digits=1)
+    accuracy = _summary(group, "test/accuracy")
+    epochs = _summary(group, "epochs")
+    return (
+        f"{len(solved)}/{n} solved; mean {100 * (accuracy.mean or 0):.1f}% after {epochs.mean:.0f}"
+    )
+
+
+def _cell_key(run: Run) -> tuple[str, str, int, bool]:
+    config = run.config
+    return (
+        str(config.get("task.name")),
+        str(config.get("model.name")),
+        int(config.get("task.min_length", 0)),
+        bool(config.get("task.variable_length")),
+    )
+
+
+def raffel_table(runs: Sequence[Run]) -> str:
+    """Table 1 of Raffel & Ellis as ours (theirs): one row per problem and model, one column
+    per T0; then the variable-length runs, and a line per cell with its learning rate, seeds
+    and seconds per epoch."""
+    cells: dict[tuple[str, str, int, bool], list[Run]] = {}
+    for run in finished_runs(runs):
+        cells.setdefault(_cell_key(run), []).append(run)
+    fixed = {key: group for key, group in cells.items() if not key[3]}
+    lengths = sorted({key[2] for key in fixed})
+    model_order = list(MODEL_WORDS)
+    rows = sorted(
+        {(key[0], key[1]) for key in fixed},
+        key=lambda pm: (pm[0], model_order.index(pm[1]) if pm[1] in model_order else 9),
+    )
+    lines = [
+        "Epochs to 100% test accuracy, mean ± std over the seeds, ours (paper); where a seed"
+        " did not solve the cell, how many did and the test accuracy after the epochs"
+        " trained.",
+        "",
+        "| T0 | " + " | ".join(str(t) for t in lengths) + " |",
+        "|---|" + "---|" * len(lengths),
+    ]
+    for problem, model in rows:
+        row = [f"{problem.capitalize()}, {MODEL_WORDS.get(model, model)}"]
+        for length in lengths:
+            group = fixed.get((problem, model, length, False))
+            paper = PAPER_FIXED.get((problem, model), {}).get(length)
+            ours = raffel_cell(group) if group else "not run"
+            row.append(f"{ours} ({paper})" if paper else ours)
+        lines.append("| " + " | ".join(row) + " |")
+    variable = {key: group for key, group in cells.items() if key[3]}
+    if variable:
+        lines += [
+            "",
+            "Variable length (T0 from 50 to 10000): test accuracy, mean ± std over the seeds.",
+            "",
+            "| problem | model | seeds | ours: test accuracy (%) | epochs"
+            " | paper (after 100 epochs) |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for key in sorted(variable):
+            group = variable[key]
+            lines.append(
+                f"| {key[0]} | {MODEL_WORDS.get(key[1], key[1])} | {len(group)}"
+                f" | {spread(_summary(group, 'test/accuracy'), 100, 1)}"
+                f" | {spread(_summary(group, 'epochs'), digits=0)}"
+                f" | {PAPER_VARIABLE.get((key[0], key[1]), '')} |"
+            )
+    lines += ["", "| cell | lr | seeds: epochs (solved?) | s/epoch |", "|---|---:|---|---:|"]
+    for key in sorted(cells):
+        group = sorted(cells[key], key=lambda r: int(r.config.get("seed", 0)))
+        rates = sorted({str(r.config.get("optim.lr")) for r in group})
+        per_seed = ", ".join(
+            f"{r.config.get('seed')}: {r.metrics.get('epochs')}"
+            + ("" if r.metrics.get("solved") else " (no)")
+            for r in group
+        )
+        per_epoch = [
+            r.metrics["wall_time_s"] / max(int(r.metrics.get("epochs") or 1), 1) for r in group
+        ]
+        name = f"{key[0]} {MODEL_WORDS.get(key[1], key[1])} T0={key[2]}"
+        name += " (variable)" if key[3] else ""
+        lines.append(
+            f"| {name} | {', '.join(rates)} | {per_seed} | {sum(per_epoch) / len(per_epoch):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+# -- the tables ------------------------------------------------------------------------------
+
+
+def _classification(runs: Sequence[Run]) -> str:
+    return method_table(
+        runs,
+        rows=[("model", "model.name"), ("attention", "attention.method")],
+        columns=[
+            Column("test acc", "test/acc", 100),
+            Column("test macro-F1", "test/macro_f1", 100),
+            Column("best val acc", "best_val/acc", 100),
+            Column("minutes", "minutes", digits=1),
+        ],
+        anchors=[
+            ("Kim (2014) CNN, random embeddings", {"test acc": "83.7"}),
+            ("Tai et al. (2015) LSTM, GloVe", {"test acc": "84.9"}),
+            ("Tai et al. (2015) BiLSTM, GloVe", {"test acc": "87.5"}),
+        ],
+    )
+
+
+def _tagging(runs: Sequence[Run]) -> str:
+    return method_table(
+        runs,
+        rows=[("attention", "attention.method")],
+        columns=[
+            Column("test UPOS acc", "test/acc", 100),
+            Column("test acc, unseen words", "test/unseen_acc", 100, 1),
+            Column("best val acc", "best_val/acc", 100),
+            Column("minutes", "minutes", digits=1),
+        ],
+        anchors=[
+            ("Plank et al. (2016), bi-LSTM w + c, UD 1.2", {"test UPOS acc": "94.6"}),
+            ("Plank et al. (2016), with Polyglot embeddings", {"test UPOS acc": "95.04"}),
+            ("UDPipe 2, contextual embeddings", {"test UPOS acc": "97.29"}),
+        ],
+    )
+
+
+def _language_model(
+    anchors: Sequence[tuple[str, dict[str, str]]],
+) -> Callable[[Sequence[Run]], str]:
+    def render(runs: Sequence[Run]) -> str:
+        return method_table(
+            runs,
+            rows=[("decoder", "model.decoder"), ("attention", "attention.method")],
+            columns=[
+                Column("test ppl", "test/ppl", digits=1),
+                Column("best val ppl", "best_val/ppl", digits=1),
+                Column("minutes", "minutes", digits=1),
+            ],
+            higher_is_better=False,
+            anchors=anchors,
+        )
+
+    return render
+
+
+def _seq2seq(metric: str, label: str) -> Callable[[Sequence[Run]], str]:
+    def render(runs: Sequence[Run]) -> str:
+        return method_table(
+            runs,
+            rows=[("style", "model.attention_style"), ("attention", "attention.method")],
+            columns=[
+                Column(label, metric, 100, 1),
+                Column("test token acc", "test/acc", 100, 1),
+                Column("epochs", "epochs", digits=0),
+                Column("minutes", "minutes", digits=1),
+            ],
+        )
+
+    return render
+
+
+def _attention_sweeps(base: tuple[str, ...], methods: Sequence[str], cost: str) -> Sweep:
+    return Sweep("attention", (*base, "attention=" + ",".join(methods)), cost=cost)
+
+
+TABLES: dict[str, Table] = {
+    table.name: table
+    for table in (
+        Table(
+            "raffel",
+            "Raffel & Ellis (2016), Table 1 (fixed length)",
+            "docs/raffel.md",
+            (
+                Sweep(
+                    "fixed",
+                    (
+                        "experiment=raffel_fixed",
+                        "task=addition,multiplication",
+                        "model=ffattn,mean",
+                        "task.min_length=50,100,500,1000",
+                        "optim.lr=0.01",
+                    ),
+                    cost="4-30 s an epoch; 1-30 epochs",
+                ),
+                Sweep(
+                    "long",
+                    (
+                        "experiment=raffel_fixed",
+                        "task=multiplication",
+                        "model=ffattn",
+                        "task.min_length=5000,10000",
+                        "optim.lr=0.01",
+                    ),
+                    seeds=(0,),
+                    cost="2-4 min an epoch; paper: 15 and 6 epochs",
+                ),
+                Sweep(
+                    "unweighted_10000",
+                    (
+                        "experiment=raffel_fixed",
+                        "task=addition",
+                        "model=mean",
+                        "task.min_length=10000",
+                        "optim.lr=0.01",
+                    ),
+                    seeds=(0,),
+                    cost="about 4 min an epoch; paper: 17 epochs",
+                ),
+                Sweep(
+                    "lstm",
+                    (
+                        "experiment=raffel_fixed",
+                        "task=addition,multiplication",
+                        "model=lstm_attn,lstm",
+                        "task.min_length=50,100",
+                        "optim.lr=0.003",
+                        "task.mask_padding=true",
+                    ),
+                    seeds=(0,),
+                    cost="40-80 s an epoch; up to 100 epochs (2 h a run)",
+                ),
+            ),
+            raffel_table,
+        ),
+        Table(
+            "raffel_variable",
+            "Raffel & Ellis (2016), variable length (T0 from 50 to 10000)",
+            "docs/raffel.md",
+            (
+                Sweep(
+                    "variable",
+                    (
+                        "experiment=raffel_variable",
+                        "task=addition,multiplication",
+                        "model=ffattn,mean",
+                        "optim.lr=0.003",
+                    ),
+                    cost="80-170 s an epoch; 100 epochs (3-5 h a run)",
+                ),
+            ),
+            raffel_table,
+        ),
+        Table(
+            "sst2",
+            "SST-2 sentiment, every attention method",
+            "docs/sst2.md",
+            (
+                _attention_sweeps(("experiment=sst2",), ALL_METHODS, "4-6 min a run"),
+                Sweep(
+                    "last_state", ("experiment=sst2", "model=lstm", "attention=none"), cost="4 min"
+                ),
+                Sweep(
+                    "mean",
+                    (
+                        "experiment=sst2",
+                        "model=mean",
+                        "attention=none",
+                        "model.bidirectional=false",
+                    ),
+                    cost="2 min",
+                ),
+            ),
+            _classification,
+        ),
+        Table(
+            "pos_ewt",
+            "UD English EWT, UPOS tagging, every attention method",
+            "docs/pos.md",
+            (
+                _attention_sweeps(
+                    ("experiment=pos_ewt",), ("none", *ALL_METHODS), "26-35 min a run"
+                ),
+            ),
+            _tagging,
+        ),
+        Table(
+            "lm_ptb",
+            "Penn Treebank language model, 2 x 200, 6 epochs, every attention method",
+            "docs/lm.md",
+            (
+                _attention_sweeps(
+                    ("experiment=lm_ptb_small",), ("none", *ALL_METHODS), "20-30 min a run"
+                ),
+            ),
+            _language_model(
+                [
+                    ("pytorch/examples, `--epochs 6 --tied` (its README)", {"test ppl": "110.44"}),
+                    ("Zaremba et al. (2014), small, not regularised", {"test ppl": "114.5"}),
+                ]
+            ),
+        ),
+        Table(
+            "lm_wikitext2",
+            "WikiText-2 language model, 2 x 200, 6 epochs",
+            "docs/lm.md",
+            (
+                _attention_sweeps(
+                    ("experiment=lm_ptb_small", "task=lm_wikitext2"),
+                    ("none", "general"),
+                    "about 2 h a run (20 min an epoch)",
+                ),
+                Sweep(
+                    "adaptive",
+                    (
+                        "experiment=lm_ptb_small",
+                        "task=lm_wikitext2",
+                        "model.decoder=adaptive",
+                        "model.tie_weights=false",
+                        "model.adaptive_cutoffs=[2000,10000]",
+                        "attention=none,general",
+                    ),
+                    cost="about 15 min a run",
+                ),
+            ),
+            _language_model(
+                [("pytorch/examples, `--epochs 6 --tied` (its README)", {"test ppl": "110.44"})]
+            ),
+        ),
+        Table(
+            "seq2seq",
+            "Sequence reversal, Luong and Bahdanau styles, every attention method",
+            "docs/seq2seq.md",
+            (
+                Sweep(
+                    "luong",
+                    ("experiment=seq2seq_reverse", "attention=" + ",".join(ALL_METHODS)),
+                    cost="2-22 min a run",
+                ),
+                Sweep(
+                    "bahdanau",
+                    (
+                        "experiment=seq2seq_reverse",
+                        "model.attention_style=bahdanau",
+                        "attention=" + ",".join(ALL_METHODS),
+                    ),
+                    cost="2-22 min a run",
+                ),
+                Sweep(
+                    "none",
+                    ("experiment=seq2seq_reverse", "attention=none", "trainer.max_epochs=20"),
+                    cost="3 min a run",
+                ),
+            ),
+            _seq2seq("test/exact", "test exact match (greedy)"),
+        ),
+        Table(
+            "translation",
+            "English-French (Tatoeba, French to English), BLEU",
+            "docs/seq2seq.md",
+            (
+                Sweep(
+                    "luong",
+                    ("experiment=translation_fra_eng", "attention=none,dot,general,concat"),
+                    cost="7-10 min a run",
+                ),
+                Sweep(
+                    "bahdanau",
+                    (
+                        "experiment=translation_fra_eng",
+                        "model.attention_style=bahdanau",
+                        "attention=additive",
+                    ),
+                    cost="14 min a run",
+                ),
+            ),
+            _seq2seq("test/bleu", "test BLEU (greedy)"),
+        ),
+    )
+}

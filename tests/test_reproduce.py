@@ -1,0 +1,228 @@
+"""``attnlstm-reproduce``: every table's sweeps are valid runs, the tables print means and
+spreads over seeds, and a table's command finishes only what is left when run again."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from attnlstm.compare import Run, Summary
+from attnlstm.paths import config_dir
+from attnlstm.reproduce import TABLES, Sweep, Table
+from attnlstm.reproduce.cli import main, sweep_command
+from attnlstm.reproduce.tables import Column, method_table, raffel_table, spread, winner
+from attnlstm.train import check_config
+from tests.conftest import TINY
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _expand(overrides: tuple[str, ...]) -> list[list[str]]:
+    """The jobs of a multirun worth checking: the cartesian product of its comma lists of
+    names (model x attention x task: what must fit together), then each other value of a
+    numeric list (lengths, rates: each checked by its key's schema alone) in the first job.
+    A value in brackets is a list, not a sweep."""
+    names, numbers = [], []
+    for override in overrides:
+        key, value = override.split("=", 1)
+        values = [value] if value.startswith("[") else value.split(",")
+        choices = [f"{key}={v}" for v in values]
+        (numbers if len(values) > 1 and all(map(_is_number, values)) else names).append(choices)
+    firsts = [choices[0] for choices in numbers]
+    jobs = [[*job, *firsts] for job in itertools.product(*names)]
+    for i, choices in enumerate(numbers):
+        jobs += [[*jobs[0][: len(names)], *firsts[:i], c, *firsts[i + 1 :]] for c in choices[1:]]
+    return jobs
+
+
+@pytest.mark.parametrize(
+    ("table", "sweep"),
+    [(table.name, sweep.name) for table in TABLES.values() for sweep in table.sweeps],
+)
+def test_every_job_of_every_table_is_a_valid_run(table: str, sweep: str) -> None:
+    """Each job's config passes every check that needs no data (schemas, the model against
+    the attention method and the task), so a table never fails hours into its sweep."""
+    chosen = next(s for s in TABLES[table].sweeps if s.name == sweep)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        for job in _expand(tuple(chosen.arguments([0]))):
+            check_config(compose(config_name="train", overrides=job))
+
+
+def _run(config: dict[str, Any], metrics: dict[str, Any]) -> Run:
+    return Run(Path("/runs") / str(id(config)), config, {"status": "completed", **metrics})
+
+
+def _classifier(method: str, seed: int, accuracy: float) -> Run:
+    return _run(
+        {"model.name": "lstm_attn", "attention.method": method, "seed": seed},
+        {"test": {"test/acc": accuracy, "test/macro_f1": accuracy}, "wall_time_s": 120},
+    )
+
+
+def test_method_table_gives_mean_and_std_over_seeds_and_names_the_winner() -> None:
+    runs = [
+        _classifier("dot", 0, 0.84),
+        _classifier("dot", 1, 0.85),
+        _classifier("dot", 2, 0.86),
+        _classifier("general", 0, 0.80),
+        _classifier("general", 1, 0.81),
+        _classifier("general", 2, 0.82),
+    ]
+    text = method_table(
+        runs,
+        rows=[("model", "model.name"), ("attention", "attention.method")],
+        columns=[Column("test acc", "test/acc", 100), Column("minutes", "minutes", digits=1)],
+        anchors=[("Kim (2014)", {"test acc": "83.7"})],
+    )
+    lines = text.splitlines()
+    assert lines[0] == "| model | attention | seeds | test acc | minutes |"
+    assert lines[2] == "| lstm_attn | dot | 0, 1, 2 | 85.00 ± 1.00 | 2.0 ± 0.0 |"
+    assert lines[3] == "| lstm_attn | general | 0, 1, 2 | 81.00 ± 1.00 | 2.0 ± 0.0 |"
+    assert lines[4] == "| Kim (2014) |  |  | 83.7 |  |"
+    # 4 points apart against sqrt(1 + 1) = 1.41 of spread
+    assert "**lstm_attn dot**" in text and "4.00 ahead of lstm_attn general" in text
+    assert "exceeds the seed spread (√(s1² + s2²) = 1.41)" in text
+
+
+def test_a_lead_inside_the_spread_is_called_so() -> None:
+    close = {
+        "a": Summary((0.850, 0.860, 0.840), 3),
+        "b": Summary((0.845, 0.855, 0.835), 3),
+    }
+    text = winner(close, Column("test acc", "test/acc", 100))
+    assert "**a**" in text and "0.50 ahead of b" in text and "is within the seed spread" in text
+    lower = winner(close, Column("ppl", "test/ppl"), higher_is_better=False)
+    assert "**b**" in lower
+
+
+def test_unfinished_runs_stay_out_and_short_groups_say_how_many_seeds() -> None:
+    runs = [_classifier("dot", 0, 0.84), _classifier("dot", 1, 0.86)]
+    running = _classifier("dot", 2, 0.10)
+    running.metrics["status"] = "running"
+    text = method_table(
+        [*runs, running], [("attention", "attention.method")], [Column("acc", "test/acc", 100)]
+    )
+    assert "| dot | 0, 1 | 85.00 ± 1.41 (n=2) |" in text
+    assert spread(Summary((0.5,), 1), 100) == "50.00 (n=1)"
+
+
+def _raffel(problem: str, model: str, length: int, seed: int, solved_epoch: int | None) -> Run:
+    metrics: dict[str, Any] = {
+        "solved": solved_epoch is not None,
+        "epochs": solved_epoch or 40,
+        "wall_time_s": 10.0 * (solved_epoch or 40),
+        "test": {"test/accuracy": 1.0 if solved_epoch else 0.5},
+    }
+    if solved_epoch is not None:
+        metrics["solved_epoch"] = solved_epoch
+    config = {
+        "task.name": problem,
+        "model.name": model,
+        "task.min_length": length,
+        "task.variable_length": False,
+        "optim.lr": 0.01,
+        "seed": seed,
+    }
+    return _run(config, metrics)
+
+
+def test_raffel_table_shows_epochs_to_solve_beside_the_paper() -> None:
+    runs = [
+        _raffel("addition", "ffattn", 50, 0, 1),
+        _raffel("addition", "ffattn", 50, 1, 1),
+        _raffel("addition", "ffattn", 50, 2, 2),
+        _raffel("multiplication", "mean", 1000, 0, 26),
+        _raffel("multiplication", "mean", 1000, 1, None),
+    ]
+    text = raffel_table(runs)
+    assert "| T0 | 50 | 1000 |" in text
+    assert "| Addition, attention | 1.3 ± 0.6 (1) | not run (1) |" in text
+    assert (
+        "| Multiplication, unweighted | not run (2) | 1/2 solved; mean 75.0% after 33 (33) |"
+        in text
+    )
+    assert "| multiplication unweighted T0=1000 | 0.01 | 0: 26, 1: 40 (no) | 10 |" in text
+
+
+def test_sweep_command_is_one_resumable_multirun(tmp_path: Path) -> None:
+    table = TABLES["sst2"]
+    command = sweep_command(table, "attention", tmp_path, [0, 1, 2], jobs=2)
+    assert command[1:4] == ["-m", "attnlstm", "-m"]
+    assert "seed=0,1,2" in command
+    assert f"hydra.sweep.dir={tmp_path / 'sst2' / 'attention'}" in command
+    assert command[-2:] == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    assert "hydra/launcher=joblib" not in sweep_command(table, "mean", tmp_path, [0], jobs=1)
+    pinned = Sweep("one", ("task=addition",), seeds=(7,))
+    assert pinned.arguments([0, 1, 2]) == ["task=addition", "seed=7"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nosuch"], "unknown table 'nosuch'; the tables are raffel, "),
+        (["sst2", "--sweeps", "nosuch"], "table sst2 has no sweep nosuch; its sweeps are"),
+        (["sst2", "--jobs", "0"], "--jobs must be at least 1, got 0"),
+        ([], "name a table: raffel, "),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_print_only_reads_what_is_there(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sst2", "--print-only", "--out", str(tmp_path)]) == 0
+    assert "No finished runs yet." in capsys.readouterr().out
+    run = tmp_path / "sst2" / "attention" / "attention=dot,seed=0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(
+        "seed: 0\nmodel:\n  name: lstm_attn\nattention:\n  method: dot\n"
+    )
+    metrics = {"status": "completed", "test": {"test/acc": 0.8}, "wall_time_s": 60.0}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["sst2", "--print-only", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 finished runs under" in out and "| lstm_attn | dot | 0 | 80.00 (n=1) |" in out
+
+
+@pytest.mark.slow
+def test_a_table_runs_its_sweep_and_a_second_call_finishes_only_what_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    tiny = tuple(x for x in TINY if not x.startswith("trainer.progress_bar"))
+    table = Table(
+        "tiny",
+        "a tiny table",
+        "tests",
+        (Sweep("methods", (*tiny, "trainer.attention_images=0", "attention=dot,general")),),
+        TABLES["sst2"].render,
+    )
+    monkeypatch.setitem(TABLES, "tiny", table)
+    monkeypatch.chdir(tmp_path)
+    argv = ["tiny", "--seeds", "0", "1", "--jobs", "1", "--out", "out"]
+    assert main(argv) == 0
+    first = capfd.readouterr().out
+    assert "4 finished runs under out/tiny" in first
+    folders = sorted(p.parent for p in (tmp_path / "out/tiny/methods").rglob("metrics.json"))
+    assert len(folders) == 4
+    stamps = [(f / "metrics.json").stat().st_mtime_ns for f in folders]
+    assert main([*argv[:2], "0", "1", "2", *argv[4:]]) == 0  # a third seed: two new runs
+    second = capfd.readouterr().out
+    assert "6 jobs: 4 skipped (finished before), 0 resumed from their last.pt, 2 started" in second
+    assert [(f / "metrics.json").stat().st_mtime_ns for f in folders] == stamps
+    assert "6 finished runs under out/tiny" in second
