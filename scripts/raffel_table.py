@@ -23,33 +23,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-# Raffel & Ellis (2016), Table 1: epochs to 100% test accuracy, or accuracy after 100 epochs
-PAPER_FIXED: dict[tuple[str, str], dict[int, str]] = {
-    ("addition", "ffattn"): {50: "1", 100: "1", 500: "1", 1000: "1", 5000: "2", 10000: "3"},
-    ("addition", "mean"): {50: "1", 100: "1", 500: "1", 1000: "2", 5000: "8", 10000: "17"},
-    ("multiplication", "ffattn"): {50: "1", 100: "2", 500: "4", 1000: "2", 5000: "15", 10000: "6"},
-    ("multiplication", "mean"): {
-        50: "2",
-        100: "2",
-        500: "8",
-        1000: "33",
-        5000: "89.8%",
-        10000: "80.8%",
-    },
-}
-# variable length (50 to 10000), accuracy after 100 epochs
-PAPER_VARIABLE = {
-    ("addition", "ffattn"): "99.9%",
-    ("addition", "mean"): "77.4%",
-    ("multiplication", "ffattn"): "99.4%",
-    ("multiplication", "mean"): "55.5%",
-}
-MODEL_WORDS = {
-    "ffattn": "attention",
-    "mean": "unweighted",
-    "lstm": "LSTM",
-    "lstm_attn": "LSTM + attention",
-}
+from attnlstm.reproduce.tables import MODEL_WORDS, PAPER_FIXED, PAPER_VARIABLE  # Table 1
+
 ROW_ORDER = ["ffattn", "mean", "lstm_attn", "lstm"]
 
 

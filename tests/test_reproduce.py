@@ -226,3 +226,40 @@ def test_a_table_runs_its_sweep_and_a_second_call_finishes_only_what_is_left(
     assert "6 jobs: 4 skipped (finished before), 0 resumed from their last.pt, 2 started" in second
     assert [(f / "metrics.json").stat().st_mtime_ns for f in folders] == stamps
     assert "6 finished runs under out/tiny" in second
+
+
+def _record(folder: Path, method: str, accuracy: float, status: str = "completed") -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(
+        f"seed: 0\nmodel:\n  name: lstm_attn\nattention:\n  method: {method}\n"
+    )
+    metrics = {"status": status, "test": {"test/acc": accuracy}, "wall_time_s": 60.0}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_kept_records_travel_to_a_fresh_checkout_and_are_never_overwritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, keep = tmp_path / "out", tmp_path / "keep"
+    _record(out / "sst2/attention/attention=dot,seed=0", "dot", 0.8)
+    _record(out / "sst2/attention/attention=general,seed=0", "general", 0.1, status="running")
+    (out / "sst2/attention/attention=dot,seed=0/last.pt").write_bytes(b"large")
+    assert main(["sst2", "--print-only", "--out", str(out), "--keep", str(keep)]) == 0
+    assert "1 finished runs kept in" in capsys.readouterr().out
+    kept = keep / "sst2/attention/attention=dot,seed=0"
+    assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "metrics.json"]
+    assert not (keep / "sst2/attention/attention=general,seed=0").exists()  # not finished
+
+    fresh = tmp_path / "fresh"
+    assert main(["sst2", "--print-only", "--out", str(fresh), "--keep", str(keep)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 finished runs restored from" in printed
+    assert "| lstm_attn | dot | 0 | 80.00 (n=1) |" in printed
+    assert (fresh / "sst2/attention/attention=dot,seed=0/metrics.json").is_file()
+
+    # a run made since is kept beside; the kept one is not rewritten
+    (kept / "metrics.json").write_text(json.dumps({"status": "completed", "test": {}}))
+    _record(fresh / "sst2/attention/attention=concat,seed=0", "concat", 0.9)
+    assert main(["sst2", "--print-only", "--out", str(fresh), "--keep", str(keep)]) == 0
+    assert json.loads((kept / "metrics.json").read_text())["test"] == {}
+    assert (keep / "sst2/attention/attention=concat,seed=0/metrics.json").is_file()

@@ -6,11 +6,16 @@ behind a table of the docs, then print the table.
     attnlstm-reproduce sst2 --jobs 2 --seeds 0 1 2 # two runs at a time, one thread each
     attnlstm-reproduce sst2 --print-only           # the table from the runs already there
     attnlstm-reproduce raffel --sweeps fixed --dry-run   # the commands, without running
+    attnlstm-reproduce sst2 --keep docs/results    # keep the finished runs' records there
 
 Each sweep is one ``attnlstm-train -m`` run in ``<out>/<table>/<sweep>`` with Hydra's joblib
 launcher (``--jobs`` parallel runs share the cores) or, with ``--jobs 1``, one run after the
 other. Re-running the same command finishes what is left: finished runs are skipped, stopped
-ones resume from their checkpoint. Exit status: 0; 2 for bad input (an unknown table or
+ones resume from their checkpoint. ``--keep DIR`` keeps each finished run's record
+(``config.yaml`` and ``metrics.json``, a few KB; no checkpoints) under ``DIR/<table>`` and,
+before the sweeps start, puts the records kept there back into ``<out>`` where a run is
+missing, so that a fresh checkout (or another machine) skips the runs already made and the
+table counts them. Exit status: 0; 2 for bad input (an unknown table or
 sweep); 1 when a sweep failed (the table is printed from what finished all the same).
 """
 
@@ -23,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from attnlstm.compare import find_runs
+from attnlstm.io import write_text
 from attnlstm.reproduce.tables import TABLES, Table, finished_runs
 
 DEFAULT_OUT = Path("outputs/reproduce")
@@ -39,6 +45,29 @@ def sweep_command(
     if jobs > 1:
         command += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
     return command
+
+
+#: what a kept record of a run holds: enough to skip the run and to print its row
+RECORD_FILES = ("config.yaml", "metrics.json")
+
+
+def copy_records(source: Path, target: Path) -> list[Path]:
+    """Copy the record (:data:`RECORD_FILES`) of every finished run under ``source`` to the
+    same place under ``target`` where ``target`` has no finished run there; each file is
+    written atomically, and a run already under ``target`` is never overwritten. Returns
+    the run folders copied (relative to ``source``)."""
+    copied = []
+    for run in finished_runs(find_runs(source, warn=lambda _: None)):
+        relative = run.path.relative_to(source)
+        destination = target / relative
+        if (destination / "metrics.json").exists():
+            continue
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (run.path / name).is_file():
+                write_text((run.path / name).read_text(encoding="utf-8"), destination / name)
+        copied.append(relative)
+    return copied
 
 
 def list_tables() -> str:
@@ -73,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run", action="store_true", help="print the sweeps' commands; run nothing"
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep finished runs' config.yaml and metrics.json under KEEP/<table>; runs kept"
+        " there are skipped and counted",
+    )
     return parser
 
 
@@ -98,6 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" {', '.join(names)}"
         )
     failed = []
+    folder = args.out / table.name
+    if args.keep is not None and (args.keep / table.name).is_dir() and not args.dry_run:
+        restored = copy_records(args.keep / table.name, folder)
+        if restored:
+            print(f"{len(restored)} finished runs restored from {args.keep / table.name}")
     if not args.print_only:
         for name in chosen:
             command = sweep_command(table, name, args.out, args.seeds, args.jobs)
@@ -108,7 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failed.append(name)
     if args.dry_run:
         return 0
-    folder = args.out / table.name
+    if args.keep is not None and folder.is_dir():
+        kept = copy_records(folder, args.keep / table.name)
+        if kept:
+            print(f"{len(kept)} finished runs kept in {args.keep / table.name}")
     runs = find_runs(folder) if folder.is_dir() else []
     done = finished_runs(runs)
     print(f"\n## {table.title}\n")
