@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import date
 from types import TracebackType
+
+from attnlstm.runtime import processor_name
 
 __all__ = [
     "BusyNeighbours",
@@ -143,15 +144,7 @@ def machine_line() -> str:
     """One line naming the machine, its cores, torch's threads and the date."""
     import torch  # here, not at module level: importers set OpenMP up before torch loads
 
-    processor = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    processor = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    processor = processor_name()
     wait = os.environ.get("OMP_WAIT_POLICY", "default")
     threads = (
         f"up to {torch.get_num_threads()} threads following the free cores"

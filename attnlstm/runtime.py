@@ -27,10 +27,30 @@ import sys
 from collections.abc import MutableMapping
 from pathlib import Path
 
-__all__ = ["APPLIED", "available_cores", "cgroup_cpu_quota", "configure_openmp"]
+__all__ = [
+    "APPLIED",
+    "available_cores",
+    "cgroup_cpu_quota",
+    "configure_openmp",
+    "processor_name",
+]
 
 #: the cgroup v2 file that holds a container's CPU quota: "<quota> <period>" or "max <period>"
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def processor_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` says."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cgroup_cpu_quota(cpu_max: Path = CGROUP_CPU_MAX) -> float | None:

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from attnlstm.compare import Run, Summary
 from attnlstm.paths import config_dir
 from attnlstm.reproduce import TABLES, Sweep, Table
-from attnlstm.reproduce.cli import main, sweep_command
+from attnlstm.reproduce.cli import machines_line, main, sweep_command
 from attnlstm.reproduce.tables import Column, method_table, raffel_table, spread, winner
 from attnlstm.train import check_config
 from tests.conftest import TINY
@@ -263,3 +263,17 @@ def test_kept_records_travel_to_a_fresh_checkout_and_are_never_overwritten(
     assert main(["sst2", "--print-only", "--out", str(fresh), "--keep", str(keep)]) == 0
     assert json.loads((kept / "metrics.json").read_text())["test"] == {}
     assert (keep / "sst2/attention/attention=concat,seed=0/metrics.json").is_file()
+
+
+def test_the_table_says_when_and_where_its_runs_were_written() -> None:
+    def written(day: str, cpu: str) -> dict[str, Any]:
+        return {"at": f"{day}T10:00:00+00:00", "cpu": cpu, "cores": 2, "torch": "2.13.0"}
+
+    runs = [_classifier("dot", seed, 0.8) for seed in range(4)]
+    runs[0].metrics["written"] = written("2026-12-02", "EPYC") | {"device": "cpu"}
+    runs[1].metrics["written"] = written("2026-12-04", "EPYC") | {"device": "cpu"}
+    runs[2].metrics["written"] = written("2026-12-03", "Xeon") | {"device": "cuda:0"}
+    assert machines_line(runs) == (
+        "Written 2026-12-02 to 2026-12-04 on EPYC (2 cores), torch 2.13.0, cpu: 2 runs;"
+        " Xeon (2 cores), torch 2.13.0, cuda:0: 1 runs. 1 runs do not record their machine."
+    )

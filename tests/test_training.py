@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,10 @@ def test_metrics_json(finished_run: tuple[Path, str]) -> None:
     assert [r["epoch"] for r in metrics["history"]] == [1, 2]
     assert metrics["final"] == metrics["history"][-1]
     assert metrics["solved"] == (metrics["test"]["test/accuracy"] == 1.0)
+    written = metrics["written"]  # the machine and date of the result
+    assert written["device"] == "cpu" and written["torch"] == torch.__version__
+    assert written["cores"] == os.cpu_count() and written["cpu"] and written["host"]
+    assert datetime.fromisoformat(written["at"]).tzinfo is not None
 
 
 def test_checkpoints_hold_everything_to_resume(finished_run: tuple[Path, str]) -> None:

@@ -24,10 +24,11 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from attnlstm.compare import find_runs
+from attnlstm.compare import Run, find_runs
 from attnlstm.io import write_text
 from attnlstm.reproduce.tables import TABLES, Table, finished_runs
 
@@ -68,6 +69,26 @@ def copy_records(source: Path, target: Path) -> list[Path]:
                 write_text((run.path / name).read_text(encoding="utf-8"), destination / name)
         copied.append(relative)
     return copied
+
+
+def machines_line(runs: Sequence[Run]) -> str:
+    """When and where the runs were written (``metrics.json``'s ``written``): the dates'
+    range and each machine with its count of runs."""
+    records = [r.metrics.get("written") for r in runs]
+    known = [w for w in records if isinstance(w, dict) and "at" in w]
+    machines = Counter(
+        f"{w.get('cpu')} ({w.get('cores')} cores), torch {w.get('torch')}, {w.get('device')}"
+        for w in known
+    )
+    parts = []
+    if known:
+        days = sorted(str(w["at"])[:10] for w in known)
+        span = days[0] if days[0] == days[-1] else f"{days[0]} to {days[-1]}"
+        on = "; ".join(f"{machine}: {count} runs" for machine, count in machines.items())
+        parts.append(f"Written {span} on {on}.")
+    if len(known) < len(records):
+        parts.append(f"{len(records) - len(known)} runs do not record their machine.")
+    return " ".join(parts)
 
 
 def list_tables() -> str:
@@ -159,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f" ({len(runs) - len(done)} unfinished)." if len(runs) > len(done) else ".")
     print()
     print(table.render(done) if done else "No finished runs yet.")
+    if done:
+        print("\n" + machines_line(done))
     if failed:
         print(f"\nerror: sweep {', '.join(failed)} failed; re-run to finish", file=sys.stderr)
         return 1

@@ -21,12 +21,14 @@ import copy
 import logging
 import math
 import os
+import platform
 import shutil
 import signal
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ from attnlstm.io import (
 )
 from attnlstm.loggers import Logger, LoggerCollection, build_loggers, flatten_config
 from attnlstm.plots import attention_figure, attention_image, attention_matrix_image
+from attnlstm.runtime import processor_name
 from attnlstm.tasks.base import Task
 from attnlstm.training import distributed
 from attnlstm.training.averaging import build_averaging
@@ -144,6 +147,20 @@ def _signals_deferred() -> Iterator[None]:
     finally:
         if blocked:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def machine_record(device: torch.device) -> dict[str, Any]:
+    """Where and when a run's metrics were written: UTC time, host, CPU model and cores,
+    torch version and the device trained on (``metrics.json``'s ``written``), so that a
+    result carries its machine and date."""
+    return {
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpu": processor_name(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
 
 
 class Trainer:
@@ -884,6 +901,7 @@ class Trainer:
             "final": state.history[-1] if state.history else {},
             "test": {f"test/{k}": v for k, v in self.test_metrics.items()},
             "history": state.history,
+            "written": machine_record(self.device),
         }
         if error is not None:
             summary["error"] = error
