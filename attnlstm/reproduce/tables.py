@@ -77,16 +77,17 @@ def finished_runs(runs: Sequence[Run]) -> list[Run]:
     return [r for r in runs if r.metrics.get("status") in FINISHED and r.metrics.get("test")]
 
 
-def spread(summary: Summary, scale: float = 1.0, digits: int = 2) -> str:
+def spread(summary: Summary, scale: float = 1.0, digits: int = 2, count: str = " (n={})") -> str:
     """``mean ± std`` of a metric over seeds (``scale`` times the values; only the mean for
-    one run, ``n=k`` where fewer than three seeds finished); empty when no run has it."""
+    one run); where fewer than three seeds finished, ``count`` with their number follows;
+    empty when no run has the metric."""
     if summary.mean is None:
         return ""
     text = f"{scale * summary.mean:.{digits}f}"
     if summary.std is not None:
         text += f" ± {scale * summary.std:.{digits}f}"
     if summary.n < 3:
-        text += f" (n={summary.n})"
+        text += count.format(summary.n)
     return text
 
 
@@ -231,7 +232,7 @@ def raffel_cell(group: Sequence[Run]) -> str:
     n = len(group)
     if len(solved) == n:
         epochs = Summary(tuple(float(r.metrics["solved_epoch"]) for r in group), n)
-        return spread(epochs, digits=1)
+        return spread(epochs, digits=1, count=", n={}")
     accuracy = _summary(group, "test/accuracy")
     epochs = _summary(group, "epochs")
     return (
