@@ -11,12 +11,13 @@ behind a table of the docs, then print the table.
 Each sweep is one ``attnlstm-train -m`` run in ``<out>/<table>/<sweep>`` with Hydra's joblib
 launcher (``--jobs`` parallel runs share the cores) or, with ``--jobs 1``, one run after the
 other. Re-running the same command finishes what is left: finished runs are skipped, stopped
-ones resume from their checkpoint. ``--keep DIR`` keeps each finished run's record
+ones resume from their checkpoint (Ctrl-C stops the runs at a checkpoint, and the command
+exits with 130). ``--keep DIR`` keeps each finished run's record
 (``config.yaml`` and ``metrics.json``, a few KB; no checkpoints) under ``DIR/<table>`` and,
 before the sweeps start, puts the records kept there back into ``<out>`` where a run is
 missing, so that a fresh checkout (or another machine) skips the runs already made and the
-table counts them. Exit status: 0; 2 for bad input (an unknown table or
-sweep); 1 when a sweep failed (the table is printed from what finished all the same).
+table counts them. Exit status: 0; 2 for bad input (an unknown table or sweep); 130 when
+interrupted; 1 when a sweep failed (the table is printed from what finished all the same).
 """
 
 from __future__ import annotations
@@ -165,7 +166,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("$ attnlstm-train " + " ".join(command[3:]), flush=True)
             if args.dry_run:
                 continue
-            if subprocess.run(command, check=False).returncode != 0:
+            try:
+                code = subprocess.run(command, check=False).returncode
+            except KeyboardInterrupt:  # the sweep's runs saved their checkpoints
+                print(
+                    f"\ninterrupted; run the same command again to finish table {table.name}",
+                    file=sys.stderr,
+                )
+                return 130
+            if code != 0:
                 failed.append(name)
     if args.dry_run:
         return 0
