@@ -227,6 +227,17 @@ def test_a_table_runs_its_sweep_and_a_second_call_finishes_only_what_is_left(
     assert [(f / "metrics.json").stat().st_mtime_ns for f in folders] == stamps
     assert "6 finished runs under out/tiny" in second
 
+    # kept records let a fresh checkout skip the six runs
+    keep = ["--keep", "kept"]
+    assert main([*argv[:2], "0", "1", "2", *argv[4:], *keep, "--print-only"]) == 0
+    capfd.readouterr()
+    fresh = [*argv[:2], "0", "1", "2", *argv[4:6], "--out", "fresh", *keep]
+    assert main(fresh) == 0
+    third = capfd.readouterr().out
+    assert "6 finished runs restored from kept/tiny" in third
+    assert "6 jobs: 6 skipped (finished before), 0 resumed from their last.pt, 0 started" in third
+    assert not list((tmp_path / "fresh").rglob("*.pt"))  # nothing trained
+
 
 def _record(folder: Path, method: str, accuracy: float, status: str = "completed") -> None:
     folder.mkdir(parents=True)
