@@ -23,9 +23,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from attnlstm.reproduce.tables import MODEL_WORDS, PAPER_FIXED, PAPER_VARIABLE  # Table 1
-
-ROW_ORDER = ["ffattn", "mean", "lstm_attn", "lstm"]
+from attnlstm.reproduce.tables import MODEL_WORDS, PAPER_VARIABLE, table1_grid  # Table 1
 
 
 def load_runs(roots: list[Path]) -> list[dict[str, Any]]:
@@ -70,24 +68,9 @@ def describe(run: dict[str, Any]) -> str:
 
 
 def fixed_table(cells: dict[tuple, dict[str, Any]]) -> str:
-    lengths = sorted({key[2] for key in cells if not key[3]})
-    rows = sorted(
-        {(key[0], key[1]) for key in cells if not key[3]},
-        key=lambda pm: (pm[0], ROW_ORDER.index(pm[1]) if pm[1] in ROW_ORDER else 9),
+    return "\n".join(
+        table1_grid({key[:3]: describe(run) for key, run in cells.items() if not key[3]})
     )
-    lines = [
-        "| T0 | " + " | ".join(str(t) for t in lengths) + " |",
-        "|---|" + "---|" * len(lengths),
-    ]
-    for problem, model in rows:
-        row = [f"{problem.capitalize()}, {MODEL_WORDS.get(model, model)}"]
-        for length in lengths:
-            run = cells.get((problem, model, length, False))
-            paper = PAPER_FIXED.get((problem, model), {}).get(length)
-            ours = describe(run) if run else "not run"
-            row.append(f"{ours} ({paper})" if paper else ours)
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
 
 
 def variable_table(cells: dict[tuple, dict[str, Any]]) -> str:

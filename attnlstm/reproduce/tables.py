@@ -250,6 +250,29 @@ def _cell_key(run: Run) -> tuple[str, str, int, bool]:
     )
 
 
+def table1_grid(cells: dict[tuple[str, str, int], str]) -> list[str]:
+    """The markdown lines of Table 1's layout: a row per (problem, model), a column per T0,
+    each cell ``ours (paper)`` from ``cells`` ((problem, model, T0) -> our text)."""
+    lengths = sorted({key[2] for key in cells})
+    model_order = list(MODEL_WORDS)
+    rows = sorted(
+        {(key[0], key[1]) for key in cells},
+        key=lambda pm: (pm[0], model_order.index(pm[1]) if pm[1] in model_order else 9),
+    )
+    lines = [
+        "| T0 | " + " | ".join(str(t) for t in lengths) + " |",
+        "|---|" + "---|" * len(lengths),
+    ]
+    for problem, model in rows:
+        row = [f"{problem.capitalize()}, {MODEL_WORDS.get(model, model)}"]
+        for length in lengths:
+            ours = cells.get((problem, model, length), "not run")
+            paper = PAPER_FIXED.get((problem, model), {}).get(length)
+            row.append(f"{ours} ({paper})" if paper else ours)
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def raffel_table(runs: Sequence[Run]) -> str:
     """Table 1 of Raffel & Ellis as ours (theirs): one row per problem and model, one column
     per T0; then the variable-length runs, and a line per cell with its learning rate, seeds
@@ -257,29 +280,14 @@ def raffel_table(runs: Sequence[Run]) -> str:
     cells: dict[tuple[str, str, int, bool], list[Run]] = {}
     for run in finished_runs(runs):
         cells.setdefault(_cell_key(run), []).append(run)
-    fixed = {key: group for key, group in cells.items() if not key[3]}
-    lengths = sorted({key[2] for key in fixed})
-    model_order = list(MODEL_WORDS)
-    rows = sorted(
-        {(key[0], key[1]) for key in fixed},
-        key=lambda pm: (pm[0], model_order.index(pm[1]) if pm[1] in model_order else 9),
-    )
+    fixed = {key[:3]: raffel_cell(group) for key, group in cells.items() if not key[3]}
     lines = [
         "Epochs to 100% test accuracy, mean ± std over the seeds, ours (paper); where a seed"
         " did not solve the cell, how many did and the test accuracy after the epochs"
         " trained.",
         "",
-        "| T0 | " + " | ".join(str(t) for t in lengths) + " |",
-        "|---|" + "---|" * len(lengths),
+        *table1_grid(fixed),
     ]
-    for problem, model in rows:
-        row = [f"{problem.capitalize()}, {MODEL_WORDS.get(model, model)}"]
-        for length in lengths:
-            group = fixed.get((problem, model, length, False))
-            paper = PAPER_FIXED.get((problem, model), {}).get(length)
-            ours = raffel_cell(group) if group else "not run"
-            row.append(f"{ours} ({paper})" if paper else ours)
-        lines.append("| " + " | ".join(row) + " |")
     variable = {key: group for key, group in cells.items() if key[3]}
     if variable:
         lines += [
