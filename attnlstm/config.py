@@ -290,6 +290,8 @@ class LongMemoryTaskConfig:
 
     #: the two markers need at least this many steps (see tasks/long_memory.py)
     MIN_LENGTH: ClassVar[int] = 11
+    #: runs saved before ``second_marker`` existed drew N2 by the first revision's rule
+    BEFORE_THE_KEY: ClassVar[dict[str, Any]] = {"second_marker": SecondMarker.own_half}
 
     def __post_init__(self) -> None:
         if self.min_length < self.MIN_LENGTH:
@@ -1032,7 +1034,8 @@ def retyped(saved: DictConfig, candidates: dict[str, list[type]]) -> DictConfig:
     [...]}``, from the registries), found by their keys: the schema that leaves the fewest
     saved keys out and accepts the saved ``name``, then the fewest of its own fields unset. A
     run saved before a key was added still matches; keys the schema no longer has (a schema
-    that was split in two) are dropped."""
+    that was split in two) are dropped. A schema's ``BEFORE_THE_KEY`` (key -> value) gives
+    what a run saved before that key existed did, where the key's default differs from it."""
     saved = saved.copy()
     for group, schemas in candidates.items():
         node = saved.get(group)
@@ -1047,6 +1050,10 @@ def retyped(saved: DictConfig, candidates: dict[str, list[type]]) -> DictConfig:
                 typed_node = OmegaConf.merge(OmegaConf.structured(schema), kept)
             except Exception:  # the saved name (or a value) is not one this schema accepts
                 continue
+            # a key added later whose default changed what older runs did: the old behaviour
+            for key, value in getattr(schema, "BEFORE_THE_KEY", {}).items():
+                if key not in keys:
+                    typed_node[key] = value
             ranked.append((len(keys - fields), len(fields - keys), typed_node))
         if not ranked:
             raise ConfigError(

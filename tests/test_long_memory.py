@@ -9,7 +9,12 @@ import torch
 
 from attnlstm.config import LongMemoryTaskConfig
 from attnlstm.errors import ConfigError
-from attnlstm.tasks.long_memory import LongMemoryTask, generate, padded_length
+from attnlstm.tasks.long_memory import (
+    LongMemoryTask,
+    generate,
+    last_padded_half_step,
+    padded_length,
+)
 
 
 def _check_sequence(
@@ -58,9 +63,19 @@ def test_own_half_fits_the_shortest_sequences() -> None:
 
 def test_padded_half_refuses_sequences_its_markers_may_pass() -> None:
     # N2 reaches int(111/2 - 1) - 1 = 53, the end marker of a 54-step sequence
-    with pytest.raises(ValueError, match="at least padded_to // 2 = 55"):
+    with pytest.raises(ValueError, match="every length must be at least 55"):
         generate("addition", torch.tensor([100, 54]), 111, torch.Generator(), "padded_half")
     generate("addition", torch.tensor([100, 55]), 111, torch.Generator(), "padded_half")
+    # at T = 22 the draws stop at 9, and N1 = 9 moves N2 on to 10: the end marker of L = 11
+    assert last_padded_half_step(22) == 10 and last_padded_half_step(111) == 53
+    with pytest.raises(ValueError, match="every length must be at least 12"):
+        generate("addition", torch.tensor([11]), 22, torch.Generator(), "padded_half")
+    inputs, targets = generate(
+        "addition", torch.full((20_000,), 12), 22, torch.Generator().manual_seed(0)
+    )
+    for i in range(0, 20_000, 97):
+        _check_sequence(inputs[i], float(targets[i]), 12, "addition", "padded_half")
+    assert int(((inputs[..., 1] == 1).sum(1) == 2).sum()) == 20_000  # no marker overwritten
 
 
 def _second_marker_pmf_padded_half(padded_to: int) -> dict[int, float]:
@@ -313,3 +328,19 @@ def test_accuracy_uses_the_tolerance() -> None:
     metrics = meter.compute()
     assert metrics["accuracy"] == 0.5
     assert math.isclose(metrics["loss"], (0.039**2 + 0.041**2) / 2, rel_tol=1e-4)
+
+
+def test_a_run_saved_before_the_rule_existed_keeps_the_first_revisions_rule() -> None:
+    """config.yaml of a run made before ``task.second_marker`` existed has no such key: its
+    N2 came from the first revision's rule, so a resume (or an evaluation of its test set)
+    must draw by that rule, not by today's default."""
+    from omegaconf import OmegaConf
+
+    from attnlstm.runs import saved_config
+    from tests.conftest import compose_config
+
+    saved = OmegaConf.to_container(compose_config(["task=addition"]), resolve=True)
+    assert saved["task"].pop("second_marker") == "padded_half"
+    assert saved_config(OmegaConf.create(saved)).task.second_marker == "own_half"
+    saved["task"]["second_marker"] = "padded_half"
+    assert saved_config(OmegaConf.create(saved)).task.second_marker == "padded_half"

@@ -61,8 +61,8 @@ def generate(
     Args:
         problem: ``addition`` or ``multiplication``.
         lengths: (B,) int64, each >= MIN_SEQUENCE_LENGTH and <= ``padded_to``; with
-            ``padded_half`` each also >= ``padded_to // 2`` (N2 may reach
-            ``padded_to // 2 - 2`` and must come before the end marker).
+            ``padded_half`` each also at least :func:`last_padded_half_step` + 2 (N2 must
+            come before the end marker).
         padded_to: T, the padded length.
         generator: the random stream.
         second_marker: the rule that draws N2 (the module docstring).
@@ -78,12 +78,14 @@ def generate(
             f"lengths must lie in [{MIN_SEQUENCE_LENGTH}, {padded_to}], got"
             f" [{int(lengths.min())}, {int(lengths.max())}]"
         )
-    if n and second_marker is SecondMarker.padded_half and int(lengths.min()) < padded_to // 2:
-        raise ValueError(
-            f"with second_marker=padded_half every length must be at least padded_to // 2 ="
-            f" {padded_to // 2} (N2 reaches {padded_to // 2 - 2}, before the end marker),"
-            f" got {int(lengths.min())}"
-        )
+    if n and second_marker is SecondMarker.padded_half:
+        last = last_padded_half_step(padded_to)
+        if int(lengths.min()) < last + 2:
+            raise ValueError(
+                f"with second_marker=padded_half and padded_to={padded_to} every length must"
+                f" be at least {last + 2} (N2 reaches step {last}, before the end marker),"
+                f" got {int(lengths.min())}"
+            )
     low, high = (-1.0, 1.0) if problem is LongMemoryProblem.addition else (0.0, 1.0)
     values = torch.rand(n, padded_to, generator=generator) * (high - low) + low
     steps = torch.arange(padded_to)
@@ -105,6 +107,13 @@ def generate(
     x1, x2 = values[rows, first], values[rows, second]
     targets = 0.5 + (x1 + x2) / 4.0 if problem is LongMemoryProblem.addition else x1 * x2
     return torch.stack([values, markers], dim=-1), targets
+
+
+def last_padded_half_step(padded_to: int) -> int:
+    """The largest N2 the paper's rule can draw at padded length T: the draws reach
+    ``int(T/2 - 1) - 1``, and a draw equal to N1 (at most 9) moves one step on."""
+    top_draw = padded_to // 2 - 2
+    return max(top_draw, min(top_draw, 9) + 1)
 
 
 def _second_over_padded_half(first: Tensor, padded_to: int, generator: torch.Generator) -> Tensor:
