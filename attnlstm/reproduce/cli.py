@@ -36,6 +36,25 @@ from attnlstm.reproduce.tables import TABLES, Table, finished_runs
 DEFAULT_OUT = Path("outputs/reproduce")
 
 
+EXIT_INTERRUPTED = 130
+
+
+def run_sweep(command: Sequence[str]) -> int:
+    """Run one sweep and return its exit status (130 when interrupted). Ctrl-C reaches the
+    sweep's processes too (one process group): they save a checkpoint at the current update
+    and exit, which this waits for, as long as it takes, instead of killing them
+    (:func:`subprocess.run` would, a quarter second after the interrupt)."""
+    process = subprocess.Popen(list(command))
+    interrupted = False
+    while True:
+        try:
+            code = process.wait()
+            break
+        except KeyboardInterrupt:
+            interrupted = True  # keep waiting: the runs are writing their checkpoints
+    return EXIT_INTERRUPTED if interrupted else code
+
+
 def sweep_command(
     table: Table, sweep_name: str, out: Path, seeds: Sequence[int], jobs: int
 ) -> list[str]:
@@ -166,14 +185,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("$ attnlstm-train " + " ".join(command[3:]), flush=True)
             if args.dry_run:
                 continue
-            try:
-                code = subprocess.run(command, check=False).returncode
-            except KeyboardInterrupt:  # the sweep's runs saved their checkpoints
+            code = run_sweep(command)
+            if code == EXIT_INTERRUPTED:
                 print(
                     f"\ninterrupted; run the same command again to finish table {table.name}",
                     file=sys.stderr,
                 )
-                return 130
+                return EXIT_INTERRUPTED
             if code != 0:
                 failed.append(name)
     if args.dry_run:
