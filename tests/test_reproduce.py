@@ -321,3 +321,34 @@ def test_ctrl_c_waits_for_the_sweep_to_save_and_exits_130(tmp_path: Path) -> Non
     os.killpg(process.pid, signal.SIGINT)
     assert process.wait(timeout=30) == 130
     assert saved.read_text() == "ok"
+
+
+def test_runs_of_other_settings_are_never_averaged_together_and_repeats_count_once() -> None:
+    fast = [_classifier("additive", seed, 0.85) for seed in range(2)]
+    slow = [_classifier("additive", seed, 0.80) for seed in range(2)]
+    for run in slow:
+        run.config["optim.lr"] = 0.002
+    for run in fast:
+        run.config["optim.lr"] = 0.001
+    repeat = _classifier("additive", 0, 0.10)  # the same run read from a second folder
+    repeat.config["optim.lr"] = 0.001
+    text = method_table(
+        [*fast, *slow, repeat],
+        [("model", "model.name"), ("attention", "attention.method")],
+        [Column("acc", "test/acc", 100)],
+    )
+    assert "| lstm_attn | additive (optim.lr=0.001) | 0, 1 | 85.00 ± 0.00 (n=2) |" in text
+    assert "| lstm_attn | additive (optim.lr=0.002) | 0, 1 | 80.00 ± 0.00 (n=2) |" in text
+
+
+def test_a_table_1_cell_with_several_rates_shows_the_best_as_the_paper_did() -> None:
+    runs = []
+    for seed in range(3):
+        quick = _raffel("addition", "mean", 1000, seed, 2)
+        slow = _raffel("addition", "mean", 1000, seed, 5)
+        slow.config["optim.lr"] = 0.001
+        runs += [quick, slow]
+    text = raffel_table(runs)
+    assert "| Addition, unweighted | 2.0 ± 0.0 (2) |" in text
+    assert "| addition unweighted T0=1000 | 0.01* | 0: 2, 1: 2, 2: 2 | 10 |" in text
+    assert "| addition unweighted T0=1000 | 0.001 | 0: 5, 1: 5, 2: 5 | 10 |" in text

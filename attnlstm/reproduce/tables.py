@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from attnlstm.compare import Run, Summary
+from attnlstm.compare import SEED_KEY, Run, Summary, differing_keys, group_key, group_runs
 from attnlstm.sweep_resume import FINISHED
 
 __all__ = [
@@ -125,6 +126,48 @@ def _row_label(run: Run, keys: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     return tuple(str(run.config.get(key, "")) for _, key in keys)
 
 
+def unique_runs(runs: Sequence[Run]) -> list[Run]:
+    """``runs`` without repeats: one run per setting and seed (the first one), so that a
+    run read twice (from two folders given for one table) counts once."""
+    seen: set[tuple[Any, ...]] = set()
+    kept = []
+    for run in runs:
+        key = (group_key(run), run.config.get(SEED_KEY))
+        if key not in seen:
+            seen.add(key)
+            kept.append(run)
+    return kept
+
+
+def settings(runs: Sequence[Run]) -> list[list[Run]]:
+    """``runs`` in groups that share every config key but the seed
+    (:func:`attnlstm.compare.group_runs`), repeats dropped."""
+    return group_runs(unique_runs(runs))
+
+
+def labelled_groups(
+    runs: Sequence[Run], keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, ...], list[Run]]:
+    """The seed groups of ``runs``, labelled by the values of ``keys``; where two groups
+    share a label (they differ in another key, a learning rate say), each label's last part
+    names the keys that tell them apart (``additive (optim.lr=0.002)``), so that runs of
+    different settings are never averaged together."""
+    groups = settings(runs)
+    by_label: dict[tuple[str, ...], list[list[Run]]] = {}
+    for group in groups:
+        by_label.setdefault(_row_label(group[0], keys), []).append(group)
+    labelled: dict[tuple[str, ...], list[Run]] = {}
+    for label, same in by_label.items():
+        if len(same) == 1:
+            labelled[label] = same[0]
+            continue
+        differing = [k for k in differing_keys([g[0] for g in same]) if k != SEED_KEY]
+        for group in same:
+            extra = ", ".join(f"{k}={group[0].config.get(k)}" for k in differing)
+            labelled[(*label[:-1], f"{label[-1]} ({extra})")] = group
+    return labelled
+
+
 def method_table(
     runs: Sequence[Run],
     rows: Sequence[tuple[str, str]],
@@ -132,14 +175,12 @@ def method_table(
     higher_is_better: bool = True,
     anchors: Sequence[tuple[str, dict[str, str]]] = (),
 ) -> str:
-    """One row per distinct value of the config keys ``rows`` (label, key), each column the
+    """One row per setting (:func:`labelled_groups`: the runs that differ only in their
+    seed, labelled by the config keys ``rows``, (label, key) pairs), each column the
     mean ± std of its metric over the seeds, rows sorted by the first column (best first),
     then the ``anchors`` (label, {column label: value}); below the table, which row wins on
     the first column and whether its lead exceeds the seed spread."""
-    done = finished_runs(runs)
-    groups: dict[tuple[str, ...], list[Run]] = {}
-    for run in done:
-        groups.setdefault(_row_label(run, rows), []).append(run)
+    groups = labelled_groups(finished_runs(runs), rows)
     headline = columns[0]
     sign = -1.0 if higher_is_better else 1.0
 
@@ -224,6 +265,13 @@ MODEL_WORDS = {
 }
 
 
+def _solved_epoch(run: Run) -> float:
+    """The epoch whose test accuracy reached 100% (its last epoch where the run stopped on
+    being solved but did not record which: a separate validation set picks it)."""
+    epoch = run.metrics.get("solved_epoch")
+    return float(epoch if epoch is not None else run.metrics.get("epochs") or 0)
+
+
 def raffel_cell(group: Sequence[Run]) -> str:
     """Epochs to 100% test accuracy over the seeds (mean ± std), where every seed solved the
     cell; else how many did, and the mean test accuracy after the mean number of epochs
@@ -231,13 +279,28 @@ def raffel_cell(group: Sequence[Run]) -> str:
     solved = [r for r in group if r.metrics.get("solved")]
     n = len(group)
     if len(solved) == n:
-        epochs = Summary(tuple(float(r.metrics["solved_epoch"]) for r in group), n)
+        epochs = Summary(tuple(_solved_epoch(r) for r in group), n)
         return spread(epochs, digits=1, count=", n={}")
     accuracy = _summary(group, "test/accuracy")
     epochs = _summary(group, "epochs")
     return (
         f"{len(solved)}/{n} solved; mean {100 * (accuracy.mean or 0):.1f}% after {epochs.mean:.0f}"
     )
+
+
+def best_setting(groups: Sequence[Sequence[Run]]) -> Sequence[Run]:
+    """The paper's choice among a cell's settings (learning rates): the fewest mean epochs
+    to 100% where every seed solved it; else the most seeds solved, then the best mean test
+    accuracy."""
+
+    def rank(group: Sequence[Run]) -> tuple[float, ...]:
+        solved = sum(bool(r.metrics.get("solved")) for r in group)
+        if solved == len(group):
+            return (0.0, sum(_solved_epoch(r) for r in group) / len(group))
+        accuracy = _summary(group, "test/accuracy").mean or 0.0
+        return (1.0, -solved / len(group), -accuracy)
+
+    return min(groups, key=rank)
 
 
 def _cell_key(run: Run) -> tuple[str, str, int, bool]:
@@ -277,16 +340,17 @@ def raffel_table(runs: Sequence[Run]) -> str:
     """Table 1 of Raffel & Ellis as ours (theirs): one row per problem and model, one column
     per T0; then the variable-length runs, and a line per cell with its learning rate, seeds
     and seconds per epoch."""
-    cells: dict[tuple[str, str, int, bool], list[Run]] = {}
-    for run in finished_runs(runs):
-        cells.setdefault(_cell_key(run), []).append(run)
+    cell_settings: dict[tuple[str, str, int, bool], list[list[Run]]] = {}
+    for group in settings(finished_runs(runs)):
+        cell_settings.setdefault(_cell_key(group[0]), []).append(group)
+    cells = {key: best_setting(groups) for key, groups in cell_settings.items()}
     fixed = {key[:3]: raffel_cell(group) for key, group in cells.items() if not key[3]}
     lines = [
         "Epochs to 100% test accuracy, mean ± std over the seeds, ours (paper); where a seed"
         " did not solve the cell, how many did and the test accuracy after the epochs"
         " trained.",
         "",
-        *table1_grid(fixed),
+        *(table1_grid(fixed) if fixed else ["No fixed-length runs."]),
     ]
     variable = {key: group for key, group in cells.items() if key[3]}
     if variable:
@@ -306,23 +370,35 @@ def raffel_table(runs: Sequence[Run]) -> str:
                 f" | {spread(_summary(group, 'epochs'), digits=0)}"
                 f" | {PAPER_VARIABLE.get((key[0], key[1]), '')} |"
             )
-    lines += ["", "| cell | lr | seeds: epochs (solved?) | s/epoch |", "|---|---:|---|---:|"]
-    for key in sorted(cells):
-        group = sorted(cells[key], key=lambda r: int(r.config.get("seed", 0)))
-        rates = sorted({str(r.config.get("optim.lr")) for r in group})
-        per_seed = ", ".join(
-            f"{r.config.get('seed')}: {r.metrics.get('epochs')}"
-            + ("" if r.metrics.get("solved") else " (no)")
-            for r in group
-        )
-        per_epoch = [
-            r.metrics["wall_time_s"] / max(int(r.metrics.get("epochs") or 1), 1) for r in group
-        ]
+    lines += [
+        "",
+        "Each cell's settings (a cell with several learning rates shows the best one above,"
+        " marked *):",
+        "",
+        "| cell | lr | seeds: epochs (solved?) | s/epoch |",
+        "|---|---:|---|---:|",
+    ]
+    for key in sorted(cell_settings):
         name = f"{key[0]} {MODEL_WORDS.get(key[1], key[1])} T0={key[2]}"
         name += " (variable)" if key[3] else ""
-        lines.append(
-            f"| {name} | {', '.join(rates)} | {per_seed} | {sum(per_epoch) / len(per_epoch):.0f} |"
-        )
+        several = len(cell_settings[key]) > 1
+        for setting in sorted(
+            cell_settings[key], key=lambda g: -float(g[0].config.get("optim.lr", 0))
+        ):
+            mark = "*" if several and setting is cells[key] else ""
+            group = sorted(setting, key=lambda r: int(r.config.get("seed", 0)))
+            per_seed = ", ".join(
+                f"{r.config.get('seed')}: {r.metrics.get('epochs')}"
+                + ("" if r.metrics.get("solved") else " (no)")
+                for r in group
+            )
+            per_epoch = [
+                r.metrics["wall_time_s"] / max(int(r.metrics.get("epochs") or 1), 1) for r in group
+            ]
+            lines.append(
+                f"| {name} | {group[0].config.get('optim.lr')}{mark} | {per_seed}"
+                f" | {sum(per_epoch) / len(per_epoch):.0f} |"
+            )
     return "\n".join(lines)
 
 
