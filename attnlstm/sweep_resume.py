@@ -54,6 +54,23 @@ def job_plan(folder: Path) -> str:
     return "new"
 
 
+#: keys that do not change what a run computes, or that a run resolves when it starts
+_NOT_THE_RUN = frozenset(
+    {"resume", "data_dir", "trainer.progress_bar", "trainer.threads", "task.vocab_order"}
+)
+
+
+def config_drift(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The flattened config keys (``task.second_marker``) whose values differ between a
+    finished job's saved config and the one the sweep composes for it today (a preset or a
+    default changed since), apart from :data:`_NOT_THE_RUN`."""
+    from attnlstm.loggers.base import flatten_config
+
+    old, new = flatten_config(saved), flatten_config(current)
+    keys = (set(old) | set(new)) - _NOT_THE_RUN
+    return sorted(k for k in keys if k.split(".")[0] != "hydra" and old.get(k) != new.get(k))
+
+
 def start_up_leftovers(folder: Path) -> list[Path]:
     """The files of a job that was killed before it trained (no checkpoint), which a new
     start may remove; empty if the folder holds anything else (then it is left alone)."""

@@ -40,7 +40,13 @@ from attnlstm.paths import config_dir
 from attnlstm.runfolder import LOCK_NAME, RunFolder, check_unused, claim
 from attnlstm.runs import family_schemas, saved_config
 from attnlstm.runtime import available_cores
-from attnlstm.sweep_resume import job_plan, read_summary, record_plan, start_up_leftovers
+from attnlstm.sweep_resume import (
+    config_drift,
+    job_plan,
+    read_summary,
+    record_plan,
+    start_up_leftovers,
+)
 from attnlstm.sweeps import (
     apply_threads,
     check_objective,
@@ -197,6 +203,20 @@ OmegaConf.register_new_resolver("attnlstm_run_dir", _run_dir, replace=True)
 OmegaConf.register_new_resolver("attnlstm_hydra_subdir", _hydra_subdir, replace=True)
 
 
+def _drift_since(cfg: DictConfig, run_dir: Path) -> list[str]:
+    """The config keys in which a finished sweep job's saved config.yaml differs from the
+    one composed for it now (:func:`attnlstm.sweep_resume.config_drift`); empty when the
+    file is missing or unreadable."""
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+        current = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # no config.yaml (a record without one): nothing to compare
+        return []
+    if not isinstance(saved, dict) or not isinstance(current, dict):
+        return []
+    return config_drift(saved, current)  # type: ignore[arg-type]
+
+
 def config_for_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
     """The stopped run's own config, with the command line's ``key=value`` overrides applied
     (e.g. ``trainer.max_epochs=50``; a new ``device=`` is allowed too)."""
@@ -351,7 +371,15 @@ def _run_in(
         record_plan(Path(hydra_cfg.sweep.dir), hydra_cfg.job.override_dirname, plan)
     if plan == "done":  # print, not log: the job's train.log stays as it was
         summary = read_summary(run_dir) or {}
-        print(f"job {run_dir.name}: finished before ({summary.get('status')}); skipped")
+        drift = _drift_since(cfg, run_dir)
+        note = (
+            f"; its config.yaml differs from what this sweep composes today in"
+            f" {', '.join(drift[:5])}{' ...' if len(drift) > 5 else ''}: move its folder"
+            " away to run it again"
+            if drift
+            else ""
+        )
+        print(f"job {run_dir.name}: finished before ({summary.get('status')}); skipped{note}")
         return summary
     if plan == "resumed" and not cfg.resume:  # the job's own config, its overrides included
         log.info("job %s: resuming from its last.pt", run_dir.name)

@@ -174,6 +174,8 @@ def test_sweep_command_is_one_resumable_multirun(tmp_path: Path) -> None:
         (["sst2", "--sweeps", "nosuch"], "table sst2 has no sweep nosuch; its sweeps are"),
         (["sst2", "--jobs", "0"], "--jobs must be at least 1, got 0"),
         ([], "name a table: raffel, "),
+        (["sst2", "--out", "my runs"], "--out my runs: use a folder name of letters"),
+        (["sst2", "--out", "o", "--keep", "o/sst2/kept"], "overlap; keep the records elsewhere"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -221,9 +223,15 @@ def test_a_table_runs_its_sweep_and_a_second_call_finishes_only_what_is_left(
     folders = sorted(p.parent for p in (tmp_path / "out/tiny/methods").rglob("metrics.json"))
     assert len(folders) == 4
     stamps = [(f / "metrics.json").stat().st_mtime_ns for f in folders]
+    # a finished job made under another default (here: its tolerance) is skipped, and named
+    config = folders[0] / "config.yaml"
+    config.write_text(config.read_text().replace("tolerance: 0.04", "tolerance: 0.05"))
     assert main([*argv[:2], "0", "1", "2", *argv[4:]]) == 0  # a third seed: two new runs
     second = capfd.readouterr().out
     assert "6 jobs: 4 skipped (finished before), 0 resumed from their last.pt, 2 started" in second
+    assert second.count("differs from what this sweep composes today") == 1
+    assert f"job {folders[0].name}: finished before (completed); skipped; its config.yaml" in second
+    assert "composes today in task.tolerance: move its folder away" in second
     assert [(f / "metrics.json").stat().st_mtime_ns for f in folders] == stamps
     assert "6 finished runs under out/tiny" in second
 
@@ -352,3 +360,27 @@ def test_a_table_1_cell_with_several_rates_shows_the_best_as_the_paper_did() -> 
     assert "| Addition, unweighted | 2.0 ± 0.0 (2) |" in text
     assert "| addition unweighted T0=1000 | 0.01* | 0: 2, 1: 2, 2: 2 | 10 |" in text
     assert "| addition unweighted T0=1000 | 0.001 | 0: 5, 1: 5, 2: 5 | 10 |" in text
+
+
+def test_dry_run_prints_each_sweep_as_a_shell_command_once_per_seed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["lm_wikitext2", "--dry-run", "--seeds", "0", "0", "1", "--jobs", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("$ attnlstm-train -m ") for line in lines)
+    assert "seed=0,1 " in lines[1]
+    assert "'model.adaptive_cutoffs=[2000,10000]'" in lines[1]  # quoted for the shell
+
+
+def test_diverged_runs_are_named_not_averaged_nor_called_unfinished(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _record(tmp_path / "sst2/attention/attention=dot,seed=0", "dot", 0.8)
+    folder = tmp_path / "sst2/attention/attention=dot,seed=1"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("seed: 1\nmodel:\n  name: lstm_attn\n")
+    (folder / "metrics.json").write_text(json.dumps({"status": "diverged", "test": {}}))
+    assert main(["sst2", "--print-only", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 finished runs under" in out and "unfinished" not in out
+    assert "1 runs diverged before a test and are left out: attention/attention=dot,seed=1." in out

@@ -23,6 +23,8 @@ interrupted; 1 when a sweep failed (the table is printed from what finished all 
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 import subprocess
 import sys
 from collections import Counter
@@ -37,6 +39,14 @@ DEFAULT_OUT = Path("outputs/reproduce")
 
 
 EXIT_INTERRUPTED = 130
+#: what a folder given to ``--out`` may be named: it goes into a Hydra override unquoted
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._/~-]+")
+
+
+def _nested(a: Path, b: Path) -> bool:
+    """Whether one of two folders lies inside the other (or they are the same)."""
+    a, b = a.resolve(), b.resolve()
+    return a == b or a in b.parents or b in a.parents
 
 
 def run_sweep(command: Sequence[str]) -> int:
@@ -165,6 +175,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown table {args.table!r}; the tables are {', '.join(TABLES)}")
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if not _PLAIN_PATH.fullmatch(str(args.out)):
+        parser.error(
+            f"--out {args.out}: use a folder name of letters, digits and . _ - / only (it"
+            " becomes a Hydra override, where , = and spaces have meanings)"
+        )
+    args.seeds = list(dict.fromkeys(args.seeds))  # a seed given twice is one run
+    if args.keep is not None and _nested(args.keep, args.out / args.table):
+        parser.error(
+            f"--keep {args.keep} and --out {args.out} overlap; keep the records elsewhere"
+            " (for example docs/results)"
+        )
     names = [sweep.name for sweep in table.sweeps]
     chosen = args.sweeps or names
     unknown = [name for name in chosen if name not in names]
@@ -182,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.print_only:
         for name in chosen:
             command = sweep_command(table, name, args.out, args.seeds, args.jobs)
-            print("$ attnlstm-train " + " ".join(command[3:]), flush=True)
+            print("$ attnlstm-train " + shlex.join(command[3:]), flush=True)
             if args.dry_run:
                 continue
             code = run_sweep(command)
@@ -202,9 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{len(kept)} finished runs kept in {args.keep / table.name}")
     runs = find_runs(folder) if folder.is_dir() else []
     done = finished_runs(runs)
+    diverged = [r for r in runs if r not in done and r.metrics.get("status") == "diverged"]
+    unfinished = len(runs) - len(done) - len(diverged)
     print(f"\n## {table.title}\n")
     print(f"`attnlstm-reproduce {table.name}`: {len(done)} finished runs under {folder}", end="")
-    print(f" ({len(runs) - len(done)} unfinished)." if len(runs) > len(done) else ".")
+    print(f" ({unfinished} unfinished: run the command again)." if unfinished else ".")
+    if diverged:  # finished, without test metrics: they are not re-run, and not averaged
+        names = ", ".join(str(r.path.relative_to(folder)) for r in diverged)
+        print(f"{len(diverged)} runs diverged before a test and are left out: {names}.")
     print()
     print(table.render(done) if done else "No finished runs yet.")
     if done:

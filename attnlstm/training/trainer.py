@@ -21,7 +21,6 @@ import copy
 import logging
 import math
 import os
-import platform
 import shutil
 import signal
 import time
@@ -49,7 +48,7 @@ from attnlstm.io import (
 )
 from attnlstm.loggers import Logger, LoggerCollection, build_loggers, flatten_config
 from attnlstm.plots import attention_figure, attention_image, attention_matrix_image
-from attnlstm.runtime import processor_name
+from attnlstm.runtime import available_cores, processor_name
 from attnlstm.tasks.base import Task
 from attnlstm.training import distributed
 from attnlstm.training.averaging import build_averaging
@@ -150,14 +149,14 @@ def _signals_deferred() -> Iterator[None]:
 
 
 def machine_record(device: torch.device) -> dict[str, Any]:
-    """Where and when a run's metrics were written: UTC time, host, CPU model and cores,
-    torch version and the device trained on (``metrics.json``'s ``written``), so that a
-    result carries its machine and date."""
+    """When and on what a run's metrics were last written: UTC time, CPU model, the cores
+    this process may use, torch version and the device trained on (``metrics.json``'s
+    ``written``), so that a result carries its machine and date (no host name: records of
+    runs are kept in the repository)."""
     return {
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(),
         "cpu": processor_name(),
-        "cores": os.cpu_count(),
+        "cores": available_cores(),
         "torch": torch.__version__,
         "device": str(device),
     }
