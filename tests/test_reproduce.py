@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from attnlstm.compare import Run, Summary
 from attnlstm.paths import config_dir
 from attnlstm.reproduce import TABLES, Sweep, Table
-from attnlstm.reproduce.cli import machines_line, main, sweep_command
+from attnlstm.reproduce.cli import doc_markers, machines_line, main, sweep_command
 from attnlstm.reproduce.tables import Column, method_table, raffel_table, spread, winner
 from attnlstm.train import check_config
 from tests.conftest import TINY
@@ -384,3 +384,24 @@ def test_diverged_runs_are_named_not_averaged_nor_called_unfinished(
     out = capsys.readouterr().out
     assert "1 finished runs under" in out and "unfinished" not in out
     assert "1 runs diverged before a test and are left out: attention/attention=dot,seed=1." in out
+
+
+def test_doc_writes_the_table_between_its_markers_and_nowhere_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _record(tmp_path / "out/sst2/attention/attention=dot,seed=0", "dot", 0.8)
+    page = tmp_path / "sst2.md"
+    start, end = doc_markers("sst2")
+    page.write_text(f"# SST-2\n\nintro\n\n{start}\nold table\n{end}\n\nafter\n")
+    argv = ["sst2", "--print-only", "--out", str(tmp_path / "out"), "--doc", str(page)]
+    assert main(argv) == 0
+    text = page.read_text()
+    assert text.startswith(f"# SST-2\n\nintro\n\n{start}\n`attnlstm-reproduce sst2`: 1 finished")
+    assert "| lstm_attn | dot | 0 | 80.00 (n=1) |" in text and "old table" not in text
+    assert text.endswith(f"{end}\n\nafter\n")
+    assert main(argv) == 0 and page.read_text() == text  # the same runs, the same page
+    page.write_text("# no markers\n")
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "has no place for table sst2: put the lines" in capsys.readouterr().err
+    assert page.read_text() == "# no markers\n"

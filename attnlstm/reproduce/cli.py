@@ -7,6 +7,7 @@ behind a table of the docs, then print the table.
     attnlstm-reproduce sst2 --print-only           # the table from the runs already there
     attnlstm-reproduce raffel --sweeps fixed --dry-run   # the commands, without running
     attnlstm-reproduce sst2 --keep docs/results    # keep the finished runs' records there
+    attnlstm-reproduce sst2 --print-only --doc     # write the table into docs/sst2.md
 
 Each sweep is one ``attnlstm-train -m`` run in ``<out>/<table>/<sweep>`` with Hydra's joblib
 launcher (``--jobs`` parallel runs share the cores) or, with ``--jobs 1``, one run after the
@@ -121,6 +122,49 @@ def machines_line(runs: Sequence[Run]) -> str:
     return " ".join(parts)
 
 
+def report(table: Table, folder: Path) -> str:
+    """The table from the runs under ``folder``: a line saying how many runs finished (and
+    which diverged), the table, and when and on what its runs were written."""
+    runs = find_runs(folder) if folder.is_dir() else []
+    done = finished_runs(runs)
+    diverged = [r for r in runs if r not in done and r.metrics.get("status") == "diverged"]
+    unfinished = len(runs) - len(done) - len(diverged)
+    lines = [
+        f"`attnlstm-reproduce {table.name}`: {len(done)} finished runs under {folder}"
+        + (f" ({unfinished} unfinished: run the command again)." if unfinished else ".")
+    ]
+    if diverged:  # finished, without test metrics: they are not re-run, and not averaged
+        names = ", ".join(str(r.path.relative_to(folder)) for r in diverged)
+        lines.append(f"{len(diverged)} runs diverged before a test and are left out: {names}.")
+    lines += ["", table.render(done) if done else "No finished runs yet."]
+    if done:
+        lines += ["", machines_line(done)]
+    return "\n".join(lines)
+
+
+def doc_markers(name: str) -> tuple[str, str]:
+    """The comment lines between which a doc page holds table ``name``."""
+    return (
+        f"<!-- attnlstm-reproduce {name}: start -->",
+        f"<!-- attnlstm-reproduce {name}: end -->",
+    )
+
+
+def write_into_doc(doc: Path, name: str, text: str) -> None:
+    """Replace what lies between ``doc``'s markers for table ``name`` with ``text``
+    (atomically); ValueError when the page lacks the markers."""
+    start, end = doc_markers(name)
+    page = doc.read_text(encoding="utf-8")
+    if page.count(start) != 1 or page.count(end) != 1 or page.index(start) > page.index(end):
+        raise ValueError(
+            f"{doc} has no place for table {name}: put the lines {start!r} and {end!r} where"
+            " it goes"
+        )
+    before, rest = page.split(start, 1)
+    after = rest.split(end, 1)[1]
+    write_text(f"{before}{start}\n{text}\n{end}{after}", doc)
+
+
 def list_tables() -> str:
     """Every table with its sweeps, their seeds and what one run costs."""
     lines = []
@@ -152,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--print-only", action="store_true", help="print the table; run nothing")
     parser.add_argument(
         "--dry-run", action="store_true", help="print the sweeps' commands; run nothing"
+    )
+    parser.add_argument(
+        "--doc",
+        nargs="?",
+        const="",
+        metavar="PAGE",
+        help="also write the table into PAGE (default: the table's docs page) between its"
+        " '<!-- attnlstm-reproduce TABLE: start/end -->' lines",
     )
     parser.add_argument(
         "--keep",
@@ -221,20 +273,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         kept = copy_records(folder, args.keep / table.name)
         if kept:
             print(f"{len(kept)} finished runs kept in {args.keep / table.name}")
-    runs = find_runs(folder) if folder.is_dir() else []
-    done = finished_runs(runs)
-    diverged = [r for r in runs if r not in done and r.metrics.get("status") == "diverged"]
-    unfinished = len(runs) - len(done) - len(diverged)
-    print(f"\n## {table.title}\n")
-    print(f"`attnlstm-reproduce {table.name}`: {len(done)} finished runs under {folder}", end="")
-    print(f" ({unfinished} unfinished: run the command again)." if unfinished else ".")
-    if diverged:  # finished, without test metrics: they are not re-run, and not averaged
-        names = ", ".join(str(r.path.relative_to(folder)) for r in diverged)
-        print(f"{len(diverged)} runs diverged before a test and are left out: {names}.")
-    print()
-    print(table.render(done) if done else "No finished runs yet.")
-    if done:
-        print("\n" + machines_line(done))
+    text = report(table, folder)
+    print(f"\n## {table.title}\n\n{text}")
+    if args.doc is not None:
+        doc = Path(args.doc or table.doc)
+        try:
+            write_into_doc(doc, table.name, text)
+        except (OSError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"\nwritten into {doc}")
     if failed:
         print(f"\nerror: sweep {', '.join(failed)} failed; re-run to finish", file=sys.stderr)
         return 1
