@@ -226,8 +226,9 @@ def winner(summaries: dict[str, Summary], column: Column, higher_is_better: bool
     gap = abs(first.mean - second.mean) * column.scale  # type: ignore[operator]
     digits = column.digits
     text = (
-        f"Best {column.label}: **{best}** ({spread(first, column.scale, digits)}),"
-        f" {gap:.{digits}f} ahead of {second_name} ({spread(second, column.scale, digits)})"
+        f"Best {column.label}: **{best}** ({spread(first, column.scale, digits, ', n={}')}),"
+        f" {gap:.{digits}f} ahead of {second_name}"
+        f" ({spread(second, column.scale, digits, ', n={}')})"
     )
     if first.std is None or second.std is None:
         return text + "; one of them has a single seed, so the spread is unknown."
