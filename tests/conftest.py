@@ -7,6 +7,7 @@ import attnlstm.runtime  # before torch: OpenMP reads its settings when loaded
 # isort: split
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -44,6 +45,13 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The config ``attnlstm-train <overrides>`` would run with (Hydra's own keys dropped)."""
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
+
+
+def sigint_as_a_terminal_gives_it() -> None:
+    """``preexec_fn`` for a child that a test interrupts with SIGINT: the default action,
+    so that Python turns it into KeyboardInterrupt. A test run started in the background by
+    a non-interactive shell inherits SIGINT ignored, and so would the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(

@@ -28,7 +28,7 @@ from attnlstm.console import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED
 from attnlstm.io import CheckpointError, WriteError, load_checkpoint
 from attnlstm.train import build_trainer
 from attnlstm.training.interrupt import StopRequested
-from tests.conftest import TINY, compose_config, run_cli
+from tests.conftest import TINY, compose_config, run_cli, sigint_as_a_terminal_gives_it
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUIET = ["trainer.progress_bar=false", "trainer.attention_images=0", "device=cpu"]
@@ -405,6 +405,7 @@ def test_ctrl_c_during_start_up_leaves_no_folder(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=sigint_as_a_terminal_gives_it,
     )
     deadline = time.monotonic() + 120
     while not (tmp_path / "run" / ".hydra").exists() and time.monotonic() < deadline:

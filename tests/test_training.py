@@ -18,7 +18,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from attnlstm.io import load_checkpoint
 from attnlstm.runtime import available_cores
-from tests.conftest import FIXED_THREADS, TINY, only_run_dir, run_cli
+from tests.conftest import (
+    FIXED_THREADS,
+    TINY,
+    only_run_dir,
+    run_cli,
+    sigint_as_a_terminal_gives_it,
+)
 
 
 @pytest.fixture(scope="module")
@@ -277,6 +283,7 @@ def test_interrupt_keeps_the_last_checkpoint_and_resumes(tmp_path: Path) -> None
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=sigint_as_a_terminal_gives_it,
     )
     deadline = time.monotonic() + 120
     while not list((tmp_path / "outputs").rglob("last.pt")) and time.monotonic() < deadline:
