@@ -193,6 +193,7 @@ def test_train_text_classification_end_to_end(tmp_path: Path) -> None:
     assert 0.0 <= metrics["test"]["test/acc"] <= 1.0
 
 
+@pytest.mark.slow  # three runs (15 s)
 def test_runs_of_other_seeds_and_methods_vote_as_an_ensemble(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

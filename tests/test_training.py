@@ -226,6 +226,7 @@ def test_never_overwrites_a_run(tmp_path: Path) -> None:
     assert after == before  # not even .hydra/ or train.log was touched
 
 
+@pytest.mark.slow  # trains to 100% accuracy (8 s)
 def test_stops_when_solved(tmp_path: Path) -> None:
     # with a huge tolerance every prediction is correct: solved after the first epoch
     run_cli([*TINY, "trainer.max_epochs=5", "task.tolerance=100"], tmp_path)
