@@ -43,13 +43,11 @@ from omegaconf.errors import OmegaConfBaseException
 from yaml import YAMLError
 
 from attnlstm.cli.common import ArgumentParser, UsageError, fail
+from attnlstm.config import NOT_A_SETTING
 from attnlstm.loggers.base import flatten_config
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-#: config keys that never distinguish runs in a useful way
-_IGNORED_KEYS = {"resume", "data_dir", "trainer.progress_bar", "trainer.threads"}
 
 #: the config key whose runs are aggregated: runs that differ only in it are one group
 SEED_KEY = "seed"
@@ -183,7 +181,7 @@ def find_runs(root: Path, warn: Callable[[str], None] = _warn) -> list[Run]:
 
 def differing_keys(runs: Sequence[Run]) -> list[str]:
     """Config keys whose values are not the same in every run."""
-    keys = sorted({k for run in runs for k in run.config} - _IGNORED_KEYS)
+    keys = sorted({k for run in runs for k in run.config} - NOT_A_SETTING)
     return [k for k in keys if len({repr(run.config.get(k)) for run in runs}) > 1]
 
 
@@ -227,7 +225,7 @@ def group_key(run: Run) -> tuple[tuple[str, str], ...]:
     """What runs of one group share: every config key but the seed (and the ignored keys)."""
     return tuple(
         sorted(
-            (k, repr(v)) for k, v in run.config.items() if k != SEED_KEY and k not in _IGNORED_KEYS
+            (k, repr(v)) for k, v in run.config.items() if k != SEED_KEY and k not in NOT_A_SETTING
         )
     )
 

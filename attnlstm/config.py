@@ -848,6 +848,12 @@ def _check_batch_limit(key: str, value: int | float | None) -> None:
     _fail(key, value, "a count of batches (an integer >= 1), a fraction in (0, 1], or null (all)")
 
 
+#: config keys that do not change what a run computes (where it reads data, whether it shows a
+#: bar, how many CPU threads it uses): runs that differ only in them are the same setting, for
+#: :mod:`attnlstm.compare`'s groups and for a sweep's check that a finished job still matches
+#: today's composition (:mod:`attnlstm.sweep_resume`)
+NOT_A_SETTING = frozenset({"resume", "data_dir", "trainer.progress_bar", "trainer.threads"})
+
 #: ``trainer.precision`` values: float32, bfloat16 autocast, float16 autocast + grad scaler
 PRECISIONS = ("32", "bf16", "16")
 

@@ -26,6 +26,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from attnlstm.config import NOT_A_SETTING
+
 log = logging.getLogger(__name__)
 
 #: metrics.json statuses of a job that has nothing left to do
@@ -54,10 +56,9 @@ def job_plan(folder: Path) -> str:
     return "new"
 
 
-#: keys that do not change what a run computes, or that a run resolves when it starts
-_NOT_THE_RUN = frozenset(
-    {"resume", "data_dir", "trainer.progress_bar", "trainer.threads", "task.vocab_order"}
-)
+#: keys that do not change what a run computes, and ``task.vocab_order``, which a run resolves
+#: when it starts (``auto`` is saved as the order it chose)
+_NOT_THE_RUN = NOT_A_SETTING | {"task.vocab_order"}
 
 
 def config_drift(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
