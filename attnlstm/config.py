@@ -143,12 +143,15 @@ class Activation(StrEnum):
 
 class PoolingImplementation(StrEnum):
     """How ``ffattn`` and ``mean`` pool over time: ``plain`` autograd, ``chunked`` (through
-    time, recomputing in the backward pass; see attnlstm/models/long_pooling.py), or ``auto``
-    (chunked where it is supported and the sequences are long)."""
+    time, recomputing in the backward pass; see attnlstm/models/long_pooling.py), ``fused``
+    (the same in one compiled CPU kernel, attnlstm/models/fused_pool.py), or ``auto`` (on long
+    sequences, fused where the kernel builds and the input is a float32 CPU tensor, else
+    chunked)."""
 
     auto = "auto"
     plain = "plain"
     chunked = "chunked"
+    fused = "fused"
 
 
 class LongMemoryProblem(StrEnum):

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Chunked vs. plain pooling on long sequences: seconds per training update and peak memory.
+"""Plain vs. chunked vs. fused pooling on long sequences: seconds per update and peak memory.
 
 One update = forward, backward and an Adam step of the ``ffattn`` (or ``mean``) model on a
-freshly generated batch of the addition problem, exactly as the trainer runs it. The two
+freshly generated batch of the addition problem, exactly as the trainer runs it. The
 implementations alternate in one process (median over ``--repeats``); each one's peak memory
-is measured in a child process of its own, so the two cannot mix.
+is measured in a child process of its own, so they cannot mix. ``fused`` (the compiled
+kernel, attnlstm/models/fused_pool.py) is measured where it builds.
 
     python scripts/bench_long.py                          # T0 = 1000 and 10000, batch 100
     python scripts/bench_long.py --lengths 10000 --model mean --repeats 5
@@ -35,6 +36,7 @@ from attnlstm.benchmark import (
 )
 from attnlstm.config import LongMemoryTaskConfig
 from attnlstm.models import build_model
+from attnlstm.models.fused_pool import fused_kernel
 from attnlstm.tasks.long_memory import LongMemoryTask
 
 
@@ -95,12 +97,17 @@ def peak_memory(args: tuple, queue: multiprocessing.Queue) -> None:
     queue.put((before, _peak_rss_mb()))
 
 
+def poolings() -> tuple[str, ...]:
+    """The implementations to compare: plain, chunked, and fused where its kernel builds."""
+    return ("plain", "chunked", "fused") if fused_kernel() is not None else ("plain", "chunked")
+
+
 def time_updates(args: argparse.Namespace, min_length: int) -> tuple[dict[str, float], int]:
-    """Median seconds per update of the plain and the chunked pooling at ``min_length``
-    (alternating in this process), and the batch's padded length."""
+    """Median seconds per update of each pooling at ``min_length`` (alternating in this
+    process), and the batch's padded length."""
     variants = {
         pooling: make(args.model, pooling, min_length, args.batch, args.masked, args.chunk_size)
-        for pooling in ("plain", "chunked")
+        for pooling in poolings()
     }
     batch = next(variants["plain"][0].train_batches(1))
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -134,18 +141,24 @@ def main() -> None:
         f"{'masked' if args.masked else 'unmasked (paper)'} padding, "
         f"median of {args.repeats} updates\n"
     )
+    names = poolings()
     print(
-        "| T0 | padded length | plain s/update | chunked s/update | speed-up |"
-        " plain peak MB | chunked peak MB |"
+        "| T0 | padded length | "
+        + " | ".join(f"{n} s/update" for n in names)
+        + " | "
+        + " | ".join(f"plain / {n}" for n in names[1:])
+        + " | "
+        + " | ".join(f"{n} peak MB" for n in names)
+        + " |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|" + "---:|" * (3 * len(names) - 1))
     context = multiprocessing.get_context("spawn")
     idle: dict[str, float] = {}
     for min_length in args.lengths:
         seconds, padded = time_updates(args, min_length)
         idle.update({f"T0 = {min_length}, {n}": 1 / v for n, v in seconds.items()})
         memory = {}
-        for pooling in ("plain", "chunked"):
+        for pooling in names:
             queue = context.Queue()
             child = context.Process(
                 target=peak_memory,
@@ -157,12 +170,15 @@ def main() -> None:
             child.start()
             memory[pooling] = queue.get()
             child.join()
-        baseline = min(memory["plain"][0], memory["chunked"][0])
-        plain, chunked = seconds["plain"], seconds["chunked"]
+        baseline = min(before for before, _ in memory.values())
         print(
-            f"| {min_length} | {padded} | {plain:.3f} | {chunked:.3f} |"
-            f" {plain / chunked:.1f}x | {memory['plain'][1]:.0f} |"
-            f" {memory['chunked'][1]:.0f} |"
+            f"| {min_length} | {padded} | "
+            + " | ".join(f"{seconds[n]:.3f}" for n in names)
+            + " | "
+            + " | ".join(f"{seconds['plain'] / seconds[n]:.1f}x" for n in names[1:])
+            + " | "
+            + " | ".join(f"{memory[n][1]:.0f}" for n in names)
+            + " |"
         )
     print(
         "\npeak MB = peak resident memory of a process that builds the model and runs two"
@@ -178,11 +194,12 @@ def main() -> None:
         print_ratio_table(idle, busy, "updates/s", args.busy)
         for min_length in args.lengths:
             key = f"T0 = {min_length}, "
-            print(
-                f"T0 = {min_length}: chunked / plain speed-up idle"
-                f" {idle[key + 'chunked'] / idle[key + 'plain']:.1f}x, beside {args.busy} busy"
-                f" {busy[key + 'chunked'] / busy[key + 'plain']:.1f}x"
-            )
+            for name in names[1:]:
+                print(
+                    f"T0 = {min_length}: {name} / plain speed-up idle"
+                    f" {idle[key + name] / idle[key + 'plain']:.1f}x, beside {args.busy} busy"
+                    f" {busy[key + name] / busy[key + 'plain']:.1f}x"
+                )
 
 
 if __name__ == "__main__":

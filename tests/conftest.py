@@ -20,6 +20,11 @@ from omegaconf import DictConfig
 import attnlstm.train  # noqa: F401  (registers the schemas and resolvers)
 from attnlstm.paths import config_dir
 
+# The fused pooling kernel is compiled on first use (about a minute per machine): only
+# tests/test_fused_pool.py builds it; everything else, subprocesses included, keeps the
+# chunked pooling it was written against.
+os.environ.setdefault("ATTNLSTM_NO_FUSED_POOL", "1")
+
 #: a problem small enough to train in a second or two
 TINY = [
     "task.min_length=20",

@@ -15,14 +15,20 @@ from attnlstm.models.common import (
     input_features,
     with_token_inputs,
 )
+from attnlstm.models.fused_pool import (
+    fused_applies,
+    fused_attention_pool,
+    fused_kernel,
+    fused_mean_pool,
+)
 from attnlstm.models.long_pooling import chunked_attention_pool, chunked_mean_pool
 from attnlstm.models.registry import configured_attention, register_model
 
-#: ``pooling=auto`` switches to the chunked pooling from this many steps on (below it the
-#: plain computation is as fast; see scripts/bench_long.py)
+#: ``pooling=auto`` switches to the fused (or chunked) pooling from this many steps on (below
+#: it the plain computation is as fast; see scripts/bench_long.py)
 AUTO_CHUNKED_FROM_STEPS = 512
 CHUNKED_POOLING_APPLIES = (
-    "model.pooling=chunked applies to ffattn and mean with one dense layer and no dropout;"
+    "model.pooling={pooling} applies to ffattn and mean with one dense layer and no dropout;"
     " use model.pooling=auto or plain"
 )
 
@@ -41,8 +47,10 @@ class FeedForwardPooling(nn.Module):
     ``pooling`` picks how h and c are computed: ``plain`` autograd keeps (B, T, D) tensors;
     ``chunked`` fuses the dense layer with the pooling and works through time in chunks,
     recomputing h in the backward pass (same numbers, far less memory, faster on long inputs;
-    one dense layer, the paper's scorer and no dropout between them); ``auto`` takes
-    ``chunked`` where it applies and the input has at least ``AUTO_CHUNKED_FROM_STEPS`` steps.
+    one dense layer, the paper's scorer and no dropout between them); ``fused`` computes the
+    same in one compiled CPU kernel (:mod:`attnlstm.models.fused_pool`; chunked on a GPU or in
+    another precision); ``auto`` takes ``fused`` where the kernel builds, else ``chunked``,
+    where they apply and the input has at least ``AUTO_CHUNKED_FROM_STEPS`` steps.
     """
 
     def __init__(
@@ -79,25 +87,48 @@ class FeedForwardPooling(nn.Module):
                 or (isinstance(attention, FeedForwardAttention) and attention.v is None)
             )
         )
-        if self.pooling == "chunked" and not self.chunkable:
+        if self.pooling in ("chunked", "fused") and not self.chunkable:
             raise ConfigError(
-                "chunked pooling needs one dense layer, no dropout and the paper's single-layer"
-                " feedforward scorer (or the mean); use pooling=plain or auto"
+                f"{self.pooling} pooling needs one dense layer, no dropout and the paper's"
+                " single-layer feedforward scorer (or the mean); use pooling=plain or auto"
+            )
+        if self.pooling == "fused" and fused_kernel() is None:
+            raise ConfigError(
+                "model.pooling=fused needs its C++ kernel, which could not be built here (a C++"
+                " compiler and ninja are needed; the log says why); use model.pooling=auto or"
+                " chunked"
             )
         init_lasagne_he_normal(self)
 
     def uses_chunked(self, steps: int) -> bool:
-        """Whether an input of ``steps`` steps is pooled by the chunked implementation."""
+        """Whether an input of ``steps`` steps skips the plain (B, T, D) computation: the
+        chunked or the fused pooling."""
         if self.pooling == "auto":
             return self.chunkable and steps >= AUTO_CHUNKED_FROM_STEPS
-        return self.pooling == "chunked"
+        return self.pooling in ("chunked", "fused")
+
+    def implementation(self, inputs: Tensor) -> str:
+        """``plain``, ``chunked`` or ``fused``: what pools ``inputs`` (B, T, F)."""
+        if not self.uses_chunked(inputs.size(1)):
+            return "plain"
+        if self.pooling == "chunked":
+            return "chunked"
+        return "fused" if fused_applies(inputs) else "chunked"
 
     def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> ModelOutput:
         """inputs (B, T, F); lengths (B,) or None (every padded step is data, as the paper)."""
         mask = (
             None if lengths is None else lengths_to_mask(lengths.to(inputs.device), inputs.size(1))
         )
-        if self.uses_chunked(inputs.size(1)):
+        implementation = self.implementation(inputs)
+        if implementation == "fused":
+            dense = self.encoder[0]
+            if self.attention is None:
+                context, weights = fused_mean_pool(inputs, mask, dense), None
+            else:
+                context, weights = fused_attention_pool(inputs, mask, dense, self.attention.linear)
+            return ModelOutput(self.head(context), weights)
+        if implementation == "chunked":
             dense = self.encoder[0]
             if self.attention is None:
                 context, weights = chunked_mean_pool(inputs, mask, dense, self.chunk_size), None
@@ -124,12 +155,13 @@ def _check(cfg: SequenceModelConfig, attention_cfg: AttentionConfig) -> None:
         raise ConfigError(
             f"model.bidirectional=true is not allowed: model={cfg.name} has no recurrence"
         )
-    if str(cfg.pooling) == "chunked" and (cfg.num_layers != 1 or cfg.dropout > 0):
-        raise ConfigError(CHUNKED_POOLING_APPLIES)
-    if str(cfg.pooling) == "chunked" and attention_cfg.hidden_dim is not None:
+    pooling = str(cfg.pooling)
+    if pooling in ("chunked", "fused") and (cfg.num_layers != 1 or cfg.dropout > 0):
+        raise ConfigError(CHUNKED_POOLING_APPLIES.format(pooling=pooling))
+    if pooling in ("chunked", "fused") and attention_cfg.hidden_dim is not None:
         raise ConfigError(
             f"attention.hidden_dim={attention_cfg.hidden_dim} is not allowed with"
-            " model.pooling=chunked: the chunked pooling computes the paper's single-layer"
+            f" model.pooling={pooling}: the {pooling} pooling computes the paper's single-layer"
             " feedforward scorer; use model.pooling=plain or auto, or drop attention.hidden_dim"
         )
 

@@ -1,0 +1,173 @@
+"""Raffel & Ellis's dense layer and attention (or mean) pooling as one compiled CPU kernel.
+
+The same function as :mod:`attnlstm.models.long_pooling`'s chunked pooling,
+
+    p_t = W x_t + b,   h_t = LReLU(p_t),   e_t = tanh(w . h_t + b_a),
+    alpha = softmax(e) over each sequence's real steps,   c = sum_t alpha_t h_t
+    (``mean``: alpha_t = 1 / L),
+
+with shapes x (B, T, F) -> c (B, D), alpha (B, T), but computed step by step in C++
+(``fused_pool.cpp``): p_t and h_t live in a D-float buffer, the forward pass is one sweep
+through the steps and the backward pass one more (recomputing h_t), and the sequences are
+split over torch's threads in a single parallel region. The chunked pooling runs about ten
+small torch kernels per chunk, each a pass through memory and an OpenMP barrier; here every
+(t, d) element is touched once per pass, in registers.
+
+The kernel is compiled on first use with :func:`torch.utils.cpp_extension.load` (a C++
+compiler and ninja are needed; the build is cached under ``TORCH_EXTENSIONS_DIR``, by default
+``~/.cache/torch_extensions``, and takes about a minute once). :func:`fused_kernel` returns
+None where it cannot be built, and ``model.pooling=auto`` then uses the chunked pooling.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx
+
+from attnlstm.models.long_pooling import _row_lengths
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("fused_pool.cpp")
+#: set to 1 to never build or use the kernel (``pooling=auto`` then takes the chunked pooling)
+DISABLE_ENV = "ATTNLSTM_NO_FUSED_POOL"
+#: lets the compiler split a sum over D into vector lanes (a dot product is otherwise a chain
+#: of D dependent additions, several times slower); changes the last bits, as any summation
+#: order does, and nothing else (no fast-math approximations of tanh or exp)
+_REORDERED_SUMS = [
+    "-fassociative-math",
+    "-fno-signed-zeros",
+    "-fno-trapping-math",
+    "-funroll-loops",
+    "-fvariable-expansion-in-unroller",
+]
+
+
+@cache
+def fused_kernel() -> Any | None:
+    """The compiled module (``fused_pool_forward``, ``fused_pool_backward``), or None where it
+    cannot be built (no compiler, no ninja) or ``ATTNLSTM_NO_FUSED_POOL=1``; the reason is
+    logged once."""
+    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+        return None
+    log.info("loading the fused pooling kernel (compiled on first use: about a minute, once)")
+    try:
+        from torch.utils.cpp_extension import load
+
+        return load(
+            name="attnlstm_fused_pool",
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-march=native", "-fopenmp", *_REORDERED_SUMS],
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    except Exception as error:  # a missing compiler or ninja surfaces as several types
+        log.warning(
+            "the fused pooling kernel could not be built (%s); using the chunked one",
+            str(error).splitlines()[0] if str(error) else type(error).__name__,
+        )
+        return None
+
+
+def fused_applies(x: Tensor) -> bool:
+    """Whether the kernel can pool ``x``: a float32 CPU tensor, and the kernel builds."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and fused_kernel() is not None
+
+
+class _FusedPool(torch.autograd.Function):
+    """context, weights = pool(x, mask, W, b, w, b_a, attend); see the module docstring."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        x: Tensor,  # B x T x F
+        mask: Tensor | None,  # B x T bool, or None
+        weight: Tensor,  # D x F
+        bias: Tensor,  # D
+        score_weight: Tensor,  # 1 x D (unused for the mean)
+        score_bias: Tensor,  # 1
+        attend: bool,
+    ) -> tuple[Tensor, Tensor]:
+        kernel = fused_kernel()
+        lengths = torch.tensor(_row_lengths(x, mask), dtype=torch.int64)
+        context, scores, weights = kernel.fused_pool_forward(
+            x,
+            lengths,
+            weight.detach(),
+            bias.detach(),
+            score_weight.detach(),
+            score_bias.detach(),
+            attend,
+        )
+        ctx.save_for_backward(x, lengths, weight, bias, score_weight, scores, weights, context)
+        ctx.attend = attend
+        ctx.mark_non_differentiable(weights)
+        return context, weights
+
+    @staticmethod
+    def backward(ctx: Any, grad_context: Tensor, _grad_weights: Tensor) -> tuple[Any, ...]:
+        x, lengths, weight, bias, score_weight, scores, weights, context = ctx.saved_tensors
+        grad_x, grad_weight, grad_bias, grad_w, grad_c = fused_kernel().fused_pool_backward(
+            grad_context,
+            x,
+            lengths,
+            weight,
+            bias,
+            score_weight,
+            scores,
+            weights,
+            context,
+            ctx.attend,
+            ctx.needs_input_grad[0],
+        )
+        if not ctx.attend:
+            return (
+                grad_x if ctx.needs_input_grad[0] else None,
+                None,
+                grad_weight,
+                grad_bias,
+                None,
+                None,
+                None,
+            )
+        return (
+            grad_x if ctx.needs_input_grad[0] else None,
+            None,
+            grad_weight,
+            grad_bias,
+            grad_w.view_as(score_weight),
+            grad_c,  # (1,), as the scorer's bias
+            None,
+        )
+
+
+def fused_attention_pool(
+    x: Tensor, mask: Tensor | None, dense: torch.nn.Linear, scorer: torch.nn.Linear
+) -> tuple[Tensor, Tensor]:
+    """c, alpha for h_t = LReLU(dense(x_t)) and e_t = tanh(scorer(h_t)), fused.
+
+    Args:
+        x: (B, T, F) float32 on the CPU. mask: (B, T) bool padding mask (True on each
+            sequence's first steps, False after them) or None (every step is data).
+        dense: Linear(F, D). scorer: Linear(D, 1).
+
+    Returns:
+        context (B, D) and weights (B, T); the weights carry no gradient.
+    """
+    return _FusedPool.apply(x, mask, dense.weight, dense.bias, scorer.weight, scorer.bias, True)
+
+
+def fused_mean_pool(x: Tensor, mask: Tensor | None, dense: torch.nn.Linear) -> Tensor:
+    """Mean over each sequence's real steps of LReLU(dense(x_t)): (B, T, F) -> (B, D), fused."""
+    unused = dense.bias.new_zeros(1)
+    context, _ = _FusedPool.apply(
+        x, mask, dense.weight, dense.bias, unused.expand(1, dense.bias.numel()), unused, False
+    )
+    return context
