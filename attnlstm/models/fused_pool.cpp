@@ -1,5 +1,5 @@
-// Raffel & Ellis's dense layer and feed-forward attention pooling, fused into one pass over
-// each sequence's steps (forward) and two (backward), for long inputs on the CPU.
+// Raffel & Ellis's dense layer and feed-forward attention pooling, fused into one sweep over
+// each sequence's steps forward and one more backward, for long inputs on the CPU.
 //
 // For every real step t of a sequence (x_t has F features; D units):
 //
@@ -8,8 +8,8 @@
 //
 // (``mean`` pooling: alpha_t = 1 / L and no scores). Since e_t lies in [-1, 1], exp(e_t) lies
 // in [1/e, e] and the softmax needs no running maximum. Per step the kernel keeps p_t and h_t
-// in a D-float buffer on the stack side of the cache, so nothing of size T x D is ever
-// written. Sequences are split over torch's threads (at::parallel_for): one parallel region
+// in a D-float buffer that stays in the L1 cache, so nothing of size T x D is ever written
+// (the backward pass recomputes them). Sequences are split over torch's threads (at::parallel_for): one parallel region
 // per call, not one per small kernel, which is what keeps it fast beside a busy process.
 //
 // Backward, with g = dL/dcontext and s_t = LReLU'(p_t):
@@ -19,7 +19,8 @@
 //     dL/dW = sum_t dL/dp_t x_t^T,  dL/db = sum_t dL/dp_t,  dL/dw = sum_t dL/da_t h_t,
 //     dL/dc = sum_t dL/da_t,        dL/dx_t = W^T dL/dp_t
 //
-// The parameter gradients are summed per thread and added up at the end.
+// The parameter gradients are summed in float over one sequence, then in double per thread,
+// and the threads' sums are added up at the end.
 
 #include <torch/extension.h>
 
@@ -290,9 +291,13 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
   return {grad_x, grad_weight, grad_bias, grad_w, grad_c};
 }
 
+// Both release the GIL while they run, as torch's own operators do, so that other Python
+// threads (a data loader's, a progress bar's) keep going.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fused_pool_forward", &fused_pool_forward,
-        "context, scores, weights of the fused dense layer and pooling");
+        "context, scores, weights of the fused dense layer and pooling",
+        py::call_guard<py::gil_scoped_release>());
   m.def("fused_pool_backward", &fused_pool_backward,
-        "dx, dW, db, dw, dc of the fused dense layer and pooling");
+        "dx, dW, db, dw, dc of the fused dense layer and pooling",
+        py::call_guard<py::gil_scoped_release>());
 }

@@ -21,8 +21,10 @@ None where it cannot be built, and ``model.pooling=auto`` then uses the chunked 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import platform
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,20 @@ _REORDERED_SUMS = [
 ]
 
 
+def _machine_tag() -> str:
+    """8 hex digits naming this CPU's instruction sets: the kernel is built for the machine it
+    runs on (``-march=native``), and a home folder shared by different machines (a cluster's)
+    must not hand one machine's build to another, where it could stop on an illegal
+    instruction."""
+    flags = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), flags)
+    except OSError:
+        pass
+    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+
+
 @cache
 def fused_kernel() -> Any | None:
     """The compiled module (``fused_pool_forward``, ``fused_pool_backward``), or None where it
@@ -62,7 +78,7 @@ def fused_kernel() -> Any | None:
         from torch.utils.cpp_extension import load
 
         return load(
-            name="attnlstm_fused_pool",
+            name=f"attnlstm_fused_pool_{_machine_tag()}",
             sources=[str(SOURCE)],
             extra_cflags=["-O3", "-march=native", "-fopenmp", *_REORDERED_SUMS],
             extra_ldflags=["-fopenmp"],
