@@ -11,6 +11,8 @@ reason.
 from __future__ import annotations
 
 import copy
+import json
+import math
 
 import pytest
 import torch
@@ -189,5 +191,24 @@ def test_fused_model_equals_plain_model() -> None:
 
 
 def test_fused_is_refused_where_it_does_not_apply() -> None:
-    with pytest.raises(ConfigError, match="model.pooling=fused applies to ffattn and mean with one dense layer"):
+    with pytest.raises(ConfigError, match=r"model\.pooling=fused applies to ffattn and mean"):
         _model("fused", num_layers=2)
+
+
+@pytest.mark.slow
+def test_training_run_with_the_fused_pooling(tmp_path, monkeypatch) -> None:
+    """attnlstm-train at T0 = 600 with model.pooling=fused: the run trains, records the choice,
+    and its log says the kernel was loaded."""
+    from tests.conftest import TINY, only_run_dir, run_cli
+
+    monkeypatch.delenv(fused_pool.DISABLE_ENV, raising=False)  # the child inherits os.environ
+    tiny = [arg for arg in TINY if not arg.startswith("task.min_length")]
+    run_cli(
+        ["model=ffattn", "task.min_length=600", "model.pooling=fused", *tiny], tmp_path / "runs"
+    )
+    run = only_run_dir(tmp_path / "runs")
+    assert "pooling: fused" in (run / "config.yaml").read_text()
+    assert "loading the fused pooling kernel" in (run / "train.log").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] in ("completed", "solved"), metrics["status"]
+    assert math.isfinite(metrics["test"]["test/loss"])
