@@ -142,14 +142,18 @@ def main() -> None:
         f"median of {args.repeats} updates\n"
     )
     names = poolings()
+
+    def row(*groups: list[str]) -> str:
+        """One markdown table row of the cells of every group."""
+        return "| " + " | ".join(cell for group in groups for cell in group) + " |"
+
     print(
-        "| T0 | padded length | "
-        + " | ".join(f"{n} s/update" for n in names)
-        + " | "
-        + " | ".join(f"plain / {n}" for n in names[1:])
-        + " | "
-        + " | ".join(f"{n} peak MB" for n in names)
-        + " |"
+        row(
+            ["T0", "padded length"],
+            [f"{n} s/update" for n in names],
+            [f"plain / {n}" for n in names[1:]],
+            [f"{n} peak MB" for n in names],
+        )
     )
     print("|---:|---:|" + "---:|" * (3 * len(names) - 1))
     context = multiprocessing.get_context("spawn")
@@ -172,13 +176,12 @@ def main() -> None:
             child.join()
         baseline = min(before for before, _ in memory.values())
         print(
-            f"| {min_length} | {padded} | "
-            + " | ".join(f"{seconds[n]:.3f}" for n in names)
-            + " | "
-            + " | ".join(f"{seconds['plain'] / seconds[n]:.1f}x" for n in names[1:])
-            + " | "
-            + " | ".join(f"{memory[n][1]:.0f}" for n in names)
-            + " |"
+            row(
+                [str(min_length), str(padded)],
+                [f"{seconds[n]:.3f}" for n in names],
+                [f"{seconds['plain'] / seconds[n]:.1f}x" for n in names[1:]],
+                [f"{memory[n][1]:.0f}" for n in names],
+            )
         )
     print(
         "\npeak MB = peak resident memory of a process that builds the model and runs two"

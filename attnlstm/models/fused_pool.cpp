@@ -52,6 +52,21 @@ std::vector<float> pad_columns(const torch::Tensor& matrix, int64_t rows, int64_
 }
 
 
+// The dense layer's and the scorer's parameters, padded to Dp units (see kLanes).
+struct PaddedParameters {
+  int64_t Dp;
+  std::vector<float> weight_t;  // W^T, F x Dp
+  std::vector<float> bias;      // Dp
+  std::vector<float> score;     // w, Dp
+};
+
+PaddedParameters pad_parameters(const torch::Tensor& weight, const torch::Tensor& bias,
+                                const torch::Tensor& score_weight) {
+  const int64_t D = weight.size(0), F = weight.size(1);
+  return {padded(D), pad_columns(weight.t(), F, D), pad_columns(bias.reshape({1, D}), 1, D),
+          pad_columns(score_weight.reshape({1, D}), 1, D)};
+}
+
 // One pass over the units for one step: p = W x + b and h = LReLU(p) (both stored), and the
 // dot product v . h. kF > 0 fixes the number of input features at compile time (the
 // long-memory tasks have 2), which lets the loop over the units vectorise; kF = 0 reads F.
@@ -129,10 +144,11 @@ std::vector<torch::Tensor> fused_pool_forward(torch::Tensor x, torch::Tensor len
                                               torch::Tensor score_bias, bool attend) {
   x = x.contiguous();
   const int64_t B = x.size(0), T = x.size(1), F = x.size(2), D = weight.size(0);
-  const int64_t Dp = padded(D);
-  const std::vector<float> wt = pad_columns(weight.t(), F, D);  // W^T, F x Dp
-  const std::vector<float> bp = pad_columns(bias.reshape({1, D}), 1, D);
-  const std::vector<float> wp = pad_columns(score_weight.reshape({1, D}), 1, D);
+  const PaddedParameters params = pad_parameters(weight, bias, score_weight);
+  const int64_t Dp = params.Dp;
+  const std::vector<float>& wt = params.weight_t;
+  const std::vector<float>& bp = params.bias;
+  const std::vector<float>& wp = params.score;
   const float c = attend ? score_bias.item<float>() : 0.f;
   auto lengths_c = lengths.to(torch::kInt64).contiguous();
   auto context = torch::zeros({B, D}, x.options());
@@ -196,10 +212,11 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
                                                bool need_grad_x) {
   x = x.contiguous();
   const int64_t B = x.size(0), T = x.size(1), F = x.size(2), D = weight.size(0);
-  const int64_t Dp = padded(D);
-  const std::vector<float> wt = pad_columns(weight.t(), F, D);  // W^T, F x Dp
-  const std::vector<float> bp = pad_columns(bias.reshape({1, D}), 1, D);
-  const std::vector<float> wp = pad_columns(score_weight.reshape({1, D}), 1, D);
+  const PaddedParameters params = pad_parameters(weight, bias, score_weight);
+  const int64_t Dp = params.Dp;
+  const std::vector<float>& wt = params.weight_t;
+  const std::vector<float>& bp = params.bias;
+  const std::vector<float>& wp = params.score;
   const std::vector<float> gp = pad_columns(grad_context, B, D);  // B x Dp
   const std::vector<float> cp = pad_columns(context, B, D);        // B x Dp
   auto lengths_c = lengths.to(torch::kInt64).contiguous();
