@@ -372,6 +372,15 @@ def test_meter_counts_exact_matches_against_any_reference_and_bleu_is_sacrebleus
     assert corpus_bleu(["a b c d"], [["a b c d"]]) == pytest.approx(100.0)
 
 
+def test_bleu_of_tokenised_text_logs_no_detokenize_warning(caplog) -> None:
+    """The tasks' text is tokenised on purpose: sacrebleu's "forgot to detokenize" warning
+    filled every translation run's log, once per evaluation."""
+    with caplog.at_level("WARNING"):
+        score = corpus_bleu(["i m cold .", "he is late ."], [["i am cold ."], ["he is late ."]])
+    assert 0 < score < 100
+    assert not [r for r in caplog.records if "detokenize" in r.getMessage()]
+
+
 @pytest.mark.slow  # 35 s; test_translate_command_after_training trains end to end by default
 def test_reverse_trains_end_to_end_with_heatmaps_and_length_buckets(tmp_path: Path) -> None:
     """A small reverse problem is learned in seconds; the test split reports greedy and beam

@@ -169,7 +169,9 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) 
     reference_streams = [
         [refs[i] if i < len(refs) else None for refs in references] for i in range(streams)
     ]
-    bleu = sacrebleu.corpus_bleu(list(hypotheses), reference_streams, tokenize="none")
+    # force: the text is tokenised on purpose; without it sacrebleu logs "you forgot to
+    # detokenize" at every evaluation (it changes nothing else)
+    bleu = sacrebleu.corpus_bleu(list(hypotheses), reference_streams, tokenize="none", force=True)
     return float(bleu.score)
 
 
