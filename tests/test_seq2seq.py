@@ -375,8 +375,9 @@ def test_meter_counts_exact_matches_against_any_reference_and_bleu_is_sacrebleus
 def test_bleu_of_tokenised_text_logs_no_detokenize_warning(caplog) -> None:
     """The tasks' text is tokenised on purpose: sacrebleu's "forgot to detokenize" warning
     filled every translation run's log, once per evaluation."""
+    hypotheses = ["i m cold .", "he is late ."] * 60  # sacrebleu warns from 100 such lines on
     with caplog.at_level("WARNING"):
-        score = corpus_bleu(["i m cold .", "he is late ."], [["i am cold ."], ["he is late ."]])
+        score = corpus_bleu(hypotheses, [["i am cold ."], ["he is late ."]] * 60)
     assert 0 < score < 100
     assert not [r for r in caplog.records if "detokenize" in r.getMessage()]
 
