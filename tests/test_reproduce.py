@@ -95,6 +95,22 @@ def test_method_table_gives_mean_and_std_over_seeds_and_names_the_winner() -> No
     assert "exceeds the seed spread (√(s1² + s2²) = 1.41)" in text
 
 
+def test_translation_bleu_is_shown_on_its_own_scale() -> None:
+    """sacrebleu's BLEU is 0-100 already: the table shows 43.5, not 4350 (as it first did),
+    while reversal's exact match, a fraction, is shown as a percentage."""
+    runs = [
+        _run(
+            {"model.attention_style": "luong", "attention.method": "dot", "seed": seed},
+            {"test": {"test/bleu": bleu, "test/acc": 0.78, "test/exact": 0.5}, "epochs": 20},
+        )
+        for seed, bleu in ((0, 43.0), (1, 44.0))
+    ]
+    bleu_table = TABLES["translation"].render(runs)
+    assert "| luong | dot | 0, 1 | 43.5 ± 0.7 (n=2) | 78.0 ± 0.0 (n=2) |" in bleu_table
+    exact_table = TABLES["seq2seq"].render(runs)
+    assert "| luong | dot | 0, 1 | 50.0 ± 0.0 (n=2) | 78.0 ± 0.0 (n=2) |" in exact_table
+
+
 def test_a_lead_inside_the_spread_is_called_so() -> None:
     close = {
         "a": Summary((0.850, 0.860, 0.840), 3),

@@ -463,13 +463,17 @@ def _language_model(
     return render
 
 
-def _seq2seq(metric: str, label: str) -> Callable[[Sequence[Run]], str]:
+def _seq2seq(metric: str, label: str, scale: float) -> Callable[[Sequence[Run]], str]:
+    """The table of a seq2seq sweep: ``metric`` (times ``scale``: 100 for a fraction such as
+    exact match, 1 for BLEU, which sacrebleu already gives on 0-100), token accuracy, epochs
+    and minutes, a row per style and method."""
+
     def render(runs: Sequence[Run]) -> str:
         return method_table(
             runs,
             rows=[("style", "model.attention_style"), ("attention", "attention.method")],
             columns=[
-                Column(label, metric, 100, 1),
+                Column(label, metric, scale, 1),
                 Column("test token acc", "test/acc", 100, 1),
                 Column("epochs", "epochs", digits=0),
                 Column("minutes", "minutes", digits=1),
@@ -666,7 +670,7 @@ TABLES: dict[str, Table] = {
                     cost="3 min a run",
                 ),
             ),
-            _seq2seq("test/exact", "test exact match (greedy)"),
+            _seq2seq("test/exact", "test exact match (greedy)", 100),
         ),
         Table(
             "translation",
@@ -688,7 +692,7 @@ TABLES: dict[str, Table] = {
                     cost="14 min a run",
                 ),
             ),
-            _seq2seq("test/bleu", "test BLEU (greedy)"),
+            _seq2seq("test/bleu", "test BLEU (greedy)", 1),
         ),
     )
 }
