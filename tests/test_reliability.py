@@ -11,6 +11,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -356,7 +357,8 @@ def test_a_diverged_run_exits_3_with_strict_json_and_no_best(tmp_path: Path) -> 
         raise AssertionError(f"not strict JSON: {constant}")
 
     metrics = json.loads(text, parse_constant=refuse)
-    assert metrics["status"] == "diverged" and "became nan" in metrics["error"]
+    # NaN or inf, whichever the BLAS produces first at this rate (MKL_CBWR changes which)
+    assert metrics["status"] == "diverged" and re.search("became (nan|inf)", metrics["error"])
     assert not (tmp_path / "run" / "best.pt").exists()
 
 
