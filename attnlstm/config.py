@@ -524,6 +524,12 @@ class TextClassificationTaskConfig:
     (``eval_batch_size`` in evaluation) are padded, with lengths, drawn from pools sorted by
     length. Metrics: loss, accuracy and the
     macro-averaged F1 over the classes. ``name`` only labels the run.
+
+    ``subword_buckets`` > 0 adds subword features (fastText's, Bojanowski et al. 2017): each
+    token also carries the ids of its character n-grams of ``subword_min_n`` to
+    ``subword_max_n`` characters (the word written ``<word>``), hashed into that many buckets,
+    so a word unknown to the training vocabulary still reads as its parts. Word dropout
+    replaces the word id only; its n-grams stay.
     """
 
     name: str = "text_classification"
@@ -543,9 +549,21 @@ class TextClassificationTaskConfig:
     label_smoothing: float = 0.0
     batch_size: int = 64
     eval_batch_size: int = 256
+    subword_buckets: int = 0
+    subword_min_n: int = 3
+    subword_max_n: int = 5
 
     def __post_init__(self) -> None:
         _positive(self, "task", "min_count", "batch_size", "eval_batch_size")
+        _positive(self, "task", "subword_min_n", "subword_max_n")
+        if self.subword_buckets < 0:
+            _fail("task.subword_buckets", self.subword_buckets, "0 (no subwords) or more")
+        if self.subword_max_n < self.subword_min_n:
+            _fail(
+                "task.subword_max_n",
+                self.subword_max_n,
+                f"at least task.subword_min_n ({self.subword_min_n})",
+            )
         _positive_or_none(self, "task", "max_tokens", none_means="whole texts")
         _probability(self, "task", "word_dropout", "label_smoothing")
         if self.delimiter is not None and len(self.delimiter) != 1:

@@ -75,6 +75,8 @@ class TaskSpec:
         aux_output_size: classes of an auxiliary per-word output (a tagger's second tag
             column), or 0.
         special: the ids of the special tokens.
+        subword_buckets: hashed character n-gram buckets of the token inputs (ids 1 to
+            ``subword_buckets``, 0 = none), or 0 when tokens come without subwords.
     """
 
     input_size: int
@@ -84,6 +86,7 @@ class TaskSpec:
     char_vocab_size: int = 0
     aux_output_size: int = 0
     special: SpecialTokens = field(default_factory=SpecialTokens)
+    subword_buckets: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain containers, as a checkpoint loaded with ``weights_only=True`` accepts."""
@@ -95,6 +98,7 @@ class TaskSpec:
             "char_vocab_size": self.char_vocab_size,
             "aux_output_size": self.aux_output_size,
             "special": vars(self.special).copy(),
+            "subword_buckets": self.subword_buckets,
         }
 
     @classmethod

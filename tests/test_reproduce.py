@@ -215,7 +215,7 @@ def test_print_only_reads_what_is_there(tmp_path: Path, capsys: pytest.CaptureFi
     (run / "metrics.json").write_text(json.dumps(metrics))
     assert main(["sst2", "--print-only", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "1 finished runs under" in out and "| lstm_attn | dot | 0 | 80.00 (n=1) |" in out
+    assert "1 finished runs under" in out and "| lstm_attn | dot | 0 | 0 | 80.00 (n=1) |" in out
 
 
 @pytest.mark.slow
@@ -289,7 +289,7 @@ def test_kept_records_travel_to_a_fresh_checkout_and_are_never_overwritten(
     assert main(["sst2", "--print-only", "--out", str(fresh), "--keep", str(keep)]) == 0
     printed = capsys.readouterr().out
     assert "1 finished runs restored from" in printed
-    assert "| lstm_attn | dot | 0 | 80.00 (n=1) |" in printed
+    assert "| lstm_attn | dot | 0 | 0 | 80.00 (n=1) |" in printed
     assert (fresh / "sst2/attention/attention=dot,seed=0/metrics.json").is_file()
 
     # a run made since is kept beside; the kept one is not rewritten
@@ -413,7 +413,7 @@ def test_doc_writes_the_table_between_its_markers_and_nowhere_else(
     assert main(argv) == 0
     text = page.read_text()
     assert text.startswith(f"# SST-2\n\nintro\n\n{start}\n`attnlstm-reproduce sst2`: 1 finished")
-    assert "| lstm_attn | dot | 0 | 80.00 (n=1) |" in text and "old table" not in text
+    assert "| lstm_attn | dot | 0 | 0 | 80.00 (n=1) |" in text and "old table" not in text
     assert text.endswith(f"{end}\n\nafter\n")
     assert main(argv) == 0 and page.read_text() == text  # the same runs, the same page
     page.write_text("# no markers\n")
@@ -421,3 +421,18 @@ def test_doc_writes_the_table_between_its_markers_and_nowhere_else(
     assert main(argv) == 2
     assert "has no place for table sst2: put the lines" in capsys.readouterr().err
     assert page.read_text() == "# no markers\n"
+
+
+def test_sst2_rows_say_whether_the_runs_read_subwords() -> None:
+    """Records kept before ``task.subword_buckets`` existed have no such key: they are the
+    rows with 0 buckets, apart from the runs with subwords, not averaged with them."""
+    plain = [_classifier("additive", seed, 0.84) for seed in range(2)]
+    subwords = [_classifier("additive", seed, 0.86) for seed in range(2)]
+    for run in subwords:
+        run.config.update(
+            {"task.subword_buckets": 20000, "task.subword_min_n": 3, "task.subword_max_n": 5}
+        )
+    lines = TABLES["sst2"].render([*plain, *subwords]).splitlines()
+    assert lines[0].startswith("| model | attention | subword buckets | seeds | test acc |")
+    assert lines[2].startswith("| lstm_attn | additive | 20000 | 0, 1 | 86.00 ± 0.00 (n=2) |")
+    assert lines[3].startswith("| lstm_attn | additive | 0 | 0, 1 | 84.00 ± 0.00 (n=2) |")

@@ -328,6 +328,6 @@ def test_sst2_table_aggregates_seeds(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True
     ).stdout
-    row = "| lstm_attn | feedforward | 0, 1 | 85.00 ± 1.41 (n=2) | 85.00 ± 1.41 (n=2)"
+    row = "| lstm_attn | feedforward | 0 | 0, 1 | 85.00 ± 1.41 (n=2) | 85.00 ± 1.41 (n=2)"
     assert row + " | 85.00 ± 0.00 (n=2) | 5.0 ± 0.0 (n=2) |" in out
-    assert "| Tai et al. (2015) LSTM, GloVe |  |  | 84.9 |" in out
+    assert "| Tai et al. (2015) LSTM, GloVe |  |  |  | 84.9 |" in out

@@ -9,6 +9,7 @@ quoting rules. Texts are split on whitespace (SST-2 is tokenised already).
 from __future__ import annotations
 
 import csv
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -129,3 +130,24 @@ def delimiter_for(file_name: str, configured: str | None) -> str:
     if configured:
         return configured
     return "," if file_name.lower().endswith(".csv") else "\t"
+
+
+def char_ngrams(word: str, min_n: int, max_n: int) -> list[str]:
+    """The character n-grams of ``<word>`` of ``min_n`` to ``max_n`` characters, shortest
+    first, in order of position; the bracketed word itself only when it is one of them
+    (fastText's subwords: ``char_ngrams("fun", 3, 4)`` = ``<fu, fun, un>, <fun, fun>``)."""
+    marked = f"<{word}>"
+    return [
+        marked[start : start + n]
+        for n in range(min_n, max_n + 1)
+        for start in range(len(marked) - n + 1)
+    ]
+
+
+def subword_ids(word: str, buckets: int, min_n: int, max_n: int) -> list[int]:
+    """The bucket of each of :func:`char_ngrams`: 1 + crc32(UTF-8 of the n-gram) mod
+    ``buckets`` (0 is left for padding). CRC-32 rather than ``hash()``, which Python salts
+    per process: the same word gets the same ids in every run and on every machine."""
+    return [
+        1 + zlib.crc32(ngram.encode("utf-8")) % buckets for ngram in char_ngrams(word, min_n, max_n)
+    ]

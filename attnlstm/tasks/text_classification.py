@@ -27,6 +27,7 @@ from attnlstm.data.text_classification import (
     delimiter_for,
     make_vocabulary,
     read_labelled_texts,
+    subword_ids,
 )
 from attnlstm.errors import ConfigError
 from attnlstm.tasks.base import AttentionMap, Meter, Monitor, Task, TaskSpec
@@ -34,6 +35,14 @@ from attnlstm.tasks.registry import register_task
 
 #: batches per pool of training texts sorted by length before being cut into batches
 POOL_BATCHES = 50
+
+#: a text as the task keeps it: word ids, label id, its words' subword ids (T, K) or None
+Encoded = tuple[list[int], int, Tensor | None]
+
+
+def word_ids(inputs: Tensor) -> Tensor:
+    """The word ids (B, T) of a batch's inputs: (B, T) itself, or column 0 of (B, T, 1 + K)."""
+    return inputs[..., 0] if inputs.dim() == 3 else inputs
 
 
 class ClassificationMeter(Meter):
@@ -120,12 +129,14 @@ class TextClassificationTask(Task):
                     f" lacks: {', '.join(unknown[:5])}"
                 )
         self.vocab = make_vocabulary((e.tokens for e in train), cfg.min_count)
+        self._subword_cache: dict[str, list[int]] = {}
         self.spec = TaskSpec(
             len(self.vocab),
             len(self.classes),
             target="value",
             inputs="tokens",
             special=SpecialTokens(pad=PAD_ID, unk=UNK_ID, bos=None, eos=None),
+            subword_buckets=cfg.subword_buckets,
         )
         self.train_data = self._encode(train)
         self.eval_data = {
@@ -136,21 +147,55 @@ class TextClassificationTask(Task):
 
     # -- data -------------------------------------------------------------------------------
 
-    def _encode(self, examples: Sequence[LabelledText]) -> list[tuple[list[int], int]]:
+    def _encode(self, examples: Sequence[LabelledText]) -> list[Encoded]:
+        """Each text as (word ids, label id, its words' subword ids (T, K) or None), K being
+        the most n-grams any of its words has, 0 after a word's own."""
         label_ids = {label: index for index, label in enumerate(self.classes)}
         limit = self.cfg.max_tokens
-        return [(self.vocab.encode(e.tokens[:limit], UNK_ID), label_ids[e.label]) for e in examples]
+        encoded = []
+        for example in examples:
+            tokens = example.tokens[:limit]
+            subwords = None
+            if self.cfg.subword_buckets > 0:
+                ngrams = [self._subwords_of(token) for token in tokens]
+                width = max(len(ids) for ids in ngrams)
+                # int32 halves the memory of the whole training set's subwords
+                subwords = torch.tensor(
+                    [ids + [0] * (width - len(ids)) for ids in ngrams], dtype=torch.int32
+                )
+            encoded.append((self.vocab.encode(tokens, UNK_ID), label_ids[example.label], subwords))
+        return encoded
 
-    def _collate(self, examples: Sequence[tuple[list[int], int]]) -> SequenceBatch:
-        lengths = torch.tensor([len(ids) for ids, _ in examples], dtype=torch.long)
-        tokens = torch.full((len(examples), int(lengths.max())), PAD_ID, dtype=torch.long)
-        for row, (ids, _) in enumerate(examples):
-            tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        targets = torch.tensor([label for _, label in examples], dtype=torch.long)
+    def _subwords_of(self, word: str) -> list[int]:
+        """:func:`subword_ids` of ``word`` under this task's settings, computed once per word."""
+        ids = self._subword_cache.get(word)
+        if ids is None:
+            cfg = self.cfg
+            ids = subword_ids(word, cfg.subword_buckets, cfg.subword_min_n, cfg.subword_max_n)
+            self._subword_cache[word] = ids
+        return ids
+
+    def _collate(self, examples: Sequence[Encoded]) -> SequenceBatch:
+        """Token ids (B, T), or with subwords (B, T, 1 + K): the word id, then its K n-gram
+        ids (K: the most any word of the batch has), 0 beyond them and beyond each text."""
+        lengths = torch.tensor([len(ids) for ids, _, _ in examples], dtype=torch.long)
+        longest = int(lengths.max())
+        if self.cfg.subword_buckets > 0:
+            width = 1 + max(subs.size(1) for _, _, subs in examples if subs is not None)
+            tokens = torch.full((len(examples), longest, width), PAD_ID, dtype=torch.long)
+            for row, (ids, _, subs) in enumerate(examples):
+                tokens[row, : len(ids), 0] = torch.tensor(ids, dtype=torch.long)
+                if subs is not None:
+                    tokens[row, : len(ids), 1 : 1 + subs.size(1)] = subs
+        else:
+            tokens = torch.full((len(examples), longest), PAD_ID, dtype=torch.long)
+            for row, (ids, _, _) in enumerate(examples):
+                tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        targets = torch.tensor([label for _, label, _ in examples], dtype=torch.long)
         return SequenceBatch(tokens, targets, lengths)
 
     def _batches(
-        self, examples: Sequence[tuple[list[int], int]], order: list[int], size: int | None = None
+        self, examples: Sequence[Encoded], order: list[int], size: int | None = None
     ) -> list[SequenceBatch]:
         """Batches of ``size`` examples taken in ``order``, sorted by length within pools of
         POOL_BATCHES batches (less padding, same examples)."""
@@ -172,11 +217,16 @@ class TextClassificationTask(Task):
         for index in shuffled:
             batch = batches[index]
             if self.cfg.word_dropout > 0:
-                drop = torch.rand(batch.inputs.shape, generator=self.generator)
-                real = batch.inputs != PAD_ID
-                batch.inputs = batch.inputs.masked_fill(
-                    (drop < self.cfg.word_dropout) & real, UNK_ID
+                # the word ids only: a dropped word keeps its subwords
+                words = word_ids(batch.inputs)
+                drop = torch.rand(words.shape, generator=self.generator)
+                dropped = words.masked_fill(
+                    (drop < self.cfg.word_dropout) & (words != PAD_ID), UNK_ID
                 )
+                if batch.inputs.dim() == 3:
+                    batch.inputs = torch.cat([dropped.unsqueeze(-1), batch.inputs[..., 1:]], -1)
+                else:
+                    batch.inputs = dropped
             yield batch
 
     def num_train_batches(self) -> int:
@@ -205,7 +255,7 @@ class TextClassificationTask(Task):
         if not maps:
             return maps
         weights = maps[0].weights  # (B, T), on the CPU
-        tokens = batch.inputs.cpu()
+        tokens = word_ids(batch.inputs.cpu())
         lengths = batch.lengths if batch.lengths is not None else (tokens != PAD_ID).sum(dim=1)
         gold = batch.targets.cpu().tolist()
         predicted = output.prediction.detach().argmax(dim=-1).cpu().tolist()
@@ -224,12 +274,27 @@ class TextClassificationTask(Task):
             )
         return texts
 
-    def state_dict(self) -> dict[str, Any]:
+    def _subword_settings(self) -> dict[str, int]:
+        """What turns a word into its subword ids (empty without subwords): a model trained
+        on one hashing cannot read another's."""
+        cfg = self.cfg
+        if cfg.subword_buckets <= 0:
+            return {}
         return {
+            "buckets": cfg.subword_buckets,
+            "min_n": cfg.subword_min_n,
+            "max_n": cfg.subword_max_n,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
             "generator": self.generator.get_state(),
             "vocab": self.vocab.state_dict(),
             "classes": list(self.classes),
         }
+        if self.cfg.subword_buckets > 0:
+            state["subwords"] = self._subword_settings()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
@@ -237,6 +302,13 @@ class TextClassificationTask(Task):
             raise ConfigError(
                 f"the checkpoint's classes {state['classes']} differ from these files'"
                 f" {self.classes}; resume with the same data and task settings"
+            )
+        if state.get("subwords", {}) != self._subword_settings():
+            raise ConfigError(
+                f"the checkpoint's subword settings {state.get('subwords') or 'none'} differ"
+                f" from these task settings' {self._subword_settings() or 'none'}"
+                " (task.subword_buckets, task.subword_min_n, task.subword_max_n); resume with"
+                " the run's settings"
             )
         if state.get("vocab", {}).get("words") not in (None, self.vocab.words):
             raise ConfigError(
