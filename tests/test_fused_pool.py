@@ -65,13 +65,14 @@ def _gradients(fn, x, dense, scorer, grad_out):
 @pytest.mark.parametrize("features, units", [(2, 100), (2, 7), (1, 16), (5, 13)])
 def test_fused_equals_plain(attend: bool, masked: bool, features: int, units: int) -> None:
     """Values and gradients (input, dense layer, scorer) within float32 rounding of the plain
-    float64 computation; sizes off the kernel's 8-lane blocks, the generic feature count (5)
-    and a sequence with no steps included."""
+    float64 computation; sizes off the kernel's 8-lane blocks, the generic feature count (5),
+    a sequence with no steps, and lengths of every remainder after the kernel's blocks of 4
+    steps (53, 30, 1, 8, 7: remainders 1, 2, 1, 0, 3) included."""
     torch.manual_seed(0)
-    batch, steps = 4, 53
+    batch, steps = 6, 53
     dense, scorer = torch.nn.Linear(features, units), torch.nn.Linear(units, 1)
     x = torch.randn(batch, steps, features, requires_grad=True)
-    lengths = torch.tensor([53, 30, 1, 0])
+    lengths = torch.tensor([53, 30, 1, 0, 8, 7])
     mask = (torch.arange(steps) < lengths[:, None]) if masked else None
     grad_out = torch.randn(batch, units)
 

@@ -7,9 +7,10 @@
 //     alpha_t = exp(e_t) / sum_u exp(e_u),   context = sum_t alpha_t h_t
 //
 // (``mean`` pooling: alpha_t = 1 / L and no scores). Since e_t lies in [-1, 1], exp(e_t) lies
-// in [1/e, e] and the softmax needs no running maximum. Per step the kernel keeps p_t and h_t
-// in a D-float buffer that stays in the L1 cache, so nothing of size T x D is ever written
-// (the backward pass recomputes them). Sequences are split over torch's threads (at::parallel_for): one parallel region
+// in [1/e, e] and the softmax needs no running maximum. The kernel takes the steps four at a
+// time (kSteps, for 1-4 input features; one at a time otherwise) and keeps their p_t and h_t
+// in a 4 x D-float buffer that stays in the L1 cache, so nothing of size T x D is ever
+// written (the backward pass recomputes them). Sequences are split over torch's threads (at::parallel_for): one parallel region
 // per call, not one per small kernel, which is what keeps it fast beside a busy process.
 //
 // Backward, with g = dL/dcontext and s_t = LReLU'(p_t):
@@ -27,6 +28,7 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -116,6 +118,114 @@ inline void backward_step(const float* __restrict__ x, const float* __restrict__
   }
 }
 
+// -- several steps at once (1-4 input features) ---------------------------------------------
+//
+// A step's chain is long: the dot product w . h_t, its reduction, the tanh, the exp, and only
+// then the weighted sum into the context. One step at a time leaves the core waiting on that
+// chain (about 100 cycles a step). kSteps steps at once load W, b and w once for all of them
+// and run kSteps independent chains side by side; the context then takes kSteps steps in one
+// pass. Units are kLanes-float vectors (GCC/Clang vector extensions: AVX2 or AVX-512 under
+// -march=native, SSE pairs elsewhere).
+
+constexpr int64_t kSteps = 4;
+
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float)), aligned(alignof(float))));
+
+inline Vec load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store(float* p, Vec v) { std::memcpy(p, &v, sizeof v); }
+
+inline float lane_sum(Vec v) {
+  float total = 0.f;
+  for (int64_t k = 0; k < kLanes; ++k) total += v[k];
+  return total;
+}
+
+inline Vec broadcast(float value) { return Vec{} + value; }
+
+// For the kS steps whose kF features start at x: p_s = W x_s + b (into pre, when not null)
+// and h_s = LReLU(p_s) (into hidden), each Dp floats at s * Dp, and dots[s] = v . h_s.
+template <int64_t kF, int64_t kS>
+inline void dense_dot_steps(const float* __restrict__ x, const float* __restrict__ weight_t,
+                            const float* __restrict__ bias, const float* __restrict__ v,
+                            int64_t Dp, float* __restrict__ pre, float* __restrict__ hidden,
+                            float* __restrict__ dots) {
+  float xs[kS][kF];
+  for (int64_t s = 0; s < kS; ++s)
+    for (int64_t f = 0; f < kF; ++f) xs[s][f] = x[s * kF + f];
+  Vec acc[kS] = {};
+  const Vec zero = {}, slope = broadcast(kSlope);
+  for (int64_t b = 0; b < Dp; b += kLanes) {
+    Vec wf[kF];
+    for (int64_t f = 0; f < kF; ++f) wf[f] = load(weight_t + f * Dp + b);
+    const Vec bv = load(bias + b), vv = load(v + b);
+    for (int64_t s = 0; s < kS; ++s) {
+      Vec p = bv;
+      for (int64_t f = 0; f < kF; ++f) p += wf[f] * xs[s][f];
+      const Vec h = p > zero ? p : p * slope;
+      if (pre != nullptr) store(pre + s * Dp + b, p);
+      store(hidden + s * Dp + b, h);
+      acc[s] += vv * h;
+    }
+  }
+  for (int64_t s = 0; s < kS; ++s) dots[s] = lane_sum(acc[s]);
+}
+
+// The backward pass's sweep over the units for kS steps (pre, hidden as dense_dot_steps left
+// them), given alpha_s and dL/da_s (grad_act): dL/dp_s summed into the gradients of b, w and
+// W^T (F x Dp), and, when grad_x is not null, dL/dx_s = W^T dL/dp_s into grad_x[s * kF + f].
+template <int64_t kF, int64_t kS>
+inline void backward_steps(const float* __restrict__ x, const float* __restrict__ pre,
+                           const float* __restrict__ hidden, const float* __restrict__ g,
+                           const float* __restrict__ w, const float* __restrict__ weight_t,
+                           const float* alpha, const float* grad_act, int64_t Dp,
+                           float* __restrict__ sum_b, float* __restrict__ sum_w,
+                           float* __restrict__ sum_W, float* __restrict__ grad_x) {
+  float xs[kS][kF];
+  for (int64_t s = 0; s < kS; ++s)
+    for (int64_t f = 0; f < kF; ++f) xs[s][f] = x[s * kF + f];
+  Vec gx[kS][kF] = {};
+  const Vec zero = {}, one = broadcast(1.f), slope_neg = broadcast(kSlope);
+  for (int64_t b = 0; b < Dp; b += kLanes) {
+    const Vec gv = load(g + b), wv = load(w + b);
+    Vec sb = load(sum_b + b), sw = load(sum_w + b);
+    Vec sW[kF], wf[kF];
+    for (int64_t f = 0; f < kF; ++f) {
+      sW[f] = load(sum_W + f * Dp + b);
+      wf[f] = load(weight_t + f * Dp + b);
+    }
+    for (int64_t s = 0; s < kS; ++s) {
+      const Vec p = load(pre + s * Dp + b), h = load(hidden + s * Dp + b);
+      const Vec slope = p > zero ? one : slope_neg;
+      const Vec grad = slope * (alpha[s] * gv + grad_act[s] * wv);
+      sb += grad;
+      sw += grad_act[s] * h;
+      for (int64_t f = 0; f < kF; ++f) sW[f] += grad * xs[s][f];
+      if (grad_x != nullptr)
+        for (int64_t f = 0; f < kF; ++f) gx[s][f] += grad * wf[f];
+    }
+    store(sum_b + b, sb);
+    store(sum_w + b, sw);
+    for (int64_t f = 0; f < kF; ++f) store(sum_W + f * Dp + b, sW[f]);
+  }
+  if (grad_x != nullptr)
+    for (int64_t s = 0; s < kS; ++s)
+      for (int64_t f = 0; f < kF; ++f) grad_x[s * kF + f] = lane_sum(gx[s][f]);
+}
+
+// Calls step(std::integral_constant<int64_t, n>{}, t) for t = 0, n, 2n, ... over L steps:
+// blocks of kSteps, then single steps for the rest.
+template <typename Step>
+inline void in_blocks(int64_t L, const Step& step) {
+  int64_t t = 0;
+  for (; t + kSteps <= L; t += kSteps) step(std::integral_constant<int64_t, kSteps>{}, t);
+  for (; t < L; ++t) step(std::integral_constant<int64_t, 1>{}, t);
+}
+
 // Runs rows(features, begin, end) over the B sequences on torch's threads, with features an
 // std::integral_constant: the number of input features where it is 1-4, else 0 (read at
 // run time).
@@ -163,9 +273,10 @@ std::vector<torch::Tensor> fused_pool_forward(torch::Tensor x, torch::Tensor len
 
   auto rows = [&](auto features, int64_t begin, int64_t end) {
     constexpr int64_t kF = decltype(features)::value;
-    std::vector<float> pre(Dp), hidden(Dp), acc(Dp);
+    std::vector<float> pre(Dp), hidden(Dp), acc(Dp), block_hidden(kSteps * Dp);
     float* __restrict__ h = hidden.data();
     float* __restrict__ a = acc.data();
+    float* __restrict__ block_h = block_hidden.data();
     const float* __restrict__ w = wp.data();
     for (int64_t row = begin; row < end; ++row) {
       const int64_t L = lp[row];
@@ -174,21 +285,42 @@ std::vector<torch::Tensor> fused_pool_forward(torch::Tensor x, torch::Tensor len
       float* e_row = sp + row * T;
       float* a_row = ap + row * T;
       double total = 0.0;
-      for (int64_t t = 0; t < L; ++t) {
-        const float w_dot_h =
-            dense_dot<kF>(xp + (row * T + t) * F, wt.data(), bp.data(), w, F, Dp, pre.data(), h);
-        float unnormalised = 1.f;
-        if (attend) {
-          const float s = c + w_dot_h;
-          // tanh through one exp: glibc's tanhf costs several expf
-          const float e = 1.f - 2.f / (std::exp(2.f * s) + 1.f);
-          e_row[t] = e;
-          unnormalised = std::exp(e);  // e in [-1, 1]: no running maximum needed
-          a_row[t] = unnormalised;
+      // exp(e_t) of a step's score c + w . h_t (1 for the mean), its e_t and exp(e_t) stored
+      auto weigh = [&](float w_dot_h, int64_t t) {
+        if (!attend) return 1.f;
+        const float s = c + w_dot_h;
+        // tanh through one exp: glibc's tanhf costs several expf
+        const float e = 1.f - 2.f / (std::exp(2.f * s) + 1.f);
+        e_row[t] = e;
+        const float unnormalised = std::exp(e);  // e in [-1, 1]: no running maximum needed
+        a_row[t] = unnormalised;
+        return unnormalised;
+      };
+      if constexpr (kF > 0) {
+        in_blocks(L, [&](auto steps, int64_t t) {
+          constexpr int64_t kS = decltype(steps)::value;
+          float dots[kS], u[kS];
+          dense_dot_steps<kF, kS>(xp + (row * T + t) * kF, wt.data(), bp.data(), w, Dp,
+                                  nullptr, block_h, dots);
+          for (int64_t s = 0; s < kS; ++s) {
+            u[s] = weigh(dots[s], t + s);
+            total += u[s];
+          }
+          for (int64_t b = 0; b < Dp; b += kLanes) {
+            Vec sum = load(a + b);
+            for (int64_t s = 0; s < kS; ++s) sum += u[s] * load(block_h + s * Dp + b);
+            store(a + b, sum);
+          }
+        });
+      } else {
+        for (int64_t t = 0; t < L; ++t) {
+          const float w_dot_h = dense_dot<kF>(xp + (row * T + t) * F, wt.data(), bp.data(), w,
+                                              F, Dp, pre.data(), h);
+          const float unnormalised = weigh(w_dot_h, t);
+          total += unnormalised;
+          for (int64_t b = 0; b < Dp; b += kLanes)
+            for (int64_t k = 0; k < kLanes; ++k) a[b + k] += unnormalised * h[b + k];
         }
-        total += unnormalised;
-        for (int64_t b = 0; b < Dp; b += kLanes)
-          for (int64_t k = 0; k < kLanes; ++k) a[b + k] += unnormalised * h[b + k];
       }
       const float inv = static_cast<float>(1.0 / total);
       for (int64_t d = 0; d < D; ++d) cp[row * D + d] = a[d] * inv;
@@ -241,6 +373,9 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
     double* sums = partial.data() + static_cast<size_t>(thread) * per_thread;
     // float sums over one row's steps, added into the double sums once per row
     std::vector<float> pre(Dp), hidden(Dp), grad_pre(Dp), gw_t(F * Dp), gb(Dp), gw(Dp);
+    std::vector<float> block_pre(kSteps * Dp), block_hidden(kSteps * Dp);
+    float* __restrict__ block_p = block_pre.data();
+    float* __restrict__ block_h = block_hidden.data();
     float* __restrict__ h = hidden.data();
     float* __restrict__ p = pre.data();
     float* __restrict__ dp = grad_pre.data();
@@ -258,7 +393,27 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
       std::fill(gb.begin(), gb.end(), 0.f);
       std::fill(gw.begin(), gw.end(), 0.f);
       float gc = 0.f;
-      for (int64_t t = 0; t < L; ++t) {
+      if constexpr (kF > 0) {
+        in_blocks(L, [&](auto steps, int64_t t) {
+          constexpr int64_t kS = decltype(steps)::value;
+          const float* x_t = xp + (row * T + t) * kF;
+          float dots[kS], alpha[kS], grad_act[kS];
+          dense_dot_steps<kF, kS>(x_t, wt.data(), bp.data(), g, Dp, block_p, block_h, dots);
+          for (int64_t s = 0; s < kS; ++s) {
+            alpha[s] = ap[row * T + t + s];
+            grad_act[s] = 0.f;
+            if (attend) {
+              const float e = sp[row * T + t + s];
+              grad_act[s] = alpha[s] * (dots[s] - g_dot_c) * (1.f - e * e);
+              gc += grad_act[s];
+            }
+          }
+          backward_steps<kF, kS>(x_t, block_p, block_h, g, w, wt.data(), alpha, grad_act, Dp,
+                                 sum_b, sum_w, sum_W,
+                                 gxp != nullptr ? gxp + (row * T + t) * kF : nullptr);
+        });
+      }
+      for (int64_t t = 0; kF == 0 && t < L; ++t) {
         const float* x_t = xp + (row * T + t) * F;
         const float g_dot_h = dense_dot<kF>(x_t, wt.data(), bp.data(), g, F, Dp, p, h);
         const float alpha = ap[row * T + t];
