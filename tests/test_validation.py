@@ -251,6 +251,9 @@ RANGE_CASES = [
     _case("text", "task.max_tokens=0 ", task__max_tokens=0),
     _case("text", "task.word_dropout=1 ", task__word_dropout=1.0),
     _case("text", "task.delimiter=", task__delimiter="ab"),
+    _case("text", "task.subword_buckets=-1 ", task__subword_buckets=-1),
+    _case("text", "task.subword_min_n=0 ", task__subword_min_n=0),
+    _case("text", "task.subword_max_n=2 ", task__subword_min_n=3, task__subword_max_n=2),
     # model: sequence models
     _case("default", "model.hidden_size=0 ", model__hidden_size=0),
     _case("default", "model.num_layers=0 ", model__num_layers=0),
