@@ -23,18 +23,8 @@ from attnlstm.data.text_classification import (
 from attnlstm.errors import ConfigError
 from attnlstm.models import build_model
 from attnlstm.models.common import EmbeddedTokens
-from attnlstm.tasks import build_task
-from attnlstm.tasks.text_classification import TextClassificationTask
 from tests.conftest import only_run_dir, run_cli
-
-FIXTURE = Path(__file__).parent / "fixtures" / "text_classification"
-
-
-def _task(**overrides: object) -> TextClassificationTask:
-    cfg = TextClassificationTaskConfig(name="sst2", path=str(FIXTURE), **overrides)
-    task = build_task(cfg, seed=0)
-    assert isinstance(task, TextClassificationTask)
-    return task
+from tests.test_text_classification import FIXTURE, _task
 
 
 def test_char_ngrams_by_hand() -> None:

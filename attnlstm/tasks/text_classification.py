@@ -181,12 +181,12 @@ class TextClassificationTask(Task):
         lengths = torch.tensor([len(ids) for ids, _, _ in examples], dtype=torch.long)
         longest = int(lengths.max())
         if self.cfg.subword_buckets > 0:
-            width = 1 + max(subs.size(1) for _, _, subs in examples if subs is not None)
+            # every text was encoded with its subwords (_encode), and none is empty
+            width = 1 + max(subs.size(1) for _, _, subs in examples)  # type: ignore[union-attr]
             tokens = torch.full((len(examples), longest, width), PAD_ID, dtype=torch.long)
             for row, (ids, _, subs) in enumerate(examples):
                 tokens[row, : len(ids), 0] = torch.tensor(ids, dtype=torch.long)
-                if subs is not None:
-                    tokens[row, : len(ids), 1 : 1 + subs.size(1)] = subs
+                tokens[row, : len(ids), 1 : 1 + subs.size(1)] = subs  # type: ignore[union-attr]
         else:
             tokens = torch.full((len(examples), longest), PAD_ID, dtype=torch.long)
             for row, (ids, _, _) in enumerate(examples):
