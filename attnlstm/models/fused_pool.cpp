@@ -7,11 +7,12 @@
 //     alpha_t = exp(e_t) / sum_u exp(e_u),   context = sum_t alpha_t h_t
 //
 // (``mean`` pooling: alpha_t = 1 / L and no scores). Since e_t lies in [-1, 1], exp(e_t) lies
-// in [1/e, e] and the softmax needs no running maximum. The kernel takes the steps four at a
-// time (kSteps, for 1-4 input features; one at a time otherwise) and keeps their p_t and h_t
-// in a 4 x D-float buffer that stays in the L1 cache, so nothing of size T x D is ever
-// written (the backward pass recomputes them). Sequences are split over torch's threads (at::parallel_for): one parallel region
-// per call, not one per small kernel, which is what keeps it fast beside a busy process.
+// in [1/e, e] and the softmax needs no running maximum. The kernel takes the steps eight at a
+// time (kBlock, for 1-4 input features; one at a time otherwise) and keeps their
+// max(p_t, 0) in an 8 x D-float buffer that stays in the L1 cache, so nothing of size T x D is
+// ever written (the backward pass recomputes them). Sequences are split over torch's threads
+// (at::parallel_for): one parallel region per call, not one per small kernel, which is what
+// keeps it fast beside a busy process.
 //
 // Backward, with g = dL/dcontext and s_t = LReLU'(p_t):
 //
@@ -28,6 +29,9 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -118,26 +122,33 @@ inline void backward_step(const float* __restrict__ x, const float* __restrict__
   }
 }
 
-// -- several steps at once (1-4 input features) ---------------------------------------------
+// -- eight steps at a time (1-4 input features) ---------------------------------------------
 //
-// A step's chain is long: the dot product w . h_t, its reduction, the tanh, the exp, and only
-// then the weighted sum into the context. One step at a time leaves the core waiting on that
-// chain (about 100 cycles a step). kSteps steps at once load W, b and w once for all of them
-// and run kSteps independent chains side by side; the context then takes kSteps steps in one
-// pass. Units are kLanes-float vectors (GCC/Clang vector extensions: AVX2 or AVX-512 under
-// -march=native, SSE pairs elsewhere).
+// A block of kBlock = kLanes steps is one vector in the step direction: the scores' tanh and
+// exp run as one vector exp over the block's steps, not as scalar calls per step. Along the
+// units, the leaky ReLU is split into its linear and its rectified part,
+//
+//     h = kSlope p + (1 - kSlope) r,   r = max(p, 0),   s = LReLU'(p) = kSlope + (1 - kSlope) [r > 0]
+//
+// and every sum over t of a linear function of p_t is formed from sums of x_t instead (p_t is
+// affine in x_t): w . h_t = kSlope (sum_f (W^T w)_f x_tf + w . b) + (1 - kSlope) w . r_t, the
+// context's sum_t u_t p_t = W (sum_t u_t x_t) + b sum_t u_t, and the backward pass's sums of
+// s_t (alpha_t g + dL/da_t w) x_tf split into scalar sums of alpha_t x_tf and dL/da_t x_tf and
+// unit-wise masked sums sum_t [r_t > 0] alpha_t x_tf. Per (step, unit vector) that leaves the
+// dense layer (F multiply-adds), one max and one multiply-add forward, and a compare, 2 F + 2
+// masked additions and one multiply-add more backward: no per-step slope multiplications.
 
-constexpr int64_t kSteps = 4;
+constexpr int64_t kBlock = kLanes;
+static_assert(kBlock == 8, "lane_sums transposes 8 x 8");
 
-typedef float Vec __attribute__((vector_size(kLanes * sizeof(float)), aligned(alignof(float))));
+// kLanes floats (GCC/Clang vector extensions: AVX2 or AVX-512 under -march=native, SSE pairs
+// elsewhere); may_alias and float alignment let it be loaded from any float buffer
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float)), aligned(alignof(float)),
+                                 may_alias));
 
-inline Vec load(const float* p) {
-  Vec v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+inline Vec load(const float* p) { return *reinterpret_cast<const Vec*>(p); }
 
-inline void store(float* p, Vec v) { std::memcpy(p, &v, sizeof v); }
+inline void store(float* p, Vec v) { *reinterpret_cast<Vec*>(p) = v; }
 
 inline float lane_sum(Vec v) {
   float total = 0.f;
@@ -147,83 +158,102 @@ inline float lane_sum(Vec v) {
 
 inline Vec broadcast(float value) { return Vec{} + value; }
 
-// For the kS steps whose kF features start at x: p_s = W x_s + b (into pre, when not null)
-// and h_s = LReLU(p_s) (into hidden), each Dp floats at s * Dp, and dots[s] = v . h_s.
-template <int64_t kF, int64_t kS>
-inline void dense_dot_steps(const float* __restrict__ x, const float* __restrict__ weight_t,
-                            const float* __restrict__ bias, const float* __restrict__ v,
-                            int64_t Dp, float* __restrict__ pre, float* __restrict__ hidden,
-                            float* __restrict__ dots) {
-  float xs[kS][kF];
-  for (int64_t s = 0; s < kS; ++s)
-    for (int64_t f = 0; f < kF; ++f) xs[s][f] = x[s * kF + f];
-  Vec acc[kS] = {};
-  const Vec zero = {}, slope = broadcast(kSlope);
+inline Vec relu(Vec v) {
+#if defined(__AVX__)
+  // one vmaxps; the compiler builds the portable form below from a compare and an and
+  __m256 m;
+  std::memcpy(&m, &v, sizeof m);
+  m = _mm256_max_ps(m, _mm256_setzero_ps());
+  std::memcpy(&v, &m, sizeof v);
+  return v;
+#else
+  const Vec zero = {};
+  return v > zero ? v : zero;
+#endif
+}
+
+typedef int32_t IntVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+// exp(x) lane by lane, within about 2 float ulp of std::exp (Cephes's expf: x = n ln 2 + r with
+// |r| <= ln 2 / 2, a degree-6 polynomial for exp(r), times 2^n); x is clamped to [-87, 88].
+inline Vec vector_exp(Vec x) {
+  x = x < broadcast(88.f) ? x : broadcast(88.f);
+  x = x > broadcast(-87.f) ? x : broadcast(-87.f);
+  // n = round(x log2 e), by truncating x log2 e +- 1/2 (the usual magic-number rounding,
+  // (y + 1.5 2^23) - 1.5 2^23, would be folded away by -fassociative-math)
+  const Vec half = x < Vec{} ? broadcast(-0.5f) : broadcast(0.5f);
+  const IntVec n_int = __builtin_convertvector(x * 1.44269504088896341f + half, IntVec);
+  const Vec n = __builtin_convertvector(n_int, Vec);
+  Vec r = x - n * 0.693359375f;  // ln 2 in two parts, so that n ln 2 is exact enough
+  r = r - n * -2.12194440e-4f;
+  Vec poly = broadcast(1.9875691500e-4f);
+  poly = poly * r + 1.3981999507e-3f;
+  poly = poly * r + 8.3334519073e-3f;
+  poly = poly * r + 4.1665795894e-2f;
+  poly = poly * r + 1.6666665459e-1f;
+  poly = poly * r + 5.0000001201e-1f;
+  const Vec exp_r = poly * r * r + r + 1.f;
+  const IntVec bits = (n_int + 127) << 23;  // 2^n as a float's exponent
+  Vec scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return exp_r * scale;
+}
+
+// {lane_sum(acc[0]), ..., lane_sum(acc[7])} in 7 additions and 14 shuffles (a transpose tree)
+inline Vec lane_sums(const Vec* acc) {
+  Vec pairs[4], quads[2];
+  for (int i = 0; i < 4; ++i)
+    pairs[i] = __builtin_shufflevector(acc[2 * i], acc[2 * i + 1], 0, 8, 2, 10, 4, 12, 6, 14) +
+               __builtin_shufflevector(acc[2 * i], acc[2 * i + 1], 1, 9, 3, 11, 5, 13, 7, 15);
+  for (int j = 0; j < 2; ++j)
+    quads[j] = __builtin_shufflevector(pairs[2 * j], pairs[2 * j + 1], 0, 1, 8, 9, 4, 5, 12, 13) +
+               __builtin_shufflevector(pairs[2 * j], pairs[2 * j + 1], 2, 3, 10, 11, 6, 7, 14, 15);
+  return __builtin_shufflevector(quads[0], quads[1], 0, 1, 2, 3, 8, 9, 10, 11) +
+         __builtin_shufflevector(quads[0], quads[1], 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
+// The first n (<= kBlock) steps' features from x (kF a step) as kF step vectors xs[f] (zeros
+// past n); r_s = max(W x_s + b, 0) into block_r (kBlock x Dp); returns {v . r_s}.
+template <int64_t kF>
+inline Vec rectified_block(const float* __restrict__ x, int64_t n,
+                           const float* __restrict__ weight_t, const float* __restrict__ bias,
+                           const float* __restrict__ v, int64_t Dp, float* __restrict__ block_r,
+                           Vec* xs) {
+  float x_step[kBlock][kF] = {};
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t f = 0; f < kF; ++f) x_step[s][f] = x[s * kF + f];
+  for (int64_t f = 0; f < kF; ++f)
+    for (int64_t s = 0; s < kBlock; ++s) xs[f][s] = x_step[s][f];
+  Vec dots[kBlock] = {};
   for (int64_t b = 0; b < Dp; b += kLanes) {
     Vec wf[kF];
     for (int64_t f = 0; f < kF; ++f) wf[f] = load(weight_t + f * Dp + b);
     const Vec bv = load(bias + b), vv = load(v + b);
-    for (int64_t s = 0; s < kS; ++s) {
+    for (int64_t s = 0; s < kBlock; ++s) {
       Vec p = bv;
-      for (int64_t f = 0; f < kF; ++f) p += wf[f] * xs[s][f];
-      const Vec h = p > zero ? p : p * slope;
-      if (pre != nullptr) store(pre + s * Dp + b, p);
-      store(hidden + s * Dp + b, h);
-      acc[s] += vv * h;
+      for (int64_t f = 0; f < kF; ++f) p += wf[f] * x_step[s][f];
+      const Vec r = relu(p);
+      store(block_r + s * Dp + b, r);
+      dots[s] += vv * r;
     }
   }
-  for (int64_t s = 0; s < kS; ++s) dots[s] = lane_sum(acc[s]);
+  return lane_sums(dots);
 }
 
-// The backward pass's sweep over the units for kS steps (pre, hidden as dense_dot_steps left
-// them), given alpha_s and dL/da_s (grad_act): dL/dp_s summed into the gradients of b, w and
-// W^T (F x Dp), and, when grad_x is not null, dL/dx_s = W^T dL/dp_s into grad_x[s * kF + f].
-template <int64_t kF, int64_t kS>
-inline void backward_steps(const float* __restrict__ x, const float* __restrict__ pre,
-                           const float* __restrict__ hidden, const float* __restrict__ g,
-                           const float* __restrict__ w, const float* __restrict__ weight_t,
-                           const float* alpha, const float* grad_act, int64_t Dp,
-                           float* __restrict__ sum_b, float* __restrict__ sum_w,
-                           float* __restrict__ sum_W, float* __restrict__ grad_x) {
-  float xs[kS][kF];
-  for (int64_t s = 0; s < kS; ++s)
-    for (int64_t f = 0; f < kF; ++f) xs[s][f] = x[s * kF + f];
-  Vec gx[kS][kF] = {};
-  const Vec zero = {}, one = broadcast(1.f), slope_neg = broadcast(kSlope);
-  for (int64_t b = 0; b < Dp; b += kLanes) {
-    const Vec gv = load(g + b), wv = load(w + b);
-    Vec sb = load(sum_b + b), sw = load(sum_w + b);
-    Vec sW[kF], wf[kF];
-    for (int64_t f = 0; f < kF; ++f) {
-      sW[f] = load(sum_W + f * Dp + b);
-      wf[f] = load(weight_t + f * Dp + b);
-    }
-    for (int64_t s = 0; s < kS; ++s) {
-      const Vec p = load(pre + s * Dp + b), h = load(hidden + s * Dp + b);
-      const Vec slope = p > zero ? one : slope_neg;
-      const Vec grad = slope * (alpha[s] * gv + grad_act[s] * wv);
-      sb += grad;
-      sw += grad_act[s] * h;
-      for (int64_t f = 0; f < kF; ++f) sW[f] += grad * xs[s][f];
-      if (grad_x != nullptr)
-        for (int64_t f = 0; f < kF; ++f) gx[s][f] += grad * wf[f];
-    }
-    store(sum_b + b, sb);
-    store(sum_w + b, sw);
-    for (int64_t f = 0; f < kF; ++f) store(sum_W + f * Dp + b, sW[f]);
+// sum_d matrix_t[f][d] vector[d] for each feature f: (W^T v)_f
+template <int64_t kF>
+inline void project(const float* weight_t, const float* vector, int64_t Dp, float* out) {
+  for (int64_t f = 0; f < kF; ++f) {
+    float total = 0.f;
+    for (int64_t d = 0; d < Dp; ++d) total += weight_t[f * Dp + d] * vector[d];
+    out[f] = total;
   }
-  if (grad_x != nullptr)
-    for (int64_t s = 0; s < kS; ++s)
-      for (int64_t f = 0; f < kF; ++f) grad_x[s * kF + f] = lane_sum(gx[s][f]);
 }
 
-// Calls step(std::integral_constant<int64_t, n>{}, t) for t = 0, n, 2n, ... over L steps:
-// blocks of kSteps, then single steps for the rest.
-template <typename Step>
-inline void in_blocks(int64_t L, const Step& step) {
-  int64_t t = 0;
-  for (; t + kSteps <= L; t += kSteps) step(std::integral_constant<int64_t, kSteps>{}, t);
-  for (; t < L; ++t) step(std::integral_constant<int64_t, 1>{}, t);
+inline float dot(const float* a, const float* b, int64_t n) {
+  float total = 0.f;
+  for (int64_t i = 0; i < n; ++i) total += a[i] * b[i];
+  return total;
 }
 
 // Runs rows(features, begin, end) over the B sequences on torch's threads, with features an
@@ -260,6 +290,12 @@ std::vector<torch::Tensor> fused_pool_forward(torch::Tensor x, torch::Tensor len
   const std::vector<float>& bp = params.bias;
   const std::vector<float>& wp = params.score;
   const float c = attend ? score_bias.item<float>() : 0.f;
+  // w . p_t = (W^T w) . x_t + w . b, for the blocks' scores (F <= 4)
+  float w_times_W[4] = {};
+  if (F <= 4) {
+    for (int64_t f = 0; f < F; ++f) w_times_W[f] = dot(wt.data() + f * Dp, wp.data(), Dp);
+  }
+  const float w_dot_b = dot(wp.data(), bp.data(), Dp);
   auto lengths_c = lengths.to(torch::kInt64).contiguous();
   auto context = torch::zeros({B, D}, x.options());
   auto scores = torch::zeros({B, T}, x.options());
@@ -273,10 +309,10 @@ std::vector<torch::Tensor> fused_pool_forward(torch::Tensor x, torch::Tensor len
 
   auto rows = [&](auto features, int64_t begin, int64_t end) {
     constexpr int64_t kF = decltype(features)::value;
-    std::vector<float> pre(Dp), hidden(Dp), acc(Dp), block_hidden(kSteps * Dp);
+    std::vector<float> pre(Dp), hidden(Dp), acc(Dp), block_rectified(kBlock * Dp);
     float* __restrict__ h = hidden.data();
     float* __restrict__ a = acc.data();
-    float* __restrict__ block_h = block_hidden.data();
+    float* __restrict__ block_r = block_rectified.data();
     const float* __restrict__ w = wp.data();
     for (int64_t row = begin; row < end; ++row) {
       const int64_t L = lp[row];
@@ -297,21 +333,44 @@ std::vector<torch::Tensor> fused_pool_forward(torch::Tensor x, torch::Tensor len
         return unnormalised;
       };
       if constexpr (kF > 0) {
-        in_blocks(L, [&](auto steps, int64_t t) {
-          constexpr int64_t kS = decltype(steps)::value;
-          float dots[kS], u[kS];
-          dense_dot_steps<kF, kS>(xp + (row * T + t) * kF, wt.data(), bp.data(), w, Dp,
-                                  nullptr, block_h, dots);
-          for (int64_t s = 0; s < kS; ++s) {
-            u[s] = weigh(dots[s], t + s);
-            total += u[s];
+        // a gathers sum_t u_t r_t, and xu_f = sum_t u_t x_tf; then a = sum_t u_t h_t (above)
+        double xu[kF] = {};
+        const Vec step_index = {0, 1, 2, 3, 4, 5, 6, 7};
+        for (int64_t t = 0; t < L; t += kBlock) {
+          const int64_t n = std::min(kBlock, L - t);
+          Vec xs[kF];
+          const Vec w_dot_r = rectified_block<kF>(xp + (row * T + t) * kF, n, wt.data(),
+                                                  bp.data(), w, Dp, block_r, xs);
+          Vec u = broadcast(1.f);
+          if (attend) {
+            Vec w_dot_p = broadcast(w_dot_b);
+            for (int64_t f = 0; f < kF; ++f) w_dot_p += w_times_W[f] * xs[f];
+            const Vec score = c + kSlope * w_dot_p + (1.f - kSlope) * w_dot_r;
+            // tanh through one exp; e in [-1, 1], so exp(e) needs no running maximum
+            const Vec e = 1.f - 2.f / (vector_exp(2.f * score) + 1.f);
+            u = vector_exp(e);
+            for (int64_t s = 0; s < n; ++s) {
+              e_row[t + s] = e[s];
+              a_row[t + s] = u[s];
+            }
           }
+          u = step_index < broadcast(static_cast<float>(n)) ? u : Vec{};
+          total += lane_sum(u);
+          for (int64_t f = 0; f < kF; ++f) xu[f] += lane_sum(u * xs[f]);
           for (int64_t b = 0; b < Dp; b += kLanes) {
-            Vec sum = load(a + b);
-            for (int64_t s = 0; s < kS; ++s) sum += u[s] * load(block_h + s * Dp + b);
-            store(a + b, sum);
+            Vec even = load(a + b), odd = {};  // two chains of additions, not one of eight
+            for (int64_t s = 0; s < kBlock; s += 2) {
+              even += u[s] * load(block_r + s * Dp + b);
+              odd += u[s + 1] * load(block_r + (s + 1) * Dp + b);
+            }
+            store(a + b, even + odd);
           }
-        });
+        }
+        for (int64_t d = 0; d < D; ++d) {
+          double u_dot_p = bp[d] * total;
+          for (int64_t f = 0; f < kF; ++f) u_dot_p += wt[f * Dp + d] * xu[f];
+          a[d] = static_cast<float>(kSlope * u_dot_p + (1.f - kSlope) * a[d]);
+        }
       } else {
         for (int64_t t = 0; t < L; ++t) {
           const float w_dot_h = dense_dot<kF>(xp + (row * T + t) * F, wt.data(), bp.data(), w,
@@ -373,9 +432,10 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
     double* sums = partial.data() + static_cast<size_t>(thread) * per_thread;
     // float sums over one row's steps, added into the double sums once per row
     std::vector<float> pre(Dp), hidden(Dp), grad_pre(Dp), gw_t(F * Dp), gb(Dp), gw(Dp);
-    std::vector<float> block_pre(kSteps * Dp), block_hidden(kSteps * Dp);
-    float* __restrict__ block_p = block_pre.data();
-    float* __restrict__ block_h = block_hidden.data();
+    // kF > 0: the block's r_t, and the masked sums (kF + 2 rows of Dp)
+    std::vector<float> block_rectified(kBlock * Dp), masked((kF + 2) * Dp);
+    float* __restrict__ block_r = block_rectified.data();
+    float* __restrict__ masked_p = masked.data();
     float* __restrict__ h = hidden.data();
     float* __restrict__ p = pre.data();
     float* __restrict__ dp = grad_pre.data();
@@ -394,24 +454,80 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
       std::fill(gw.begin(), gw.end(), 0.f);
       float gc = 0.f;
       if constexpr (kF > 0) {
-        in_blocks(L, [&](auto steps, int64_t t) {
-          constexpr int64_t kS = decltype(steps)::value;
-          const float* x_t = xp + (row * T + t) * kF;
-          float dots[kS], alpha[kS], grad_act[kS];
-          dense_dot_steps<kF, kS>(x_t, wt.data(), bp.data(), g, Dp, block_p, block_h, dots);
-          for (int64_t s = 0; s < kS; ++s) {
-            alpha[s] = ap[row * T + t + s];
-            grad_act[s] = 0.f;
-            if (attend) {
-              const float e = sp[row * T + t + s];
-              grad_act[s] = alpha[s] * (dots[s] - g_dot_c) * (1.f - e * e);
-              gc += grad_act[s];
-            }
+        // With q_t = alpha_t g + dL/da_t w (so that dL/dp_t = s_t q_t): masked rows 0, 1 + f
+        // and 1 + kF gather sum_t [r_t > 0] q_t, the same times x_tf, and sum_t dL/da_t r_t;
+        // the scalar totals sum_t alpha_t (1, x_t) and sum_t dL/da_t (1, x_t) give the rest.
+        std::fill(masked.begin(), masked.end(), 0.f);
+        double alpha_totals[kF + 1] = {}, act_totals[kF + 1] = {};
+        float g_times_W[kF];
+        project<kF>(wt.data(), g, Dp, g_times_W);
+        const float g_dot_b = dot(g, bp.data(), Dp);
+        for (int64_t t = 0; t < L; t += kBlock) {
+          const int64_t n = std::min(kBlock, L - t);
+          Vec xs[kF];
+          const Vec g_dot_r = rectified_block<kF>(xp + (row * T + t) * kF, n, wt.data(),
+                                                  bp.data(), g, Dp, block_r, xs);
+          Vec alpha = {}, grad_act = {};
+          for (int64_t s = 0; s < n; ++s) alpha[s] = ap[row * T + t + s];
+          if (attend) {
+            Vec g_dot_p = broadcast(g_dot_b), e = {};
+            for (int64_t f = 0; f < kF; ++f) g_dot_p += g_times_W[f] * xs[f];
+            for (int64_t s = 0; s < n; ++s) e[s] = sp[row * T + t + s];
+            const Vec g_dot_h = kSlope * g_dot_p + (1.f - kSlope) * g_dot_r;
+            grad_act = alpha * (g_dot_h - g_dot_c) * (1.f - e * e);  // 0 past n, as alpha
           }
-          backward_steps<kF, kS>(x_t, block_p, block_h, g, w, wt.data(), alpha, grad_act, Dp,
-                                 sum_b, sum_w, sum_W,
-                                 gxp != nullptr ? gxp + (row * T + t) * kF : nullptr);
-        });
+          alpha_totals[0] += lane_sum(alpha);
+          act_totals[0] += lane_sum(grad_act);
+          for (int64_t f = 0; f < kF; ++f) {
+            alpha_totals[1 + f] += lane_sum(alpha * xs[f]);
+            act_totals[1 + f] += lane_sum(grad_act * xs[f]);
+          }
+          Vec grad_x[kBlock][kF] = {};
+          for (int64_t b = 0; b < Dp; b += kLanes) {
+            const Vec gv = load(g + b), wv = load(w + b);
+            Vec sum_q = load(masked_p + b), sum_act_r = load(masked_p + (1 + kF) * Dp + b);
+            Vec sum_qx[kF], wf[kF];
+            for (int64_t f = 0; f < kF; ++f) {
+              sum_qx[f] = load(masked_p + (1 + f) * Dp + b);
+              wf[f] = load(wt.data() + f * Dp + b);
+            }
+            for (int64_t s = 0; s < kBlock; ++s) {
+              const Vec r = load(block_r + s * Dp + b);
+              const Vec q = alpha[s] * gv + grad_act[s] * wv;
+              const Vec q_positive = r > Vec{} ? q : Vec{};
+              sum_q += q_positive;
+              for (int64_t f = 0; f < kF; ++f) sum_qx[f] += q_positive * xs[f][s];
+              sum_act_r += grad_act[s] * r;
+              if (gxp != nullptr) {  // dL/dx_t = W^T dL/dp_t = W^T (kSlope q + (1 - kSlope) q+)
+                const Vec grad_p = kSlope * q + (1.f - kSlope) * q_positive;
+                for (int64_t f = 0; f < kF; ++f) grad_x[s][f] += grad_p * wf[f];
+              }
+            }
+            store(masked_p + b, sum_q);
+            for (int64_t f = 0; f < kF; ++f) store(masked_p + (1 + f) * Dp + b, sum_qx[f]);
+            store(masked_p + (1 + kF) * Dp + b, sum_act_r);
+          }
+          if (gxp != nullptr)
+            for (int64_t s = 0; s < n; ++s)
+              for (int64_t f = 0; f < kF; ++f)
+                gxp[(row * T + t + s) * kF + f] = lane_sum(grad_x[s][f]);
+        }
+        // the row's gradients: sum_t s_t q_t (1, x_tf), sum_t dL/da_t h_t and sum_t dL/da_t
+        for (int64_t d = 0; d < Dp; ++d) {
+          const double gd = g[d], wd = w[d];
+          sum_b[d] = static_cast<float>(kSlope * (gd * alpha_totals[0] + wd * act_totals[0]) +
+                                        (1.0 - kSlope) * masked_p[d]);
+          double act_p = bp[d] * act_totals[0];
+          for (int64_t f = 0; f < kF; ++f) {
+            sum_W[f * Dp + d] = static_cast<float>(
+                kSlope * (gd * alpha_totals[1 + f] + wd * act_totals[1 + f]) +
+                (1.0 - kSlope) * masked_p[(1 + f) * Dp + d]);
+            act_p += wt[f * Dp + d] * act_totals[1 + f];
+          }
+          sum_w[d] = static_cast<float>(kSlope * act_p +
+                                        (1.0 - kSlope) * masked_p[(1 + kF) * Dp + d]);
+        }
+        gc = static_cast<float>(act_totals[0]);
       }
       for (int64_t t = 0; kF == 0 && t < L; ++t) {
         const float* x_t = xp + (row * T + t) * F;
