@@ -28,6 +28,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #if defined(__AVX__)
 #include <immintrin.h>
@@ -39,10 +40,14 @@
 namespace {
 
 constexpr float kSlope = 0.01f;  // attnlstm.models.common.LEAKY_SLOPE
-// Every loop over the D units runs over Dp = D rounded up to kLanes (one AVX2 register of
-// floats), on copies of the parameters padded with zeros: a padded unit has p = h = 0 and adds
-// nothing to any sum, and the loops need no scalar remainder at every step.
+// Every loop over the D units runs over Dp = D rounded up to kLanes (one register of floats:
+// 16 with AVX-512, else 8), on copies of the parameters padded with zeros: a padded unit has
+// p = h = 0 and adds nothing to any sum, and the loops need no scalar remainder at every step.
+#if defined(__AVX512F__)
+constexpr int64_t kLanes = 16;
+#else
 constexpr int64_t kLanes = 8;
+#endif
 
 inline int64_t padded(int64_t units) { return (units + kLanes - 1) / kLanes * kLanes; }
 
@@ -124,7 +129,7 @@ inline void backward_step(const float* __restrict__ x, const float* __restrict__
 
 // -- eight steps at a time (1-4 input features) ---------------------------------------------
 //
-// A block of kBlock = kLanes steps is one vector in the step direction: the scores' tanh and
+// A block of kBlock = 8 steps is one vector in the step direction (Steps): the scores' tanh and
 // exp run as one vector exp over the block's steps, not as scalar calls per step. Along the
 // units, the leaky ReLU is split into its linear and its rectified part,
 //
@@ -138,13 +143,16 @@ inline void backward_step(const float* __restrict__ x, const float* __restrict__
 // dense layer (F multiply-adds), one max and one multiply-add forward, and a compare, 2 F + 2
 // masked additions and one multiply-add more backward: no per-step slope multiplications.
 
-constexpr int64_t kBlock = kLanes;
-static_assert(kBlock == 8, "lane_sums transposes 8 x 8");
+constexpr int64_t kBlock = 8;
 
-// kLanes floats (GCC/Clang vector extensions: AVX2 or AVX-512 under -march=native, SSE pairs
-// elsewhere); may_alias and float alignment let it be loaded from any float buffer
+// kLanes floats along the units (GCC/Clang vector extensions: AVX-512 or AVX2 under
+// -march=native, SSE pairs elsewhere); may_alias and float alignment let it be loaded from any
+// float buffer
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float)), aligned(alignof(float)),
                                  may_alias));
+// one float for each of a block's kBlock steps
+typedef float Steps __attribute__((vector_size(kBlock * sizeof(float))));
+typedef int32_t IntSteps __attribute__((vector_size(kBlock * sizeof(int32_t))));
 
 inline Vec load(const float* p) { return *reinterpret_cast<const Vec*>(p); }
 
@@ -158,8 +166,47 @@ inline float lane_sum(Vec v) {
 
 inline Vec broadcast(float value) { return Vec{} + value; }
 
+inline Steps steps_of(float value) { return Steps{} + value; }
+
+// n (<= kBlock) floats from source, zeros after them
+inline Steps load_steps(const float* source, int64_t n) {
+  Steps out = {};
+  if (n == kBlock) {
+    std::memcpy(&out, source, sizeof out);
+  } else {
+    for (int64_t s = 0; s < n; ++s) out[s] = source[s];
+  }
+  return out;
+}
+
+// the first n lanes of v into target
+inline void store_steps(float* target, Steps v, int64_t n) {
+  if (n == kBlock) {
+    std::memcpy(target, &v, sizeof v);
+  } else {
+    for (int64_t s = 0; s < n; ++s) target[s] = v[s];
+  }
+}
+
+// a block's sums in double, lane by lane (the rows' totals run over thousands of steps)
+typedef double DoubleSteps __attribute__((vector_size(kBlock * sizeof(double))));
+
+inline DoubleSteps widen(Steps v) { return __builtin_convertvector(v, DoubleSteps); }
+
+inline double lane_total(DoubleSteps v) {
+  double total = 0.0;
+  for (int64_t k = 0; k < kBlock; ++k) total += v[k];
+  return total;
+}
+
 inline Vec relu(Vec v) {
-#if defined(__AVX__)
+#if defined(__AVX512F__)
+  __m512 m;
+  std::memcpy(&m, &v, sizeof m);
+  m = _mm512_max_ps(m, _mm512_setzero_ps());
+  std::memcpy(&v, &m, sizeof v);
+  return v;
+#elif defined(__AVX__)
   // one vmaxps; the compiler builds the portable form below from a compare and an and
   __m256 m;
   std::memcpy(&m, &v, sizeof m);
@@ -172,39 +219,46 @@ inline Vec relu(Vec v) {
 #endif
 }
 
-typedef int32_t IntVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
-
 // exp(x) lane by lane, within about 2 float ulp of std::exp (Cephes's expf: x = n ln 2 + r with
 // |r| <= ln 2 / 2, a degree-6 polynomial for exp(r), times 2^n); x is clamped to [-87, 88].
-inline Vec vector_exp(Vec x) {
-  x = x < broadcast(88.f) ? x : broadcast(88.f);
-  x = x > broadcast(-87.f) ? x : broadcast(-87.f);
+inline Steps vector_exp(Steps x) {
+  x = x < steps_of(88.f) ? x : steps_of(88.f);
+  x = x > steps_of(-87.f) ? x : steps_of(-87.f);
   // n = round(x log2 e), by truncating x log2 e +- 1/2 (the usual magic-number rounding,
   // (y + 1.5 2^23) - 1.5 2^23, would be folded away by -fassociative-math)
-  const Vec half = x < Vec{} ? broadcast(-0.5f) : broadcast(0.5f);
-  const IntVec n_int = __builtin_convertvector(x * 1.44269504088896341f + half, IntVec);
-  const Vec n = __builtin_convertvector(n_int, Vec);
-  Vec r = x - n * 0.693359375f;  // ln 2 in two parts, so that n ln 2 is exact enough
+  const Steps half = x < Steps{} ? steps_of(-0.5f) : steps_of(0.5f);
+  const IntSteps n_int = __builtin_convertvector(x * 1.44269504088896341f + half, IntSteps);
+  const Steps n = __builtin_convertvector(n_int, Steps);
+  Steps r = x - n * 0.693359375f;  // ln 2 in two parts, so that n ln 2 is exact enough
   r = r - n * -2.12194440e-4f;
-  Vec poly = broadcast(1.9875691500e-4f);
+  Steps poly = steps_of(1.9875691500e-4f);
   poly = poly * r + 1.3981999507e-3f;
   poly = poly * r + 8.3334519073e-3f;
   poly = poly * r + 4.1665795894e-2f;
   poly = poly * r + 1.6666665459e-1f;
   poly = poly * r + 5.0000001201e-1f;
-  const Vec exp_r = poly * r * r + r + 1.f;
-  const IntVec bits = (n_int + 127) << 23;  // 2^n as a float's exponent
-  Vec scale;
+  const Steps exp_r = poly * r * r + r + 1.f;
+  const IntSteps bits = (n_int + 127) << 23;  // 2^n as a float's exponent
+  Steps scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return exp_r * scale;
 }
 
-// {lane_sum(acc[0]), ..., lane_sum(acc[7])} in 7 additions and 14 shuffles (a transpose tree)
-inline Vec lane_sums(const Vec* acc) {
-  Vec pairs[4], quads[2];
+// {lane_sum(acc[0]), ..., lane_sum(acc[7])} in 7 additions and 14 shuffles (a transpose tree),
+// after adding each 16-lane accumulator's halves
+inline Steps lane_sums(const Vec* acc) {
+  Steps eight[kBlock], pairs[4], quads[2];
+  for (int64_t s = 0; s < kBlock; ++s) {
+    if constexpr (kLanes == 16) {
+      eight[s] = __builtin_shufflevector(acc[s], acc[s], 0, 1, 2, 3, 4, 5, 6, 7) +
+                 __builtin_shufflevector(acc[s], acc[s], 8, 9, 10, 11, 12, 13, 14, 15);
+    } else {
+      std::memcpy(&eight[s], &acc[s], sizeof eight[s]);
+    }
+  }
   for (int i = 0; i < 4; ++i)
-    pairs[i] = __builtin_shufflevector(acc[2 * i], acc[2 * i + 1], 0, 8, 2, 10, 4, 12, 6, 14) +
-               __builtin_shufflevector(acc[2 * i], acc[2 * i + 1], 1, 9, 3, 11, 5, 13, 7, 15);
+    pairs[i] = __builtin_shufflevector(eight[2 * i], eight[2 * i + 1], 0, 8, 2, 10, 4, 12, 6, 14) +
+               __builtin_shufflevector(eight[2 * i], eight[2 * i + 1], 1, 9, 3, 11, 5, 13, 7, 15);
   for (int j = 0; j < 2; ++j)
     quads[j] = __builtin_shufflevector(pairs[2 * j], pairs[2 * j + 1], 0, 1, 8, 9, 4, 5, 12, 13) +
                __builtin_shufflevector(pairs[2 * j], pairs[2 * j + 1], 2, 3, 10, 11, 6, 7, 14, 15);
@@ -215,23 +269,36 @@ inline Vec lane_sums(const Vec* acc) {
 // The first n (<= kBlock) steps' features from x (kF a step) as kF step vectors xs[f] (zeros
 // past n); r_s = max(W x_s + b, 0) into block_r (kBlock x Dp); returns {v . r_s}.
 template <int64_t kF>
-inline Vec rectified_block(const float* __restrict__ x, int64_t n,
+inline Steps rectified_block(const float* __restrict__ x, int64_t n,
                            const float* __restrict__ weight_t, const float* __restrict__ bias,
                            const float* __restrict__ v, int64_t Dp, float* __restrict__ block_r,
-                           Vec* xs) {
+                           Steps* xs) {
   float x_step[kBlock][kF] = {};
-  for (int64_t s = 0; s < n; ++s)
-    for (int64_t f = 0; f < kF; ++f) x_step[s][f] = x[s * kF + f];
-  for (int64_t f = 0; f < kF; ++f)
-    for (int64_t s = 0; s < kBlock; ++s) xs[f][s] = x_step[s][f];
+  if (n == kBlock) {
+    std::memcpy(x_step, x, sizeof x_step);
+  } else {
+    for (int64_t s = 0; s < n; ++s)
+      for (int64_t f = 0; f < kF; ++f) x_step[s][f] = x[s * kF + f];
+  }
+  if constexpr (kF == 2) {  // the long-memory tasks: de-interleave in two shuffles
+    Steps first, second;
+    std::memcpy(&first, &x_step[0][0], sizeof first);
+    std::memcpy(&second, &x_step[kBlock / 2][0], sizeof second);
+    xs[0] = __builtin_shufflevector(first, second, 0, 2, 4, 6, 8, 10, 12, 14);
+    xs[1] = __builtin_shufflevector(first, second, 1, 3, 5, 7, 9, 11, 13, 15);
+  } else {
+    for (int64_t f = 0; f < kF; ++f)
+      for (int64_t s = 0; s < kBlock; ++s) xs[f][s] = x_step[s][f];
+  }
   Vec dots[kBlock] = {};
   for (int64_t b = 0; b < Dp; b += kLanes) {
     Vec wf[kF];
     for (int64_t f = 0; f < kF; ++f) wf[f] = load(weight_t + f * Dp + b);
     const Vec bv = load(bias + b), vv = load(v + b);
     for (int64_t s = 0; s < kBlock; ++s) {
-      Vec p = bv;
-      for (int64_t f = 0; f < kF; ++f) p += wf[f] * x_step[s][f];
+      // x first: its broadcast register is free to overwrite, where b's would need a copy
+      Vec p = broadcast(x_step[s][0]) * wf[0] + bv;
+      for (int64_t f = 1; f < kF; ++f) p += wf[f] * x_step[s][f];
       const Vec r = relu(p);
       store(block_r + s * Dp + b, r);
       dots[s] += vv * r;
@@ -298,8 +365,10 @@ std::vector<torch::Tensor> fused_pool_forward(torch::Tensor x, torch::Tensor len
   const float w_dot_b = dot(wp.data(), bp.data(), Dp);
   auto lengths_c = lengths.to(torch::kInt64).contiguous();
   auto context = torch::zeros({B, D}, x.options());
-  auto scores = torch::zeros({B, T}, x.options());
-  auto weights = torch::zeros({B, T}, x.options());
+  // written by the threads, padding (0) included: zeroing B x T floats twice up front would
+  // be a pass through memory of its own
+  auto scores = torch::empty({B, T}, x.options());
+  auto weights = torch::empty({B, T}, x.options());
 
   const float* xp = x.data_ptr<float>();
   const int64_t* lp = lengths_c.data_ptr<int64_t>();
@@ -309,13 +378,20 @@ std::vector<torch::Tensor> fused_pool_forward(torch::Tensor x, torch::Tensor len
 
   auto rows = [&](auto features, int64_t begin, int64_t end) {
     constexpr int64_t kF = decltype(features)::value;
-    std::vector<float> pre(Dp), hidden(Dp), acc(Dp), block_rectified(kBlock * Dp);
+    // kF > 0: two blocks' r_t (one being weighed while the other is added to the context)
+    std::vector<float> pre(Dp), hidden(Dp), acc(Dp), block_rectified(2 * kBlock * Dp);
     float* __restrict__ h = hidden.data();
     float* __restrict__ a = acc.data();
     float* __restrict__ block_r = block_rectified.data();
     const float* __restrict__ w = wp.data();
     for (int64_t row = begin; row < end; ++row) {
       const int64_t L = lp[row];
+      {
+        const int64_t real = std::clamp<int64_t>(L, 0, T);
+        std::fill(sp + row * T + real, sp + (row + 1) * T, 0.f);
+        std::fill(ap + row * T + real, ap + (row + 1) * T, 0.f);
+        if (!attend) std::fill(sp + row * T, sp + row * T + real, 0.f);
+      }
       if (L <= 0) continue;
       std::fill(acc.begin(), acc.end(), 0.f);
       float* e_row = sp + row * T;
@@ -334,38 +410,52 @@ std::vector<torch::Tensor> fused_pool_forward(torch::Tensor x, torch::Tensor len
       };
       if constexpr (kF > 0) {
         // a gathers sum_t u_t r_t, and xu_f = sum_t u_t x_tf; then a = sum_t u_t h_t (above)
-        double xu[kF] = {};
-        const Vec step_index = {0, 1, 2, 3, 4, 5, 6, 7};
-        for (int64_t t = 0; t < L; t += kBlock) {
-          const int64_t n = std::min(kBlock, L - t);
-          Vec xs[kF];
-          const Vec w_dot_r = rectified_block<kF>(xp + (row * T + t) * kF, n, wt.data(),
-                                                  bp.data(), w, Dp, block_r, xs);
-          Vec u = broadcast(1.f);
-          if (attend) {
-            Vec w_dot_p = broadcast(w_dot_b);
-            for (int64_t f = 0; f < kF; ++f) w_dot_p += w_times_W[f] * xs[f];
-            const Vec score = c + kSlope * w_dot_p + (1.f - kSlope) * w_dot_r;
-            // tanh through one exp; e in [-1, 1], so exp(e) needs no running maximum
-            const Vec e = 1.f - 2.f / (vector_exp(2.f * score) + 1.f);
-            u = vector_exp(e);
-            for (int64_t s = 0; s < n; ++s) {
-              e_row[t + s] = e[s];
-              a_row[t + s] = u[s];
-            }
-          }
-          u = step_index < broadcast(static_cast<float>(n)) ? u : Vec{};
-          total += lane_sum(u);
-          for (int64_t f = 0; f < kF; ++f) xu[f] += lane_sum(u * xs[f]);
+        DoubleSteps u_total = {}, xu_total[kF] = {};
+        const Steps step_index = {0, 1, 2, 3, 4, 5, 6, 7};
+        // a += sum_s u_s r_s for one block
+        auto add_to_context = [&](const float* __restrict__ r, Steps u) {
           for (int64_t b = 0; b < Dp; b += kLanes) {
             Vec even = load(a + b), odd = {};  // two chains of additions, not one of eight
             for (int64_t s = 0; s < kBlock; s += 2) {
-              even += u[s] * load(block_r + s * Dp + b);
-              odd += u[s + 1] * load(block_r + (s + 1) * Dp + b);
+              even += u[s] * load(r + s * Dp + b);
+              odd += u[s + 1] * load(r + (s + 1) * Dp + b);
             }
             store(a + b, even + odd);
           }
+        };
+        // Each block's weights are a long chain (dot products, tanh, exp); the previous
+        // block's context sum, many independent operations, is issued after it to run while
+        // the chain waits.
+        Steps previous_u = {};
+        const float* previous_r = nullptr;
+        for (int64_t t = 0; t < L; t += kBlock) {
+          const int64_t n = std::min(kBlock, L - t);
+          float* r = block_r + (t / kBlock % 2) * kBlock * Dp;
+          Steps xs[kF];
+          const Steps w_dot_r = rectified_block<kF>(xp + (row * T + t) * kF, n, wt.data(),
+                                                    bp.data(), w, Dp, r, xs);
+          Steps u = steps_of(1.f);
+          if (attend) {
+            Steps w_dot_p = steps_of(w_dot_b);
+            for (int64_t f = 0; f < kF; ++f) w_dot_p += w_times_W[f] * xs[f];
+            const Steps score = c + kSlope * w_dot_p + (1.f - kSlope) * w_dot_r;
+            // tanh through one exp; e in [-1, 1], so exp(e) needs no running maximum
+            const Steps e = 1.f - 2.f / (vector_exp(2.f * score) + 1.f);
+            u = vector_exp(e);
+            store_steps(e_row + t, e, n);
+            store_steps(a_row + t, u, n);
+          }
+          u = step_index < steps_of(static_cast<float>(n)) ? u : Steps{};
+          u_total += widen(u);
+          for (int64_t f = 0; f < kF; ++f) xu_total[f] += widen(u * xs[f]);
+          if (previous_r != nullptr) add_to_context(previous_r, previous_u);
+          previous_r = r;
+          previous_u = u;
         }
+        add_to_context(previous_r, previous_u);  // L > 0: there was a block
+        total = lane_total(u_total);
+        double xu[kF];
+        for (int64_t f = 0; f < kF; ++f) xu[f] = lane_total(xu_total[f]);
         for (int64_t d = 0; d < D; ++d) {
           double u_dot_p = bp[d] * total;
           for (int64_t f = 0; f < kF; ++f) u_dot_p += wt[f * Dp + d] * xu[f];
@@ -458,29 +548,29 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
         // and 1 + kF gather sum_t [r_t > 0] q_t, the same times x_tf, and sum_t dL/da_t r_t;
         // the scalar totals sum_t alpha_t (1, x_t) and sum_t dL/da_t (1, x_t) give the rest.
         std::fill(masked.begin(), masked.end(), 0.f);
-        double alpha_totals[kF + 1] = {}, act_totals[kF + 1] = {};
+        DoubleSteps alpha_sums[kF + 1] = {}, act_sums[kF + 1] = {};
         float g_times_W[kF];
         project<kF>(wt.data(), g, Dp, g_times_W);
         const float g_dot_b = dot(g, bp.data(), Dp);
         for (int64_t t = 0; t < L; t += kBlock) {
           const int64_t n = std::min(kBlock, L - t);
-          Vec xs[kF];
-          const Vec g_dot_r = rectified_block<kF>(xp + (row * T + t) * kF, n, wt.data(),
+          Steps xs[kF];
+          const Steps g_dot_r = rectified_block<kF>(xp + (row * T + t) * kF, n, wt.data(),
                                                   bp.data(), g, Dp, block_r, xs);
-          Vec alpha = {}, grad_act = {};
-          for (int64_t s = 0; s < n; ++s) alpha[s] = ap[row * T + t + s];
+          const Steps alpha = load_steps(ap + row * T + t, n);
+          Steps grad_act = {};
           if (attend) {
-            Vec g_dot_p = broadcast(g_dot_b), e = {};
+            Steps g_dot_p = steps_of(g_dot_b);
             for (int64_t f = 0; f < kF; ++f) g_dot_p += g_times_W[f] * xs[f];
-            for (int64_t s = 0; s < n; ++s) e[s] = sp[row * T + t + s];
-            const Vec g_dot_h = kSlope * g_dot_p + (1.f - kSlope) * g_dot_r;
+            const Steps e = load_steps(sp + row * T + t, n);
+            const Steps g_dot_h = kSlope * g_dot_p + (1.f - kSlope) * g_dot_r;
             grad_act = alpha * (g_dot_h - g_dot_c) * (1.f - e * e);  // 0 past n, as alpha
           }
-          alpha_totals[0] += lane_sum(alpha);
-          act_totals[0] += lane_sum(grad_act);
+          alpha_sums[0] += widen(alpha);
+          act_sums[0] += widen(grad_act);
           for (int64_t f = 0; f < kF; ++f) {
-            alpha_totals[1 + f] += lane_sum(alpha * xs[f]);
-            act_totals[1 + f] += lane_sum(grad_act * xs[f]);
+            alpha_sums[1 + f] += widen(alpha * xs[f]);
+            act_sums[1 + f] += widen(grad_act * xs[f]);
           }
           Vec grad_x[kBlock][kF] = {};
           for (int64_t b = 0; b < Dp; b += kLanes) {
@@ -513,6 +603,11 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
                 gxp[(row * T + t + s) * kF + f] = lane_sum(grad_x[s][f]);
         }
         // the row's gradients: sum_t s_t q_t (1, x_tf), sum_t dL/da_t h_t and sum_t dL/da_t
+        double alpha_totals[kF + 1], act_totals[kF + 1];
+        for (int64_t k = 0; k <= kF; ++k) {
+          alpha_totals[k] = lane_total(alpha_sums[k]);
+          act_totals[k] = lane_total(act_sums[k]);
+        }
         for (int64_t d = 0; d < Dp; ++d) {
           const double gd = g[d], wd = w[d];
           sum_b[d] = static_cast<float>(kSlope * (gd * alpha_totals[0] + wd * act_totals[0]) +
