@@ -13,6 +13,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -65,9 +69,9 @@ def _gradients(fn, x, dense, scorer, grad_out):
 @pytest.mark.parametrize("features, units", [(2, 100), (2, 7), (1, 16), (5, 13)])
 def test_fused_equals_plain(attend: bool, masked: bool, features: int, units: int) -> None:
     """Values and gradients (input, dense layer, scorer) within float32 rounding of the plain
-    float64 computation; sizes off the kernel's 8-lane blocks, the generic feature count (5),
-    a sequence with no steps, and lengths of every remainder after the kernel's blocks of 4
-    steps (53, 30, 1, 8, 7: remainders 1, 2, 1, 0, 3) included."""
+    float64 computation; unit counts off the kernel's 8- and 16-lane vectors, the generic
+    feature count (5), a sequence with no steps, and lengths that end the kernel's blocks of 8
+    steps full and partial (53, 30, 1, 8, 7: remainders 5, 6, 1, 0, 7) included."""
     torch.manual_seed(0)
     batch, steps = 6, 53
     dense, scorer = torch.nn.Linear(features, units), torch.nn.Linear(units, 1)
@@ -95,6 +99,40 @@ def test_fused_equals_plain(attend: bool, masked: bool, features: int, units: in
         torch.testing.assert_close(mine.double(), theirs, rtol=1e-4, atol=1e-5)
     if masked:
         assert (got[0][3] == 0).all() and (got[1] is None or (got[1][3] == 0).all())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 flags")
+@pytest.mark.parametrize(
+    "flags", ["-mno-avx512f", "-mno-avx512f -mno-avx2 -mno-avx -mno-fma"], ids=["avx2", "sse"]
+)
+def test_fused_equals_plain_built_for_older_instruction_sets(flags: str) -> None:
+    """The kernel's 8-lane code (AVX2, or SSE pairs) passes the same comparison as the build
+    for this machine, which on an AVX-512 machine takes the 16-lane code: each build is
+    compiled in a fresh process with the flags added (about half a minute)."""
+    env = {**os.environ, fused_pool.CFLAGS_ENV: flags}
+    env.pop(fused_pool.DISABLE_ENV, None)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            __file__,
+            "-k",
+            "test_fused_equals_plain and not older",
+            "-m",
+            "not slow",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "16 passed" in done.stdout, done.stdout[-2000:]
 
 
 def test_padding_is_skipped_exactly() -> None:

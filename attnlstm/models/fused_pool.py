@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("fused_pool.cpp")
 #: set to 1 to never build or use the kernel (``pooling=auto`` then takes the chunked pooling)
 DISABLE_ENV = "ATTNLSTM_NO_FUSED_POOL"
+#: extra compiler flags, for example ``-mno-avx512f`` to build and test the 8-lane (AVX2) code
+#: on a machine with AVX-512; each set of flags gets its own build
+CFLAGS_ENV = "ATTNLSTM_FUSED_POOL_CFLAGS"
 #: lets the compiler split a sum over D into vector lanes (a dot product is otherwise a chain
 #: of D dependent additions, several times slower); changes the last bits, as any summation
 #: order does, and nothing else (no fast-math approximations of tanh or exp)
@@ -74,13 +77,15 @@ def fused_kernel() -> Any | None:
     if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
         return None
     log.info("loading the fused pooling kernel (compiled on first use: about a minute, once)")
+    extra = os.environ.get(CFLAGS_ENV, "").split()
+    suffix = f"_{hashlib.sha1(' '.join(extra).encode()).hexdigest()[:6]}" if extra else ""
     try:
         from torch.utils.cpp_extension import load
 
         return load(
-            name=f"attnlstm_fused_pool_{_machine_tag()}",
+            name=f"attnlstm_fused_pool_{_machine_tag()}{suffix}",
             sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-march=native", "-fopenmp", *_REORDERED_SUMS],
+            extra_cflags=["-O3", "-march=native", "-fopenmp", *_REORDERED_SUMS, *extra],
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )
