@@ -412,8 +412,10 @@ std::vector<torch::Tensor> fused_pool_forward(torch::Tensor x, torch::Tensor len
         // a gathers sum_t u_t r_t, and xu_f = sum_t u_t x_tf; then a = sum_t u_t h_t (above)
         DoubleSteps u_total = {}, xu_total[kF] = {};
         const Steps step_index = {0, 1, 2, 3, 4, 5, 6, 7};
-        // a += sum_s u_s r_s for one block
-        auto add_to_context = [&](const float* __restrict__ r, Steps u) {
+        // a += sum_s u_s r_s for one block (u from memory: broadcasts are then loads)
+        auto add_to_context = [&](const float* __restrict__ r, Steps u_vector) {
+          float u[kBlock];
+          std::memcpy(u, &u_vector, sizeof u);
           for (int64_t b = 0; b < Dp; b += kLanes) {
             Vec even = load(a + b), odd = {};  // two chains of additions, not one of eight
             for (int64_t s = 0; s < kBlock; s += 2) {
@@ -423,36 +425,47 @@ std::vector<torch::Tensor> fused_pool_forward(torch::Tensor x, torch::Tensor len
             store(a + b, even + odd);
           }
         };
-        // Each block's weights are a long chain (dot products, tanh, exp); the previous
-        // block's context sum, many independent operations, is issued after it to run while
-        // the chain waits.
-        Steps previous_u = {};
-        const float* previous_r = nullptr;
-        for (int64_t t = 0; t < L; t += kBlock) {
-          const int64_t n = std::min(kBlock, L - t);
-          float* r = block_r + (t / kBlock % 2) * kBlock * Dp;
-          Steps xs[kF];
-          const Steps w_dot_r = rectified_block<kF>(xp + (row * T + t) * kF, n, wt.data(),
-                                                    bp.data(), w, Dp, r, xs);
+        // A block whose dense layer is done and whose weights are not yet taken.
+        struct Block {
+          const float* r;
+          Steps score, xs[kF];
+          int64_t t, n;
+        };
+        // u_t = exp(tanh(score_t)) of a block's steps (1 for the mean, 0 past its n steps)
+        auto weigh_block = [&](const Block& block) {
           Steps u = steps_of(1.f);
           if (attend) {
-            Steps w_dot_p = steps_of(w_dot_b);
-            for (int64_t f = 0; f < kF; ++f) w_dot_p += w_times_W[f] * xs[f];
-            const Steps score = c + kSlope * w_dot_p + (1.f - kSlope) * w_dot_r;
             // tanh through one exp; e in [-1, 1], so exp(e) needs no running maximum
-            const Steps e = 1.f - 2.f / (vector_exp(2.f * score) + 1.f);
+            const Steps e = 1.f - 2.f / (vector_exp(2.f * block.score) + 1.f);
             u = vector_exp(e);
-            store_steps(e_row + t, e, n);
-            store_steps(a_row + t, u, n);
+            store_steps(e_row + block.t, e, block.n);
+            store_steps(a_row + block.t, u, block.n);
           }
-          u = step_index < steps_of(static_cast<float>(n)) ? u : Steps{};
+          u = step_index < steps_of(static_cast<float>(block.n)) ? u : Steps{};
           u_total += widen(u);
-          for (int64_t f = 0; f < kF; ++f) xu_total[f] += widen(u * xs[f]);
-          if (previous_r != nullptr) add_to_context(previous_r, previous_u);
-          previous_r = r;
-          previous_u = u;
+          for (int64_t f = 0; f < kF; ++f) xu_total[f] += widen(u * block.xs[f]);
+          return u;
+        };
+        // The weights are a long chain of dependent operations (two vector exps). Each
+        // block's chain is issued before the next block's dense layer, hundreds of independent
+        // operations that the core runs while the chain waits; its context sum comes after.
+        Block pending{};
+        for (int64_t t = 0; t < L; t += kBlock) {
+          Steps u_pending = {};
+          if (t > 0) u_pending = weigh_block(pending);
+          Block block{block_r + (t / kBlock % 2) * kBlock * Dp, {}, {}, t, std::min(kBlock, L - t)};
+          const Steps w_dot_r = rectified_block<kF>(xp + (row * T + t) * kF, block.n,
+                                                    wt.data(), bp.data(), w, Dp,
+                                                    const_cast<float*>(block.r), block.xs);
+          if (attend) {
+            Steps w_dot_p = steps_of(w_dot_b);
+            for (int64_t f = 0; f < kF; ++f) w_dot_p += w_times_W[f] * block.xs[f];
+            block.score = c + kSlope * w_dot_p + (1.f - kSlope) * w_dot_r;
+          }
+          if (t > 0) add_to_context(pending.r, u_pending);
+          pending = block;
         }
-        add_to_context(previous_r, previous_u);  // L > 0: there was a block
+        add_to_context(pending.r, weigh_block(pending));  // L > 0: there was a block
         total = lane_total(u_total);
         double xu[kF];
         for (int64_t f = 0; f < kF; ++f) xu[f] = lane_total(xu_total[f]);
@@ -572,6 +585,12 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
             alpha_sums[1 + f] += widen(alpha * xs[f]);
             act_sums[1 + f] += widen(grad_act * xs[f]);
           }
+          // the per-step scalars in memory, so that broadcasting them is a load, not a
+          // shuffle competing with the arithmetic for the vector ports
+          float alpha_s[kBlock], act_s[kBlock], x_s[kF][kBlock];
+          std::memcpy(alpha_s, &alpha, sizeof alpha_s);
+          std::memcpy(act_s, &grad_act, sizeof act_s);
+          for (int64_t f = 0; f < kF; ++f) std::memcpy(x_s[f], &xs[f], sizeof x_s[f]);
           Vec grad_x[kBlock][kF] = {};
           for (int64_t b = 0; b < Dp; b += kLanes) {
             const Vec gv = load(g + b), wv = load(w + b);
@@ -583,11 +602,11 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
             }
             for (int64_t s = 0; s < kBlock; ++s) {
               const Vec r = load(block_r + s * Dp + b);
-              const Vec q = alpha[s] * gv + grad_act[s] * wv;
+              const Vec q = alpha_s[s] * gv + act_s[s] * wv;
               const Vec q_positive = r > Vec{} ? q : Vec{};
               sum_q += q_positive;
-              for (int64_t f = 0; f < kF; ++f) sum_qx[f] += q_positive * xs[f][s];
-              sum_act_r += grad_act[s] * r;
+              for (int64_t f = 0; f < kF; ++f) sum_qx[f] += q_positive * x_s[f][s];
+              sum_act_r += act_s[s] * r;
               if (gxp != nullptr) {  // dL/dx_t = W^T dL/dp_t = W^T (kSlope q + (1 - kSlope) q+)
                 const Vec grad_p = kSlope * q + (1.f - kSlope) * q_positive;
                 for (int64_t f = 0; f < kF; ++f) grad_x[s][f] += grad_p * wf[f];
