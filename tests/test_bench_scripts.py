@@ -346,6 +346,25 @@ def test_pooling_floor_smoke() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="reads an earlier revision with git")
+def test_bench_fused_kernel_smoke() -> None:
+    """The earlier revision's kernel (here HEAD) against the working tree's, idle and busy."""
+    try:
+        output = run_script(
+            "bench_fused_kernel",
+            *("--against", "HEAD", "--lengths", "100", "--rounds", "1", "--repeats", "1"),
+            *("--busy", "1"),
+        )
+    except AssertionError as error:
+        if "does not build here" in str(error):
+            pytest.skip("the fused pooling kernel cannot be built here (no C++ compiler/ninja)")
+        raise
+    assert list(busy_over_idle(output)) == ["T0 = 100, HEAD", "T0 = 100, now"]
+    assert re.search(r"T0 = 100, idle: now / HEAD = [\d.]+x the updates/s", output), output
+    assert re.search(r"T0 = 100, beside 1 busy: now / HEAD = [\d.]+x", output), output
+
+
+@pytest.mark.slow
 def test_bench_runner_smoke() -> None:
     from tests.conftest import TINY
 
