@@ -615,36 +615,46 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
           std::memcpy(alpha_s, &alpha, sizeof alpha_s);
           std::memcpy(act_s, &grad_act, sizeof act_s);
           for (int64_t f = 0; f < kF; ++f) std::memcpy(x_s[f], &xs[f], sizeof x_s[f]);
-          Vec grad_x[kBlock][kF] = {};
-          for (int64_t b = 0; b < Dp; b += kLanes) {
-            const Vec gv = load(g + b), wv = load(w + b);
-            Vec sum_q = load(masked_p + b), sum_act_r = load(masked_p + (1 + kF) * Dp + b);
-            Vec sum_qx[kF], wf[kF];
-            for (int64_t f = 0; f < kF; ++f) {
-              sum_qx[f] = load(masked_p + (1 + f) * Dp + b);
-              wf[f] = load(wt.data() + f * Dp + b);
-            }
-            for (int64_t s = 0; s < kBlock; ++s) {
-              const Vec r = load(block_r + s * Dp + b);
-              const Vec q = alpha_s[s] * gv + act_s[s] * wv;
-              const Mask r_positive = positive(r);
-              sum_q = add_where(r_positive, sum_q, q);
-              for (int64_t f = 0; f < kF; ++f)
-                sum_qx[f] = fma_where(r_positive, sum_qx[f], q, x_s[f][s]);
-              sum_act_r += act_s[s] * r;
-              if (gxp != nullptr) {  // dL/dx_t = W^T dL/dp_t = W^T (kSlope q + (1 - kSlope) q+)
-                const Vec grad_p = kSlope * q + (1.f - kSlope) * where(r_positive, q);
-                for (int64_t f = 0; f < kF; ++f) grad_x[s][f] += grad_p * wf[f];
+          // the sweep with and without dL/dx, compiled apart so that the common case (x is
+          // data, no dL/dx) has no test in its inner loop
+          auto sweep = [&](auto with_grad_x) {
+            constexpr bool kGradX = decltype(with_grad_x)::value;
+            Vec grad_x[kGradX ? kBlock : 1][kF] = {};
+            for (int64_t b = 0; b < Dp; b += kLanes) {
+              const Vec gv = load(g + b), wv = load(w + b);
+              Vec sum_q = load(masked_p + b), sum_act_r = load(masked_p + (1 + kF) * Dp + b);
+              Vec sum_qx[kF], wf[kF];
+              for (int64_t f = 0; f < kF; ++f) {
+                sum_qx[f] = load(masked_p + (1 + f) * Dp + b);
+                wf[f] = load(wt.data() + f * Dp + b);
               }
+              for (int64_t s = 0; s < kBlock; ++s) {
+                const Vec r = load(block_r + s * Dp + b);
+                const Vec q = alpha_s[s] * gv + act_s[s] * wv;
+                const Mask r_positive = positive(r);
+                sum_q = add_where(r_positive, sum_q, q);
+                for (int64_t f = 0; f < kF; ++f)
+                  sum_qx[f] = fma_where(r_positive, sum_qx[f], q, x_s[f][s]);
+                sum_act_r += act_s[s] * r;
+                if constexpr (kGradX) {  // dL/dx_t = W^T dL/dp_t = W^T (kSlope q + 0.99 q+)
+                  const Vec grad_p = kSlope * q + (1.f - kSlope) * where(r_positive, q);
+                  for (int64_t f = 0; f < kF; ++f) grad_x[s][f] += grad_p * wf[f];
+                }
+              }
+              store(masked_p + b, sum_q);
+              for (int64_t f = 0; f < kF; ++f) store(masked_p + (1 + f) * Dp + b, sum_qx[f]);
+              store(masked_p + (1 + kF) * Dp + b, sum_act_r);
             }
-            store(masked_p + b, sum_q);
-            for (int64_t f = 0; f < kF; ++f) store(masked_p + (1 + f) * Dp + b, sum_qx[f]);
-            store(masked_p + (1 + kF) * Dp + b, sum_act_r);
+            if constexpr (kGradX)
+              for (int64_t s = 0; s < n; ++s)
+                for (int64_t f = 0; f < kF; ++f)
+                  gxp[(row * T + t + s) * kF + f] = lane_sum(grad_x[s][f]);
+          };
+          if (gxp != nullptr) {
+            sweep(std::true_type{});
+          } else {
+            sweep(std::false_type{});
           }
-          if (gxp != nullptr)
-            for (int64_t s = 0; s < n; ++s)
-              for (int64_t f = 0; f < kF; ++f)
-                gxp[(row * T + t + s) * kF + f] = lane_sum(grad_x[s][f]);
         }
         // the row's gradients: sum_t s_t q_t (1, x_tf), sum_t dL/da_t h_t and sum_t dL/da_t
         double alpha_totals[kF + 1], act_totals[kF + 1];
