@@ -9,7 +9,7 @@
 // (``mean`` pooling: alpha_t = 1 / L and no scores). Since e_t lies in [-1, 1], exp(e_t) lies
 // in [1/e, e] and the softmax needs no running maximum. The kernel takes the steps eight at a
 // time (kBlock, for 1-4 input features; one at a time otherwise) and keeps their
-// max(p_t, 0) in an 8 x D-float buffer that stays in the L1 cache, so nothing of size T x D is
+// max(p_t, 0) in 8 x D-float buffers that stay in the L1 cache, so nothing of size T x D is
 // ever written (the backward pass recomputes them). Sequences are split over torch's threads
 // (at::parallel_for): one parallel region per call, not one per small kernel, which is what
 // keeps it fast beside a busy process.
@@ -138,10 +138,11 @@ inline void backward_step(const float* __restrict__ x, const float* __restrict__
 // and every sum over t of a linear function of p_t is formed from sums of x_t instead (p_t is
 // affine in x_t): w . h_t = kSlope (sum_f (W^T w)_f x_tf + w . b) + (1 - kSlope) w . r_t, the
 // context's sum_t u_t p_t = W (sum_t u_t x_t) + b sum_t u_t, and the backward pass's sums of
-// s_t (alpha_t g + dL/da_t w) x_tf split into scalar sums of alpha_t x_tf and dL/da_t x_tf and
-// unit-wise masked sums sum_t [r_t > 0] alpha_t x_tf. Per (step, unit vector) that leaves the
-// dense layer (F multiply-adds), one max and one multiply-add forward, and a compare, 2 F + 2
-// masked additions and one multiply-add more backward: no per-step slope multiplications.
+// s_t q_t (1, x_t) with q_t = alpha_t g + dL/da_t w split into scalar sums of alpha_t (1, x_t)
+// and dL/da_t (1, x_t) and unit-wise masked sums sum_t [r_t > 0] q_t (1, x_t). Per (step, unit
+// vector) that leaves the dense layer (F multiply-adds), one max and one multiply-add forward
+// and one more for the context; backward, the same three, then q (2), a compare, F + 1 masked
+// sums and one multiply-add: no per-step slope multiplications.
 
 constexpr int64_t kBlock = 8;
 
