@@ -56,7 +56,8 @@ def _plain(x, mask, dense, scorer):
 
 
 def _gradients(fn, x, dense, scorer, grad_out):
-    params = [x, dense.weight, dense.bias] + ([] if scorer is None else list(scorer.parameters()))
+    params = [x] if x.requires_grad else []
+    params += [dense.weight, dense.bias] + ([] if scorer is None else list(scorer.parameters()))
     for p in params:
         p.grad = None
     context, weights = fn()
@@ -64,18 +65,26 @@ def _gradients(fn, x, dense, scorer, grad_out):
     return context.detach(), weights, [p.grad.clone() for p in params]
 
 
+FEATURES_UNITS = [(2, 100), (2, 7), (1, 16), (3, 9), (4, 17), (5, 13)]
+
+
 @pytest.mark.parametrize("attend", [True, False])
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("features, units", [(2, 100), (2, 7), (1, 16), (5, 13)])
-def test_fused_equals_plain(attend: bool, masked: bool, features: int, units: int) -> None:
+@pytest.mark.parametrize("features, units", FEATURES_UNITS)
+@pytest.mark.parametrize("grad_x", [True, False], ids=["dx", "no-dx"])
+def test_fused_equals_plain(
+    attend: bool, masked: bool, features: int, units: int, grad_x: bool
+) -> None:
     """Values and gradients (input, dense layer, scorer) within float32 rounding of the plain
-    float64 computation; unit counts off the kernel's 8- and 16-lane vectors, the generic
-    feature count (5), a sequence with no steps, and lengths that end the kernel's blocks of 8
-    steps full and partial (53, 30, 1, 8, 7: remainders 5, 6, 1, 0, 7) included."""
+    float64 computation; unit counts off the kernel's 8- and 16-lane vectors, every feature
+    count the kernel compiles apart (1-4) and the generic one (5), a sequence with no steps,
+    lengths that end the kernel's blocks of 8 steps full and partial (53, 30, 1, 8, 7:
+    remainders 5, 6, 1, 0, 7), and x with and without a gradient (the kernel's two backward
+    sweeps) included."""
     torch.manual_seed(0)
     batch, steps = 6, 53
     dense, scorer = torch.nn.Linear(features, units), torch.nn.Linear(units, 1)
-    x = torch.randn(batch, steps, features, requires_grad=True)
+    x = torch.randn(batch, steps, features, requires_grad=grad_x)
     lengths = torch.tensor([53, 30, 1, 0, 8, 7])
     mask = (torch.arange(steps) < lengths[:, None]) if masked else None
     grad_out = torch.randn(batch, units)
@@ -87,7 +96,7 @@ def test_fused_equals_plain(attend: bool, masked: bool, features: int, units: in
 
     dense64 = copy.deepcopy(dense).double()
     scorer64 = copy.deepcopy(scorer).double() if attend else None
-    x64 = x.detach().double().requires_grad_()
+    x64 = x.detach().double().requires_grad_(grad_x)
     got = _gradients(fused, x, dense, scorer if attend else None, grad_out)
     want = _gradients(
         lambda: _plain(x64, mask, dense64, scorer64), x64, dense64, scorer64, grad_out.double()
@@ -104,12 +113,15 @@ def test_fused_equals_plain(attend: bool, masked: bool, features: int, units: in
 @pytest.mark.slow
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 flags")
 @pytest.mark.parametrize(
-    "flags", ["-mno-avx512f", "-mno-avx512f -mno-avx2 -mno-avx -mno-fma"], ids=["avx2", "sse"]
+    "flags",
+    ["-mno-avx512f", "-mno-avx512f -mno-avx2 -mno-avx -mno-fma -DATTNLSTM_NO_SHUFFLES"],
+    ids=["avx2", "sse-no-shuffles"],
 )
 def test_fused_equals_plain_built_for_older_instruction_sets(flags: str) -> None:
-    """The kernel's 8-lane code (AVX2, or SSE pairs) passes the same comparison as the build
-    for this machine, which on an AVX-512 machine takes the 16-lane code: each build is
-    compiled in a fresh process with the flags added (about half a minute)."""
+    """The kernel's 8-lane code (AVX2, or SSE pairs without the vector shuffles that GCC < 12
+    lacks) passes the same comparison as the build for this machine, which on an AVX-512
+    machine takes the 16-lane code: each build is compiled in a fresh process with the flags
+    added (about half a minute)."""
     env = {**os.environ, fused_pool.CFLAGS_ENV: flags}
     env.pop(fused_pool.DISABLE_ENV, None)
     done = subprocess.run(
@@ -132,7 +144,35 @@ def test_fused_equals_plain_built_for_older_instruction_sets(flags: str) -> None
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "16 passed" in done.stdout, done.stdout[-2000:]
+    expected = 2 * 2 * 2 * len(FEATURES_UNITS)  # attend, masked, grad_x, sizes
+    assert f"{expected} passed" in done.stdout, done.stdout[-2000:]
+
+
+def test_a_nan_parameter_gives_a_nan_context_as_the_plain_computation_does(kernel) -> None:
+    """The kernel's vector exp and max keep NaN: a NaN scorer weight must not come out as a
+    finite context (the plain computation gives NaN), nor a NaN input as a finite one."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 20, 2)
+    dense, scorer = torch.nn.Linear(2, 16), torch.nn.Linear(16, 1)
+    with torch.no_grad():
+        scorer.weight[0, 3] = float("nan")
+    context, weights = fused_attention_pool(x, None, dense, scorer)
+    assert torch.isnan(context).all() and torch.isnan(weights).all()
+    with torch.no_grad():
+        scorer.weight[0, 3] = 0.5
+    x[1, 5, 0] = float("nan")
+    context, _ = fused_attention_pool(x, None, dense, scorer)
+    assert torch.isfinite(context[0]).all() and torch.isnan(context[1]).all()
+
+
+def test_lengths_outside_the_rows_are_refused(kernel) -> None:
+    """The kernel reads and writes each row up to its length: one beyond T (or below 0) is an
+    error, not a read past the row."""
+    x = torch.randn(2, 10, 2)
+    weight, bias, w, c = torch.randn(8, 2), torch.randn(8), torch.randn(8), torch.zeros(1)
+    for bad in ([10, 11], [-1, 3]):
+        with pytest.raises(RuntimeError, match="outside"):
+            kernel.fused_pool_forward(x, torch.tensor(bad), weight, bias, w, c, True)
 
 
 def test_padding_is_skipped_exactly() -> None:

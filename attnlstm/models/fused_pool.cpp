@@ -228,27 +228,29 @@ inline Vec relu(Vec v) {
 #if defined(__AVX512F__)
   __m512 m;
   std::memcpy(&m, &v, sizeof m);
-  m = _mm512_max_ps(m, _mm512_setzero_ps());
+  m = _mm512_max_ps(_mm512_setzero_ps(), m);  // maxps returns its second operand for a NaN
   std::memcpy(&v, &m, sizeof v);
   return v;
 #elif defined(__AVX__)
   // one vmaxps; the compiler builds the portable form below from a compare and an and
   __m256 m;
   std::memcpy(&m, &v, sizeof m);
-  m = _mm256_max_ps(m, _mm256_setzero_ps());
+  m = _mm256_max_ps(_mm256_setzero_ps(), m);
   std::memcpy(&v, &m, sizeof v);
   return v;
 #else
   const Vec zero = {};
-  return v > zero ? v : zero;
+  return v < zero ? zero : v;  // a NaN stays NaN
 #endif
 }
 
 // exp(x) lane by lane, within about 2 float ulp of std::exp (Cephes's expf: x = n ln 2 + r with
 // |r| <= ln 2 / 2, a degree-6 polynomial for exp(r), times 2^n); x is clamped to [-87, 88].
 inline Steps vector_exp(Steps x) {
-  x = x < steps_of(88.f) ? x : steps_of(88.f);
-  x = x > steps_of(-87.f) ? x : steps_of(-87.f);
+  // written so that a NaN fails both tests and stays NaN (a NaN score gives a NaN weight and
+  // context, as the plain computation does, rather than a finite one)
+  x = x > steps_of(88.f) ? steps_of(88.f) : x;
+  x = x < steps_of(-87.f) ? steps_of(-87.f) : x;
   // n = round(x log2 e), by truncating x log2 e +- 1/2 (the usual magic-number rounding,
   // (y + 1.5 2^23) - 1.5 2^23, would be folded away by -fassociative-math)
   const Steps half = x < Steps{} ? steps_of(-0.5f) : steps_of(0.5f);
@@ -269,9 +271,22 @@ inline Steps vector_exp(Steps x) {
   return exp_r * scale;
 }
 
+// __builtin_shufflevector: Clang, and GCC from 12; older compilers take plain lane loops
+// (as does -DATTNLSTM_NO_SHUFFLES, which the tests use to compile that path)
+#if defined(__has_builtin) && !defined(ATTNLSTM_NO_SHUFFLES)
+#if __has_builtin(__builtin_shufflevector)
+#define ATTNLSTM_SHUFFLES 1
+#endif
+#endif
+
 // {lane_sum(acc[0]), ..., lane_sum(acc[7])} in 7 additions and 14 shuffles (a transpose tree),
 // after adding each 16-lane accumulator's halves
 inline Steps lane_sums(const Vec* acc) {
+#if !defined(ATTNLSTM_SHUFFLES)
+  Steps sums;
+  for (int64_t s = 0; s < kBlock; ++s) sums[s] = lane_sum(acc[s]);
+  return sums;
+#else
   Steps eight[kBlock], pairs[4], quads[2];
   for (int64_t s = 0; s < kBlock; ++s) {
     if constexpr (kLanes == 16) {
@@ -289,6 +304,7 @@ inline Steps lane_sums(const Vec* acc) {
                __builtin_shufflevector(pairs[2 * j], pairs[2 * j + 1], 2, 3, 10, 11, 6, 7, 14, 15);
   return __builtin_shufflevector(quads[0], quads[1], 0, 1, 2, 3, 8, 9, 10, 11) +
          __builtin_shufflevector(quads[0], quads[1], 4, 5, 6, 7, 12, 13, 14, 15);
+#endif
 }
 
 // The first n (<= kBlock) steps' features from x (kF a step) as kF step vectors xs[f] (zeros
@@ -305,12 +321,19 @@ inline Steps rectified_block(const float* __restrict__ x, int64_t n,
     for (int64_t s = 0; s < n; ++s)
       for (int64_t f = 0; f < kF; ++f) x_step[s][f] = x[s * kF + f];
   }
-  if constexpr (kF == 2) {  // the long-memory tasks: de-interleave in two shuffles
+#if defined(ATTNLSTM_SHUFFLES)
+  constexpr bool kTwoShuffles = kF == 2;
+#else
+  constexpr bool kTwoShuffles = false;
+#endif
+  if constexpr (kTwoShuffles) {  // the long-memory tasks: de-interleave in two shuffles
+#if defined(ATTNLSTM_SHUFFLES)
     Steps first, second;
     std::memcpy(&first, &x_step[0][0], sizeof first);
     std::memcpy(&second, &x_step[kBlock / 2][0], sizeof second);
     xs[0] = __builtin_shufflevector(first, second, 0, 2, 4, 6, 8, 10, 12, 14);
     xs[1] = __builtin_shufflevector(first, second, 1, 3, 5, 7, 9, 11, 13, 15);
+#endif
   } else {
     for (int64_t f = 0; f < kF; ++f)
       for (int64_t s = 0; s < kBlock; ++s) xs[f][s] = x_step[s][f];
@@ -367,6 +390,17 @@ void split_rows(int64_t F, int64_t B, const Rows& rows) {
 
 }  // namespace
 
+// lengths as int64, each checked to lie in [0, T] (the loops read and write up to it)
+static torch::Tensor checked_lengths(const torch::Tensor& lengths, int64_t B, int64_t T) {
+  auto out = lengths.to(torch::kInt64).contiguous();
+  TORCH_CHECK(out.numel() == B, "fused pooling: ", out.numel(), " lengths for ", B, " rows");
+  const int64_t* values = out.data_ptr<int64_t>();
+  for (int64_t row = 0; row < B; ++row)
+    TORCH_CHECK(0 <= values[row] && values[row] <= T, "fused pooling: row ", row, " has length ",
+                values[row], ", outside [0, ", T, "]");
+  return out;
+}
+
 // x: B x T x F; lengths: B (int64, real steps of each row); weight: D x F; bias: D;
 // score_weight: D; score_bias: 1 (ignored when attend is false).
 // Returns context (B x D), scores e (B x T, 0 on padding), weights alpha (B x T, 0 on padding).
@@ -388,7 +422,7 @@ std::vector<torch::Tensor> fused_pool_forward(torch::Tensor x, torch::Tensor len
     for (int64_t f = 0; f < F; ++f) w_times_W[f] = dot(wt.data() + f * Dp, wp.data(), Dp);
   }
   const float w_dot_b = dot(wp.data(), bp.data(), Dp);
-  auto lengths_c = lengths.to(torch::kInt64).contiguous();
+  auto lengths_c = checked_lengths(lengths, B, T);
   auto context = torch::zeros({B, D}, x.options());
   // written by the threads, padding (0) included: zeroing B x T floats twice up front would
   // be a pass through memory of its own
@@ -538,7 +572,7 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
   const std::vector<float>& wp = params.score;
   const std::vector<float> gp = pad_columns(grad_context, B, D);  // B x Dp
   const std::vector<float> cp = pad_columns(context, B, D);        // B x Dp
-  auto lengths_c = lengths.to(torch::kInt64).contiguous();
+  auto lengths_c = checked_lengths(lengths, B, T);
   auto scores_c = scores.contiguous();
   auto weights_c = weights.contiguous();
   auto grad_x = need_grad_x ? torch::zeros_like(x) : torch::Tensor();
