@@ -78,18 +78,16 @@ PaddedParameters pad_parameters(const torch::Tensor& weight, const torch::Tensor
           pad_columns(score_weight.reshape({1, D}), 1, D)};
 }
 
-// One pass over the units for one step: p = W x + b and h = LReLU(p) (both stored), and the
-// dot product v . h. kF > 0 fixes the number of input features at compile time (the
-// long-memory tasks have 2), which lets the loop over the units vectorise; kF = 0 reads F.
-template <int64_t kF>
+// One pass over the units for one step of the generic path (more than 4 input features; 1-4
+// take the blocks below): p = W x + b and h = LReLU(p) (both stored), and the dot product
+// v . h.
 inline float dense_dot(const float* __restrict__ x, const float* __restrict__ weight_t,
                        const float* __restrict__ bias, const float* __restrict__ v, int64_t F,
                        int64_t Dp, float* __restrict__ pre, float* __restrict__ hidden) {
-  const int64_t features = kF > 0 ? kF : F;
   float total = 0.f;
   for (int64_t d = 0; d < Dp; ++d) {
     float p = bias[d];
-    for (int64_t f = 0; f < features; ++f) p += weight_t[f * Dp + d] * x[f];
+    for (int64_t f = 0; f < F; ++f) p += weight_t[f * Dp + d] * x[f];
     const float h = p > 0.f ? p : kSlope * p;
     pre[d] = p;
     hidden[d] = h;
@@ -99,9 +97,8 @@ inline float dense_dot(const float* __restrict__ x, const float* __restrict__ we
 }
 
 
-// The backward pass's second sweep over the units for one step, given dL/da_t (grad_act):
+// The generic path's backward sweep over the units for one step, given dL/da_t (grad_act):
 // dL/dp_t (into grad_pre) and its sums into the gradients of b, w and W^T (F x Dp).
-template <int64_t kF>
 inline void backward_step(const float* __restrict__ x, const float* __restrict__ pre,
                           const float* __restrict__ hidden, const float* __restrict__ g,
                           const float* __restrict__ w, float alpha, float grad_act, int64_t F,
@@ -114,16 +111,9 @@ inline void backward_step(const float* __restrict__ x, const float* __restrict__
     sum_b[d] += grad;
     sum_w[d] += grad_act * hidden[d];
   }
-  if constexpr (kF > 0) {
-    float xs[kF];
-    for (int64_t f = 0; f < kF; ++f) xs[f] = x[f];
-    for (int64_t f = 0; f < kF; ++f)
-      for (int64_t d = 0; d < Dp; ++d) sum_W[f * Dp + d] += grad_pre[d] * xs[f];
-  } else {
-    for (int64_t f = 0; f < F; ++f) {
-      const float xf = x[f];
-      for (int64_t d = 0; d < Dp; ++d) sum_W[f * Dp + d] += grad_pre[d] * xf;
-    }
+  for (int64_t f = 0; f < F; ++f) {
+    const float xf = x[f];
+    for (int64_t d = 0; d < Dp; ++d) sum_W[f * Dp + d] += grad_pre[d] * xf;
   }
 }
 
@@ -355,16 +345,6 @@ inline Steps rectified_block(const float* __restrict__ x, int64_t n,
   return lane_sums(dots);
 }
 
-// sum_d matrix_t[f][d] vector[d] for each feature f: (W^T v)_f
-template <int64_t kF>
-inline void project(const float* weight_t, const float* vector, int64_t Dp, float* out) {
-  for (int64_t f = 0; f < kF; ++f) {
-    float total = 0.f;
-    for (int64_t d = 0; d < Dp; ++d) total += weight_t[f * Dp + d] * vector[d];
-    out[f] = total;
-  }
-}
-
 inline float dot(const float* a, const float* b, int64_t n) {
   float total = 0.f;
   for (int64_t i = 0; i < n; ++i) total += a[i] * b[i];
@@ -535,8 +515,8 @@ std::vector<torch::Tensor> fused_pool_forward(torch::Tensor x, torch::Tensor len
         }
       } else {
         for (int64_t t = 0; t < L; ++t) {
-          const float w_dot_h = dense_dot<kF>(xp + (row * T + t) * F, wt.data(), bp.data(), w,
-                                              F, Dp, pre.data(), h);
+          const float w_dot_h = dense_dot(xp + (row * T + t) * F, wt.data(), bp.data(), w, F, Dp,
+                                              pre.data(), h);
           const float unnormalised = weigh(w_dot_h, t);
           total += unnormalised;
           for (int64_t b = 0; b < Dp; b += kLanes)
@@ -622,7 +602,7 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
         std::fill(masked.begin(), masked.end(), 0.f);
         DoubleSteps alpha_sums[kF + 1] = {}, act_sums[kF + 1] = {};
         float g_times_W[kF];
-        project<kF>(wt.data(), g, Dp, g_times_W);
+        for (int64_t f = 0; f < kF; ++f) g_times_W[f] = dot(wt.data() + f * Dp, g, Dp);
         const float g_dot_b = dot(g, bp.data(), Dp);
         for (int64_t t = 0; t < L; t += kBlock) {
           const int64_t n = std::min(kBlock, L - t);
@@ -715,7 +695,7 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
       }
       for (int64_t t = 0; kF == 0 && t < L; ++t) {
         const float* x_t = xp + (row * T + t) * F;
-        const float g_dot_h = dense_dot<kF>(x_t, wt.data(), bp.data(), g, F, Dp, p, h);
+        const float g_dot_h = dense_dot(x_t, wt.data(), bp.data(), g, F, Dp, p, h);
         const float alpha = ap[row * T + t];
         float grad_act = 0.f;
         if (attend) {
@@ -723,7 +703,7 @@ std::vector<torch::Tensor> fused_pool_backward(torch::Tensor grad_context, torch
           grad_act = alpha * (g_dot_h - g_dot_c) * (1.f - e * e);
           gc += grad_act;
         }
-        backward_step<kF>(x_t, p, h, g, w, alpha, grad_act, F, Dp, dp, sum_b, sum_w, sum_W);
+        backward_step(x_t, p, h, g, w, alpha, grad_act, F, Dp, dp, sum_b, sum_w, sum_W);
         if (gxp != nullptr) {
           float* gx_t = gxp + (row * T + t) * F;
           for (int64_t f = 0; f < F; ++f) {
