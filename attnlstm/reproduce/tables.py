@@ -631,7 +631,9 @@ TABLES: dict[str, Table] = {
             "docs/lm.md",
             (
                 _attention_sweeps(
-                    ("experiment=lm_ptb_small",), ("none", *ALL_METHODS), "20-30 min a run"
+                    ("experiment=lm_ptb_small",),
+                    ("none", *ALL_METHODS),
+                    "15-16 min a run, 25-26 for concat and additive (two side by side)",
                 ),
             ),
             _language_model(
@@ -661,7 +663,7 @@ TABLES: dict[str, Table] = {
                         "model.adaptive_cutoffs=[2000,10000]",
                         "attention=none,general",
                     ),
-                    cost="about 15 min a run",
+                    cost="19-22 min a run",
                 ),
             ),
             _language_model(
