@@ -663,7 +663,7 @@ TABLES: dict[str, Table] = {
                         "model.adaptive_cutoffs=[2000,10000]",
                         "attention=none,general",
                     ),
-                    cost="19-22 min a run",
+                    cost="19-21 min a run, 22-30 with attention",
                 ),
             ),
             _language_model(
