@@ -682,7 +682,7 @@ TABLES: dict[str, Table] = {
                         "model.attention_style=luong,bahdanau",
                         "attention=" + ",".join(QUERY_METHODS),
                     ),
-                    cost="2-22 min a run",
+                    cost="3-14 min a run",
                 ),
                 Sweep(  # they do not learn the task: capped at 20 epochs, as in the docs
                     "query_free",
