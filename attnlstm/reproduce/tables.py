@@ -633,7 +633,7 @@ TABLES: dict[str, Table] = {
                 _attention_sweeps(
                     ("experiment=lm_ptb_small",),
                     ("none", *ALL_METHODS),
-                    "15-16 min a run, 25-26 for concat and additive (two side by side)",
+                    "14-16 min a run, 24-26 for concat and additive (two side by side)",
                 ),
             ),
             _language_model(
