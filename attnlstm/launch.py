@@ -3,7 +3,8 @@
 :mod:`attnlstm.train` imports torch and Hydra, which takes seconds. A user who types
 ``attnlstm-train --help`` sees the help's first line at once, from here, and the rest (Hydra's
 ``hydra/help`` template, ``conf/hydra/help/attnlstm.yaml``, which starts after that line) once
-the trainer is imported. This module imports the standard library only, and
+the trainer is imported. This module imports the standard library only (and
+:mod:`attnlstm.sigint`, which does too), and
 :mod:`attnlstm.runtime` first of all: OpenMP's wait policy and threads are chosen before torch
 is loaded.
 """
@@ -15,6 +16,8 @@ import attnlstm.runtime  # noqa: F401  # before torch: OpenMP reads its settings
 # isort: split
 
 import sys
+
+from attnlstm.sigint import StartUpInterrupts
 
 #: the first line of ``attnlstm-train --help`` (a blank line follows); the template does not
 #: repeat it
@@ -35,12 +38,13 @@ def main() -> None:
     (:func:`attnlstm.train.main`, which reads ``sys.argv`` through Hydra)."""
     if wants_help(sys.argv[1:]):
         print(HELP_FIRST_LINE, end="\n\n", flush=True)
-    try:
-        from attnlstm.train import main as train_main
-    except KeyboardInterrupt:  # Ctrl-C while torch and Hydra load: nothing made yet
-        print("error: interrupted during start-up; nothing was made", file=sys.stderr)
-        raise SystemExit(130) from None
-    train_main()
+    with StartUpInterrupts():  # Ctrl-C from here on exits 130, wherever it lands
+        try:
+            from attnlstm.train import main as train_main
+        except KeyboardInterrupt:  # Ctrl-C while torch and Hydra load: nothing made yet
+            print("error: interrupted during start-up; nothing was made", file=sys.stderr)
+            raise SystemExit(130) from None
+        train_main()
 
 
 if __name__ == "__main__":

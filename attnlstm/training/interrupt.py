@@ -20,6 +20,8 @@ import signal
 import threading
 from types import FrameType, TracebackType
 
+from attnlstm.sigint import Interrupted, take_start_up_interrupt
+
 log = logging.getLogger(__name__)
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -42,6 +44,9 @@ class StopRequest:
         self._pending: int | None = None  # a chained signal to hand on at exit
 
     def __enter__(self) -> StopRequest:
+        if take_start_up_interrupt():  # a Ctrl-C whose exception Python dropped: honour it
+            self.requested = True
+            log.warning("SIGINT received during start-up: stopping before the first update")
         # Signal handlers can only be installed from the main thread; elsewhere (a notebook's
         # worker thread, say) the default behaviour stays.
         if threading.current_thread() is threading.main_thread():
@@ -67,7 +72,7 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # second Ctrl-C: stop now
+            raise Interrupted  # second Ctrl-C: stop now
         self.requested = True
         if signum in _CHAINED:
             self._pending = signum

@@ -272,6 +272,7 @@ class Trainer:
         # SIGTERM during clean-up only sets the flag again
         self.stop_request.__enter__()
         try:
+            self.stop_request.check()  # a Ctrl-C in start-up whose exception Python dropped
             if not self._set_up:
                 self.setup(checkpoint)
             self.fit()
