@@ -91,13 +91,16 @@ def _module_level_imports(path: Path) -> set[str]:
 
 
 def test_the_launcher_imports_the_standard_library_only() -> None:
-    """launch.py imports the standard library and attnlstm.runtime, which imports the
-    standard library only (OpenMP's threads must be set before torch loads)."""
+    """launch.py imports the standard library, attnlstm.runtime and attnlstm.sigint, which
+    import the standard library only (OpenMP's threads must be set before torch loads, and
+    Ctrl-C is handled from the start)."""
     stdlib = set(sys.stdlib_module_names)
     launcher = _module_level_imports(REPO / "attnlstm" / "launch.py")
-    assert {name for name in launcher if name.split(".")[0] not in stdlib} == {"attnlstm.runtime"}
-    runtime = _module_level_imports(REPO / "attnlstm" / "runtime.py")
-    assert {name.split(".")[0] for name in runtime} <= stdlib, runtime
+    light = {"attnlstm.runtime", "attnlstm.sigint"}
+    assert {name for name in launcher if name.split(".")[0] not in stdlib} == light
+    for module in light:
+        imported = _module_level_imports(REPO / "attnlstm" / f"{module.split('.')[1]}.py")
+        assert {name.split(".")[0] for name in imported} <= stdlib, (module, imported)
 
 
 def test_importing_the_launcher_does_not_import_torch() -> None:
