@@ -620,7 +620,9 @@ TABLES: dict[str, Table] = {
             "docs/pos.md",
             (
                 _attention_sweeps(
-                    ("experiment=pos_ewt",), ("none", *ALL_METHODS), "26-35 min a run"
+                    ("experiment=pos_ewt",),
+                    ("none", *ALL_METHODS),
+                    "26-35 min a run on an AMD EPYC core, 42-46 on an Intel Xeon one",
                 ),
             ),
             _tagging,
