@@ -54,15 +54,15 @@ def take_start_up_interrupt() -> bool:
 class StartUpInterrupts:
     """Context manager for a command's whole life (``attnlstm-train``'s launcher): Ctrl-C
     raises :class:`Interrupted` instead of a bare ``KeyboardInterrupt`` and is remembered
-    until the training loop's ``StopRequest`` takes it. Only Python's default handler is replaced: a
-    SIGINT that the caller set to be ignored (``nohup``, a background job) stays ignored,
-    and elsewhere than the main thread nothing changes."""
+    until the training loop's ``StopRequest`` takes it. Only Python's default handler is
+    replaced: a SIGINT that the caller set to be ignored (``nohup``, a background job) stays
+    ignored, and elsewhere than the main thread nothing changes."""
 
     def __init__(self) -> None:
         self._previous: object = None
 
     def __enter__(self) -> StartUpInterrupts:
-        # nested (the command's launcher, then the trainer's main): the outer one stays in charge
+        # only over Python's default: nested inside another, this one leaves it in charge
         main_thread = threading.current_thread() is threading.main_thread()
         if main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             _start_up_interrupt.clear()

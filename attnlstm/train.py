@@ -40,7 +40,6 @@ from attnlstm.paths import config_dir
 from attnlstm.runfolder import LOCK_NAME, RunFolder, check_unused, claim
 from attnlstm.runs import family_schemas, saved_config
 from attnlstm.runtime import available_cores
-from attnlstm.sigint import StartUpInterrupts
 from attnlstm.sweep_resume import (
     config_drift,
     job_plan,
@@ -597,8 +596,7 @@ def main() -> None:
         return
     _check_run_dir_overrides(sys.argv[1:])
     try:
-        with StartUpInterrupts():
-            _hydra_main()
+        _hydra_main()
     except KeyboardInterrupt:  # in Hydra's own start-up or clean-up, outside the job
         _close_file_logs()
         for output_dir, claimed in list(_CLAIMED.items()):

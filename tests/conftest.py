@@ -10,7 +10,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from omegaconf import DictConfig
 
 import attnlstm.train  # noqa: F401  (registers the schemas and resolvers)
 from attnlstm.paths import config_dir
+from attnlstm.sigint import StartUpInterrupts
 
 # The fused pooling kernel is compiled on first use (about a minute per machine): only
 # tests/test_fused_pool.py builds it; everything else, subprocesses included, keeps the
@@ -63,6 +66,35 @@ def sigint_as_a_terminal_gives_it() -> None:
     so that Python turns it into KeyboardInterrupt. A test run started in the background by
     a non-interactive shell inherits SIGINT ignored, and so would the child."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextmanager
+def default_sigint() -> Iterator[None]:
+    """Python's own SIGINT handler, as a command starts with (a test run in the background
+    may have inherited SIGINT ignored); the previous handler afterwards."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+@contextmanager
+def start_up_ctrl_c_dropped_by_python() -> Iterator[None]:
+    """Inside :class:`StartUpInterrupts`: a Ctrl-C whose exception lands in a weakref
+    callback (as in the garbage collector or the import system's module locks), where CPython
+    prints "Exception ignored" and carries on. Tests using it filter pytest's
+    ``PytestUnraisableExceptionWarning``."""
+    with default_sigint(), StartUpInterrupts():
+
+        class Thing:
+            pass
+
+        thing = Thing()
+        reference = weakref.ref(thing, lambda _: os.kill(os.getpid(), signal.SIGINT))
+        del thing  # the callback's exception goes nowhere
+        assert reference() is None
+        yield
 
 
 def run_cli(

@@ -6,14 +6,17 @@ import os
 import signal
 import subprocess
 import sys
-import weakref
 from pathlib import Path
 
 import pytest
 
 from attnlstm.sigint import Interrupted, StartUpInterrupts, take_start_up_interrupt
 from attnlstm.training.interrupt import StopRequest
-from tests.conftest import sigint_as_a_terminal_gives_it
+from tests.conftest import (
+    default_sigint,
+    sigint_as_a_terminal_gives_it,
+    start_up_ctrl_c_dropped_by_python,
+)
 
 
 def test_first_signal_sets_the_flag_and_check_raises() -> None:
@@ -67,16 +70,8 @@ def test_usr2_is_left_alone_without_a_python_handler() -> None:
         assert signal.getsignal(signal.SIGUSR2) is before
 
 
-def _default_sigint() -> None:
-    """Python's own SIGINT handler, as a command starts with (a test run in the background
-    may have inherited SIGINT ignored)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 def test_start_up_ctrl_c_raises_and_is_remembered_until_a_stop_request_takes_it() -> None:
-    before = signal.getsignal(signal.SIGINT)
-    _default_sigint()
-    try:
+    with default_sigint():
         with StartUpInterrupts():
             with pytest.raises(Interrupted):
                 os.kill(os.getpid(), signal.SIGINT)
@@ -87,31 +82,14 @@ def test_start_up_ctrl_c_raises_and_is_remembered_until_a_stop_request_takes_it(
             assert not take_start_up_interrupt()  # taken once only
             assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, before)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_start_up_ctrl_c_that_python_drops_still_stops_the_run() -> None:
-    """Ctrl-C landing in a weakref callback (the garbage collector, the import system's
-    module locks): CPython prints "Exception ignored" and carries on, so the exception never
-    reaches attnlstm; the record of it stops the run all the same."""
-    before = signal.getsignal(signal.SIGINT)
-    _default_sigint()
-    try:
-        with StartUpInterrupts():
-
-            class Thing:
-                pass
-
-            thing = Thing()
-            reference = weakref.ref(thing, lambda _: os.kill(os.getpid(), signal.SIGINT))
-            del thing  # the callback's exception is "ignored" by Python
-            assert reference() is None
-            with StopRequest() as stop:
-                assert stop.requested
-    finally:
-        signal.signal(signal.SIGINT, before)
+    """The exception never reaches attnlstm; the record of the Ctrl-C stops the run all the
+    same."""
+    with start_up_ctrl_c_dropped_by_python(), StopRequest() as stop:
+        assert stop.requested
 
 
 def test_an_ignored_sigint_stays_ignored() -> None:

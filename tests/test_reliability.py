@@ -17,7 +17,6 @@ import stat
 import subprocess
 import sys
 import time
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,15 @@ import torch
 from attnlstm import io
 from attnlstm.console import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED
 from attnlstm.io import CheckpointError, WriteError, load_checkpoint
-from attnlstm.sigint import StartUpInterrupts
 from attnlstm.train import build_trainer
 from attnlstm.training.interrupt import StopRequested
-from tests.conftest import TINY, compose_config, run_cli, sigint_as_a_terminal_gives_it
+from tests.conftest import (
+    TINY,
+    compose_config,
+    run_cli,
+    sigint_as_a_terminal_gives_it,
+    start_up_ctrl_c_dropped_by_python,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUIET = ["trainer.progress_bar=false", "trainer.attention_images=0", "device=cpu"]
@@ -428,21 +432,10 @@ def test_a_start_up_ctrl_c_that_python_dropped_stops_before_the_first_update(
     """Ctrl-C while the data are made can land in a weakref callback, where CPython prints
     "Exception ignored" and carries on (seen once in 20 tries of the test above, which then
     trained to the end and exited 0): the trainer stops before its first update."""
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with StartUpInterrupts():
-
-            class Data:
-                pass
-
-            data = Data()
-            _ = weakref.ref(data, lambda _: os.kill(os.getpid(), signal.SIGINT))
-            del data  # the KeyboardInterrupt raised in the callback goes nowhere
-            trainer, _checkpoint = build_trainer(_config(TINY), tmp_path, checkpoint_wanted=False)
-            with pytest.raises(StopRequested):
-                trainer.run()
-    finally:
-        signal.signal(signal.SIGINT, before)
+    with start_up_ctrl_c_dropped_by_python():
+        trainer, _checkpoint = build_trainer(_config(TINY), tmp_path, checkpoint_wanted=False)
+        with pytest.raises(StopRequested):
+            trainer.run()
     assert trainer.state.step == 0
     assert not (tmp_path / "last.pt").exists()
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
