@@ -50,7 +50,7 @@ from attnlstm.loggers import Logger, LoggerCollection, build_loggers, flatten_co
 from attnlstm.plots import attention_figure, attention_image, attention_matrix_image
 from attnlstm.runtime import available_cores, processor_name
 from attnlstm.tasks.base import Task
-from attnlstm.training import distributed
+from attnlstm.training import distributed, precision
 from attnlstm.training.averaging import build_averaging
 from attnlstm.training.interrupt import StopRequest, StopRequested
 from attnlstm.training.optim import build_optimizer, build_scheduler, continue_schedule
@@ -200,6 +200,9 @@ class Trainer:
                 "trainer.precision=16 is not allowed here: float16 training needs a CUDA GPU"
                 f" (it runs on {device}); use trainer.precision=bf16, or 32"
             )
+        cpu_bf16_note = precision.describe_cpu_bf16(device, str(trainer_cfg.precision))
+        if cpu_bf16_note is not None:
+            log.warning(cpu_bf16_note)
         # float16 needs its gradients scaled (a no-op otherwise); bf16 has float32's range
         self.scaler = torch.amp.GradScaler(device.type, enabled=str(trainer_cfg.precision) == "16")
         # data parallel (torchrun / SLURM): this process's rank among world_size processes
@@ -702,10 +705,9 @@ class Trainer:
             self.save_checkpoint(improved=False, progress=progress)
 
     def _autocast(self) -> Any:
-        """``trainer.precision``: bf16 or float16 autocast; a no-op context for 32."""
-        precision = str(self.cfg.precision)
-        dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision)
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+        """``trainer.precision``: bf16 or float16 autocast; a no-op context for 32
+        (:func:`attnlstm.training.precision.autocast`)."""
+        return precision.autocast(self.device, str(self.cfg.precision))
 
     def _gradient_sync(self, last_micro_batch: bool) -> Any:
         """Under DistributedDataParallel, gradients are all-reduced on the last micro-batch of
