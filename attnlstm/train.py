@@ -363,6 +363,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         distributed.finish()
 
 
+def use_threads(cfg: DictConfig, stack: contextlib.ExitStack) -> None:
+    """Set this run's CPU threads from ``cfg``, the config the run trains with: on a resume,
+    the stopped run's own (a run that fixed ``trainer.threads`` for exact numbers keeps them;
+    the command line's ``resume=...`` alone does not set them). ``trainer.threads`` when set;
+    else a parallel launcher's share of the cores (jobs x threads <= cores), which the thread
+    governor then lowers to the cores other processes leave free, until ``stack`` closes."""
+    configured = cfg.trainer.get("threads")
+    share = threads_for_job(configured)
+    apply_threads(share)
+    if configured is None:
+        governor = ThreadGovernor(share or torch.get_num_threads(), cores=available_cores())
+        stack.callback(governor.install().remove)
+        stack.callback(use_governor(governor))
+
+
 def _run_in(
     cfg: DictConfig, run_dir: Path, hydra_cfg: Any, env: distributed.DistributedEnv
 ) -> dict[str, Any]:
@@ -388,11 +403,13 @@ def _run_in(
         cfg = config_for_resume(cfg, run_dir, list(hydra_cfg.overrides.task))
     elif (run_dir / "last.pt").exists():
         raise ConfigError(f"{run_dir} already holds a run; it is never overwritten")
-    trainer, checkpoint = build_trainer(cfg, run_dir, checkpoint_wanted=bool(cfg.resume))
-    trainer.setup(checkpoint)
-    if trainer.writes_results and trainer.owns_run_folder:
-        write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
-    summary = trainer.run(checkpoint)
+    with contextlib.ExitStack() as threads:  # set from the run's own config, resumed or not
+        use_threads(cfg, threads)
+        trainer, checkpoint = build_trainer(cfg, run_dir, checkpoint_wanted=bool(cfg.resume))
+        trainer.setup(checkpoint)
+        if trainer.writes_results and trainer.owns_run_folder:
+            write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
+        summary = trainer.run(checkpoint)
     if not trainer.owns_run_folder:
         return summary
     if trainer.writes_results:
@@ -497,16 +514,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
             check_objective(optimized)
         except ConfigError as failure:
             fail(str(failure))
-    stack = contextlib.ExitStack()  # what this job sets up for its duration (the thread governor)
     try:
-        # a parallel launcher's jobs share the cores (jobs x threads <= cores)
-        configured = cfg.trainer.get("threads")
-        share = threads_for_job(configured)
-        apply_threads(share)
-        if configured is None:  # then the threads follow the cores others leave free
-            governor = ThreadGovernor(share or torch.get_num_threads(), cores=available_cores())
-            stack.callback(governor.install().remove)
-            stack.callback(use_governor(governor))
         summary = run(cfg)
         if summary.get("status") == "diverged":
             code = EXIT_DIVERGED
@@ -542,7 +550,6 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
         code, error = EXIT_FAILED, failure
         message = _unexpected(failure, run_dir)
     finally:
-        stack.close()
         if code in (EXIT_BAD_INPUT, EXIT_INTERRUPTED) or (
             code == EXIT_FAILED and not (run_dir / "last.pt").exists()
         ):

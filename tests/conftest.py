@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -103,10 +103,12 @@ def run_cli(
     module: str = "attnlstm",
     check: bool = True,
     timeout: float = 240,
+    extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m <module> <args>`` in ``cwd``; output captured as text."""
+    """``python -m <module> <args>`` in ``cwd`` (``extra_env`` added to the environment);
+    output captured as text."""
     cwd.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     result = subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,

@@ -178,6 +178,19 @@ def test_same_seed_same_numbers_other_seed_others(tmp_path: Path) -> None:
     assert histories[0] != histories[2]
 
 
+def test_resume_keeps_the_threads_the_run_fixed(tmp_path: Path) -> None:
+    """trainer.threads comes from the stopped run's config on resume, not from the command
+    line (where ``resume=...`` alone leaves it unset): the run started with 2 threads where
+    OpenMP's default is 1, and its resumed epoch has 2 too, not the thread governor's 1."""
+    one_core = {"OMP_NUM_THREADS": "1"}
+    args = [*TINY, "trainer.max_epochs=1", "trainer.attention_images=0", "trainer.threads=2"]
+    run_cli(args, tmp_path, extra_env=one_core)
+    run_dir = only_run_dir(tmp_path)
+    run_cli([f"resume={run_dir}", "trainer.max_epochs=2"], tmp_path, extra_env=one_core)
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert [record["perf/threads"] for record in history] == [2.0, 2.0]
+
+
 @pytest.mark.slow
 def test_resume_continues_exactly(tmp_path: Path) -> None:
     """Two epochs straight equal one epoch, then a resumed second, in the same directory."""
