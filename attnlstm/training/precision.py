@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
-
-log = logging.getLogger(__name__)
 
 #: ``trainer.precision`` to the autocast dtype; ``32`` is no autocast
 AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "16": torch.float16}
@@ -51,9 +48,14 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     stack = contextlib.ExitStack()
     stack.enter_context(torch.autocast(device.type, dtype=dtype))
-    if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_bf16_lstm_works():
+    if _lstms_in_float32(device, str(precision)):
         stack.enter_context(_onednn_off())
     return stack
+
+
+def _lstms_in_float32(device: torch.device, precision: str) -> bool:
+    """bf16 on a CPU whose oneDNN cannot run bfloat16 LSTMs: they run in float32 instead."""
+    return device.type == "cpu" and precision == "bf16" and not cpu_bf16_lstm_works()
 
 
 @contextlib.contextmanager
@@ -71,7 +73,7 @@ def _onednn_off() -> Iterator[None]:
 def describe_cpu_bf16(device: torch.device, precision: str) -> str | None:
     """A sentence for the run's log when bf16 on this CPU runs the recurrences in float32;
     ``None`` when there is nothing to say."""
-    if device.type != "cpu" or str(precision) != "bf16" or cpu_bf16_lstm_works():
+    if not _lstms_in_float32(device, str(precision)):
         return None
     return (
         "trainer.precision=bf16: this CPU has no bfloat16 instructions for oneDNN's LSTM"
