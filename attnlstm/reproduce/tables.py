@@ -622,7 +622,7 @@ TABLES: dict[str, Table] = {
                 _attention_sweeps(
                     ("experiment=pos_ewt",),
                     ("none", *ALL_METHODS),
-                    "26-35 min a run on one AMD EPYC core, 42-46 on an Intel Xeon one, about 90"
+                    "26-35 min a run on one AMD EPYC core, 42-46 on an Intel Xeon one, 75-90"
                     " on an AVX2-only AMD EPYC one",
                 ),
             ),
