@@ -47,6 +47,13 @@ from attnlstm.sweep_resume import (
     record_plan,
     start_up_leftovers,
 )
+from attnlstm.sweep_stop import (
+    in_a_worker,
+    request_stop,
+    stop_requested,
+    sweep_running,
+    sweep_was_stopped,
+)
 from attnlstm.sweeps import (
     apply_threads,
     check_objective,
@@ -74,6 +81,10 @@ _CLAIMED: dict[str, RunFolder] = {}
 _SUBDIRS: dict[str, str] = {}
 #: a sweep job's plan by output_dir: new, resumed or done (see attnlstm.sweep_resume)
 _SWEEP_PLANS: dict[str, str] = {}
+
+
+class _NotStarted(KeyboardInterrupt):
+    """A sweep job that starts after the sweep was stopped (:mod:`attnlstm.sweep_stop`)."""
 
 
 def _run_dir(resume: str | None, default: str) -> str:
@@ -515,6 +526,8 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
         except ConfigError as failure:
             fail(str(failure))
     try:
+        if sweeping and stop_requested(Path(hydra_cfg.sweep.dir)):
+            raise _NotStarted
         summary = run(cfg)
         if summary.get("status") == "diverged":
             code = EXIT_DIVERGED
@@ -529,10 +542,12 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
             )
     except ConfigError as failure:
         code, message = EXIT_BAD_INPUT, str(failure)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         code = EXIT_INTERRUPTED
         message = "interrupted"
-        if not (run_dir / "last.pt").exists():
+        if isinstance(stop, _NotStarted):
+            message = "not started: the sweep was stopped"
+        elif not (run_dir / "last.pt").exists():
             message = "interrupted before the first update; nothing was trained"
     except WriteError as failure:
         code, message, error = EXIT_FAILED, str(failure), failure
@@ -574,6 +589,12 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
         if reads_objective:  # the sweeper records the trial as failed and goes on
             failed_trial(f"{outcome} job {job}: {message}")
         return summary
+    if code == EXIT_INTERRUPTED and sweeping and in_a_worker():
+        # raising would make joblib kill the other jobs, perhaps while they save: stop the
+        # sweep instead, and let the other jobs stop by themselves (attnlstm.sweep_stop)
+        request_stop(Path(hydra_cfg.sweep.dir))
+        log.warning("job %s: %s", job or "(no overrides)", message)
+        return summary
     if code == EXIT_INTERRUPTED:
         # the trainer has said how to resume when it saved; rank > 0 has nothing to add
         if _WORKER_DIR is None and not (run_dir / "last.pt").exists():
@@ -609,8 +630,23 @@ def main() -> None:
         for output_dir, claimed in list(_CLAIMED.items()):
             _clean_up_failed_start(Path(output_dir), _SUBDIRS.get(output_dir))
             claimed.release()
-        print("error: interrupted during start-up; nothing was trained", file=sys.stderr)
+        if sweep_running():  # a second Ctrl-C while the jobs of a sweep ran in workers
+            print(
+                _STOPPED_SWEEP + " (stopped at once: each job keeps its last checkpoint)",
+                file=sys.stderr,
+            )
+        else:
+            print("error: interrupted during start-up; nothing was trained", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
+    if sweep_was_stopped():
+        print(_STOPPED_SWEEP, file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_INTERRUPTED)
+
+
+_STOPPED_SWEEP = (
+    "error: the sweep was stopped; the same command finishes it (finished jobs are skipped,"
+    " stopped ones resume from their last.pt)"
+)
 
 
 __all__ = ["build_trainer", "config_for_resume", "main", "run"]
