@@ -42,6 +42,12 @@ def _start_up_handler(signum: int, frame: FrameType | None) -> None:
     raise Interrupted
 
 
+def remember_start_up_interrupt() -> None:
+    """Record a Ctrl-C for the training loop's next ``StopRequest`` without raising (a
+    handler that must not raise: a sweep's job in a joblib worker, attnlstm.sweep_stop)."""
+    _start_up_interrupt.set()
+
+
 def take_start_up_interrupt() -> bool:
     """Whether a start-up Ctrl-C came since :class:`StartUpInterrupts` was entered, clearing
     the record: the exception :func:`_start_up_handler` raised may have been dropped (in a

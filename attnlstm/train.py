@@ -53,6 +53,7 @@ from attnlstm.sweep_stop import (
     stop_requested,
     sweep_running,
     sweep_was_stopped,
+    worker_job,
 )
 from attnlstm.sweeps import (
     apply_threads,
@@ -511,6 +512,13 @@ def _unexpected(failure: BaseException, run_dir: Path) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
+    """Run one job (:func:`_job`); in a joblib worker, with SIGINT taken only while it runs
+    (:func:`attnlstm.sweep_stop.worker_job`)."""
+    with worker_job():
+        return _job(cfg)
+
+
+def _job(cfg: DictConfig) -> dict[str, Any] | None:
     """Run one job and turn how it ended into an exit code (:mod:`attnlstm.console`). In a
     sweep (``-m``), a job that fails or diverges is logged and the sweep goes on."""
     hydra_cfg = HydraConfig.get()
@@ -630,11 +638,8 @@ def main() -> None:
         for output_dir, claimed in list(_CLAIMED.items()):
             _clean_up_failed_start(Path(output_dir), _SUBDIRS.get(output_dir))
             claimed.release()
-        if sweep_running():  # a second Ctrl-C while the jobs of a sweep ran in workers
-            print(
-                _STOPPED_SWEEP + " (stopped at once: each job keeps its last checkpoint)",
-                file=sys.stderr,
-            )
+        if sweep_running():  # a second SIGTERM while the jobs of a sweep ran in workers
+            print(_STOPPED_SWEEP, file=sys.stderr)
         else:
             print("error: interrupted during start-up; nothing was trained", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None

@@ -11,14 +11,23 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
 
 from attnlstm import sweep_stop
 from attnlstm.sigint import Interrupted
-from attnlstm.sweep_stop import STOP_FILE, SWEEP_PID_VARIABLE, SweepStop, in_a_worker
+from attnlstm.sweep_stop import (
+    STOP_FILE,
+    SWEEP_PID_VARIABLE,
+    SweepStop,
+    in_a_worker,
+    worker_job,
+)
+from attnlstm.training.interrupt import StopRequest
 from tests.conftest import TINY, default_sigint, sigint_as_a_terminal_gives_it
 from tests.test_sweeps import BASIC, JOBLIB, SUBMITIT_LOCAL, needs_joblib
 
@@ -26,16 +35,28 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 OPTUNA = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 
 
-def _sweep_config(sweep_dir: Path, launcher: str, sweeper: str = BASIC_SWEEPER) -> object:
+def _sweep_config(
+    sweep_dir: Path, launcher: str, sweeper: str = BASIC_SWEEPER, n_jobs: int = 2
+) -> Any:
     return OmegaConf.create(
         {
             "hydra": {
                 "sweep": {"dir": str(sweep_dir)},
-                "launcher": {"_target_": launcher},
+                "launcher": {"_target_": launcher, "n_jobs": n_jobs},
                 "sweeper": {"_target_": sweeper},
             }
         }
     )
+
+
+@contextmanager
+def ignored_sigint() -> Iterator[None]:
+    """SIGINT ignored, as a joblib worker of a sweep starts (SweepStop)."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture
@@ -47,9 +68,11 @@ def restore_environment() -> Iterator[None]:
         os.environ[SWEEP_PID_VARIABLE] = before
 
 
-def test_first_ctrl_c_stops_the_sweep_without_raising_the_second_stops_at_once(
+def test_the_sweeps_process_ignores_ctrl_c_and_stops_on_sigterm(
     tmp_path: Path, restore_environment: None
 ) -> None:
+    """Ctrl-C must not raise in the process joblib waits in, nor in an idle worker (which
+    inherits the ignored SIGINT); SIGTERM starts no new job, a second one stops at once."""
     config = _sweep_config(tmp_path, JOBLIB)
     callback = SweepStop()
     with default_sigint():
@@ -57,15 +80,39 @@ def test_first_ctrl_c_stops_the_sweep_without_raising_the_second_stops_at_once(
         callback.on_multirun_start(config)
         try:
             assert sweep_stop.sweep_running()
-            os.kill(os.getpid(), signal.SIGINT)  # joblib would kill the workers if this raised
+            assert os.environ[SWEEP_PID_VARIABLE] == str(os.getpid())
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert _child_ignores_sigint()
+            signal.raise_signal(signal.SIGINT)  # nothing happens
+            assert not (tmp_path / STOP_FILE).exists()
+            signal.raise_signal(signal.SIGTERM)
             assert (tmp_path / STOP_FILE).exists()
-            os.kill(os.getpid(), signal.SIGTERM)  # a stop already asked for: nothing more
             with pytest.raises(Interrupted):
-                os.kill(os.getpid(), signal.SIGINT)
+                signal.raise_signal(signal.SIGTERM)
         finally:
             callback.on_multirun_end(config)
         assert signal.getsignal(signal.SIGINT) is before
+    assert SWEEP_PID_VARIABLE not in os.environ
     assert sweep_stop.sweep_was_stopped() and not sweep_stop.sweep_running()
+
+
+def _child_ignores_sigint() -> bool:
+    """Whether a Python process started now (as loky starts a worker) ignores SIGINT."""
+    probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    return result.stdout.strip() == "True"
+
+
+def test_a_ctrl_c_in_a_workers_job_is_remembered_for_the_loop(
+    restore_environment: None,
+) -> None:
+    os.environ[SWEEP_PID_VARIABLE] = str(os.getpid() + 1)  # as in a worker
+    with ignored_sigint():
+        with worker_job():
+            signal.raise_signal(signal.SIGINT)  # no exception: it might land in joblib's code
+            with StopRequest() as stop:
+                assert stop.requested  # the loop stops before its first update
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # between jobs
 
 
 def test_a_new_sweep_forgets_the_last_stop(tmp_path: Path, restore_environment: None) -> None:
@@ -79,16 +126,31 @@ def test_a_new_sweep_forgets_the_last_stop(tmp_path: Path, restore_environment: 
     assert not sweep_stop.sweep_was_stopped()
 
 
+def test_the_pid_of_a_joblib_sweep_before_does_not_reach_other_launchers(
+    tmp_path: Path, restore_environment: None
+) -> None:
+    os.environ[SWEEP_PID_VARIABLE] = "1"  # left by an earlier sweep, or inherited
+    callback = SweepStop()
+    config = _sweep_config(tmp_path, SUBMITIT_LOCAL)
+    callback.on_multirun_start(config)
+    try:
+        assert SWEEP_PID_VARIABLE not in os.environ and not in_a_worker()
+    finally:
+        callback.on_multirun_end(config)
+
+
 @pytest.mark.parametrize(
     ("launcher", "sweeper"),
-    [(BASIC, BASIC_SWEEPER), (SUBMITIT_LOCAL, BASIC_SWEEPER), (JOBLIB, OPTUNA)],
+    [(BASIC, BASIC_SWEEPER), (SUBMITIT_LOCAL, BASIC_SWEEPER), (JOBLIB, OPTUNA), (JOBLIB, None)],
 )
 def test_other_launchers_and_optimising_sweepers_keep_their_handling(
     tmp_path: Path, restore_environment: None, launcher: str, sweeper: str
 ) -> None:
-    """The basic launcher runs each job here (the trainer's own Ctrl-C handling applies);
-    submitit's and Optuna's are left as they were."""
-    config = _sweep_config(tmp_path, launcher, sweeper)
+    """The basic launcher, and joblib with one job at a time, run each job here (the
+    trainer's own Ctrl-C handling applies); submitit's and Optuna's are left as they were."""
+    config = _sweep_config(tmp_path, launcher, sweeper or BASIC_SWEEPER, n_jobs=2)
+    if sweeper is None:
+        config = _sweep_config(tmp_path, launcher, BASIC_SWEEPER, n_jobs=1)
     callback = SweepStop()
     with default_sigint():
         callback.on_multirun_start(config)
@@ -121,9 +183,13 @@ _LONG = [
 ]
 
 
-def _start_sweep(sweep: Path, cwd: Path) -> subprocess.Popen[str]:
-    """Three jobs, two at a time, in a process group of their own (as a terminal's)."""
-    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *_LONG, "seed=0,1,2"]
+def _start_sweep(
+    sweep: Path, cwd: Path, n_jobs: int = 2, seeds: str = "0,1,2"
+) -> subprocess.Popen[str]:
+    """By default three jobs, two at a time, in a process group of their own (as a
+    terminal's)."""
+    args = ["-m", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}", *_LONG]
+    args.append(f"seed={seeds}")
     return subprocess.Popen(
         [sys.executable, "-m", "attnlstm", *args, f"hydra.sweep.dir={sweep}"],
         cwd=cwd,
@@ -184,8 +250,19 @@ def test_ctrl_c_lets_every_joblib_job_save_and_starts_no_new_one(tmp_path: Path)
     process = _start_sweep(sweep, tmp_path)
     _wait_until_both_train(sweep, process)
     os.killpg(process.pid, signal.SIGINT)
-    output = _assert_stopped_and_saved(sweep, process)
-    assert "SIGINT received: the sweep starts no new job" in output
+    _assert_stopped_and_saved(sweep, process)
+
+
+@pytest.mark.slow
+@needs_joblib
+def test_ctrl_c_reaching_an_idle_worker_breaks_nothing(tmp_path: Path) -> None:
+    """Three workers for two jobs: the idle one gets the Ctrl-C too. It used to exit on the
+    KeyboardInterrupt, and joblib then SIGKILLed the two that trained (a broken pool)."""
+    sweep = tmp_path / "sweep"
+    process = _start_sweep(sweep, tmp_path, n_jobs=3, seeds="0,1")
+    _wait_until_both_train(sweep, process)
+    os.killpg(process.pid, signal.SIGINT)
+    _assert_stopped_and_saved(sweep, process)
 
 
 @pytest.mark.slow
