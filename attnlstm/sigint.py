@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 
@@ -34,6 +35,15 @@ class Interrupted(KeyboardInterrupt):
 
 #: set by :func:`_start_up_handler`, taken by the training loop's next ``StopRequest``
 _start_up_interrupt = threading.Event()
+#: called at once when a stop is first asked for (a sweep's job in a joblib worker tells the
+#: other jobs: attnlstm.sweep_stop); None: nothing to tell
+on_stop_requested: Callable[[], None] | None = None
+
+
+def announce_stop() -> None:
+    """Run :data:`on_stop_requested`, if set (from a signal handler: quick, never raises)."""
+    if on_stop_requested is not None:
+        on_stop_requested()
 
 
 def _start_up_handler(signum: int, frame: FrameType | None) -> None:
@@ -46,6 +56,7 @@ def remember_start_up_interrupt() -> None:
     """Record a Ctrl-C for the training loop's next ``StopRequest`` without raising (a
     handler that must not raise: a sweep's job in a joblib worker, attnlstm.sweep_stop)."""
     _start_up_interrupt.set()
+    announce_stop()
 
 
 def take_start_up_interrupt() -> bool:

@@ -21,7 +21,13 @@ the pool is then broken). So, while such a sweep runs (:class:`SweepStop`):
 - a second Ctrl-C stops each running job at once (the trainer raises at once); the jobs
   keep their last checkpoint;
 - SIGTERM to the sweep's process writes the stop file: no new job starts, the running ones
-  carry on unless they get the signal too; a second SIGTERM stops the sweep's process at once.
+  carry on unless they get the signal too; a second SIGTERM stops the sweep's process at once
+  (joblib then kills the jobs, which keep their last checkpoint).
+
+Left as they are: a Ctrl-C while a worker starts, or while Hydra sets up its next job, is not
+seen by that worker (press it again once the jobs train); SIGTERM to an idle worker ends it,
+and joblib then kills the others; workers that a joblib pool of this process made before the
+sweep started keep the default handling.
 
 The stop file goes when the next sweep in the same folder starts; a stopped sweep's command
 exits 130 (:func:`sweep_was_stopped`), and the same command finishes it: finished jobs are
@@ -43,10 +49,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from attnlstm.sigint import Interrupted, remember_start_up_interrupt
+from attnlstm import sigint
+from attnlstm.sigint import Interrupted, remember_start_up_interrupt, take_start_up_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,7 @@ _Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 _stopped = False  # the last sweep of this process was stopped
 _running = False  # a sweep in a joblib pool is under way in this process
+_stopped_dir: Path | None = None  # the folder of the sweep that was stopped
 
 
 def in_a_worker() -> bool:
@@ -92,30 +101,49 @@ def sweep_was_stopped() -> bool:
     return _stopped
 
 
+def stopped_sweep_dir() -> Path | None:
+    """The folder of the sweep in a joblib pool this process runs, or ran last if it was
+    stopped; else None."""
+    return _stopped_dir if _stopped or _running else None
+
+
 def sweep_running() -> bool:
     """Whether this process is running a sweep in a joblib pool (between start and end)."""
     return _running
 
 
 def _remember(signum: int, frame: FrameType | None) -> None:
-    """SIGINT in a worker's job before the training loop: the loop stops before its first
-    update (no exception: it could land in Hydra's or joblib's code)."""
+    """SIGINT / SIGTERM in a worker's job outside the training loop: the loop stops before
+    its first update (no exception: it could land in Hydra's or joblib's code)."""
     remember_start_up_interrupt()
+
+
+def _current_sweep_dir() -> Path:
+    """The folder of the sweep whose job this process runs (Hydra's ``hydra.sweep.dir``)."""
+    return Path(str(HydraConfig.get().sweep.dir))
 
 
 @contextmanager
 def worker_job() -> Iterator[None]:
-    """Around one job in a worker (elsewhere: nothing): SIGINT, ignored in the worker, is
-    remembered for the training loop, whose own handler takes over while it runs; ignored
-    again after the job."""
+    """Around one job of a sweep in a worker (elsewhere: nothing).
+    SIGINT, ignored in the worker, and SIGTERM are remembered for the training loop, whose own
+    handler takes over while it runs; the first stop writes the stop file at once, so that
+    no job starts meanwhile. After the job SIGINT is ignored again, and a stop the loop did
+    not take (it came after the loop) stops the sweep."""
     if not in_a_worker() or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, _remember)
+    sweep_dir = _current_sweep_dir()
+    sigint.on_stop_requested = lambda: request_stop(sweep_dir)
+    previous = {sig: signal.signal(sig, _remember) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sigint.on_stop_requested = None
+        if take_start_up_interrupt():
+            request_stop(sweep_dir)
 
 
 def _parallel_pool(config: DictConfig) -> bool:
@@ -146,7 +174,7 @@ class SweepStop(Callback):
         return {"_sweep_dir": self._sweep_dir, "_requested": False, "_previous": {}}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global _stopped, _running
+        global _stopped, _running, _stopped_dir
         _stopped, _running = False, False
         os.environ.pop(SWEEP_PID_VARIABLE, None)  # a sweep before, on another launcher
         self._sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -156,7 +184,7 @@ class SweepStop(Callback):
             return
         if not _parallel_pool(config):
             return  # the jobs run here, or elsewhere than a joblib pool: as before
-        _running = True
+        _running, _stopped_dir = True, self._sweep_dir
         os.environ[SWEEP_PID_VARIABLE] = str(os.getpid())
         # ignored here, and so in the workers started from now on (see the docstring)
         self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -192,6 +220,7 @@ __all__ = [
     "in_a_worker",
     "request_stop",
     "stop_requested",
+    "stopped_sweep_dir",
     "sweep_running",
     "sweep_was_stopped",
     "worker_job",

@@ -51,6 +51,7 @@ from attnlstm.sweep_stop import (
     in_a_worker,
     request_stop,
     stop_requested,
+    stopped_sweep_dir,
     sweep_running,
     sweep_was_stopped,
     worker_job,
@@ -639,19 +640,25 @@ def main() -> None:
             _clean_up_failed_start(Path(output_dir), _SUBDIRS.get(output_dir))
             claimed.release()
         if sweep_running():  # a second SIGTERM while the jobs of a sweep ran in workers
-            print(_STOPPED_SWEEP, file=sys.stderr)
+            print(_stopped_sweep(at_once=True), file=sys.stderr)
         else:
             print("error: interrupted during start-up; nothing was trained", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
     if sweep_was_stopped():
-        print(_STOPPED_SWEEP, file=sys.stderr, flush=True)
+        print(_stopped_sweep(), file=sys.stderr, flush=True)
         raise SystemExit(EXIT_INTERRUPTED)
 
 
-_STOPPED_SWEEP = (
-    "error: the sweep was stopped; the same command finishes it (finished jobs are skipped,"
-    " stopped ones resume from their last.pt)"
-)
+def _stopped_sweep(at_once: bool = False) -> str:
+    """What a stopped sweep's command says last: how to finish the sweep."""
+    folder = stopped_sweep_dir()
+    again = f" with hydra.sweep.dir={folder}" if folder is not None else ""
+    how = (
+        " (stopped at once: each job keeps its last checkpoint)"
+        if at_once
+        else " (finished jobs are skipped, stopped ones resume from their last.pt)"
+    )
+    return f"error: the sweep was stopped; the same command{again} finishes it{how}"
 
 
 __all__ = ["build_trainer", "config_for_resume", "main", "run"]

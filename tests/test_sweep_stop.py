@@ -19,7 +19,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from attnlstm import sweep_stop
-from attnlstm.sigint import Interrupted
+from attnlstm.sigint import Interrupted, take_start_up_interrupt
 from attnlstm.sweep_stop import (
     STOP_FILE,
     SWEEP_PID_VARIABLE,
@@ -57,6 +57,16 @@ def ignored_sigint() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+@pytest.fixture(autouse=True)
+def fresh_state() -> Iterator[None]:
+    """No stop recorded, no sweep running, before and after each test (module globals)."""
+    take_start_up_interrupt()
+    sweep_stop._stopped = sweep_stop._running = False
+    yield
+    take_start_up_interrupt()
+    sweep_stop._stopped = sweep_stop._running = False
 
 
 @pytest.fixture
@@ -103,16 +113,49 @@ def _child_ignores_sigint() -> bool:
     return result.stdout.strip() == "True"
 
 
-def test_a_ctrl_c_in_a_workers_job_is_remembered_for_the_loop(
-    restore_environment: None,
-) -> None:
-    os.environ[SWEEP_PID_VARIABLE] = str(os.getpid() + 1)  # as in a worker
+@pytest.fixture
+def as_a_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_environment: None
+) -> Iterator[Path]:
+    """This process as a joblib worker of a sweep in ``tmp_path``, SIGINT ignored as the
+    worker inherits it; the sweep folder."""
+    os.environ[SWEEP_PID_VARIABLE] = str(os.getpid() + 1)
+    monkeypatch.setattr(sweep_stop, "_current_sweep_dir", lambda: tmp_path)
     with ignored_sigint():
-        with worker_job():
-            signal.raise_signal(signal.SIGINT)  # no exception: it might land in joblib's code
-            with StopRequest() as stop:
-                assert stop.requested  # the loop stops before its first update
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # between jobs
+        yield tmp_path
+
+
+def test_a_ctrl_c_before_the_loop_is_remembered_and_stops_the_sweep_at_once(
+    as_a_worker: Path,
+) -> None:
+    with worker_job():
+        signal.raise_signal(signal.SIGINT)  # no exception: it might land in joblib's code
+        assert (as_a_worker / STOP_FILE).exists()  # no job starts from now on
+        with StopRequest() as stop:
+            assert stop.requested  # the loop stops before its first update
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # between jobs
+
+
+def test_the_loops_first_stop_stops_the_sweep_at_once(as_a_worker: Path) -> None:
+    """Not only when the job has saved: a job starting meanwhile must see the stop."""
+    with worker_job(), StopRequest() as stop:
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.requested and (as_a_worker / STOP_FILE).exists()
+    with StopRequest() as stop:  # outside a worker's job: nothing to tell
+        assert not stop.requested
+
+
+def test_a_stop_after_the_loop_stops_the_sweep_and_not_the_workers_next_job(
+    as_a_worker: Path,
+) -> None:
+    with worker_job():
+        with StopRequest():
+            pass  # the job trained
+        (as_a_worker / STOP_FILE).unlink(missing_ok=True)
+        signal.raise_signal(signal.SIGINT)  # during the test split, say
+    assert (as_a_worker / STOP_FILE).exists()
+    with StopRequest() as stop:
+        assert not stop.requested
 
 
 def test_a_new_sweep_forgets_the_last_stop(tmp_path: Path, restore_environment: None) -> None:
@@ -236,7 +279,7 @@ def _assert_stopped_and_saved(sweep: Path, process: subprocess.Popen[str]) -> st
         assert json.loads((job / "metrics.json").read_text())["status"] == "interrupted", output
         assert "the checkpoint holds the run up to update" in (job / "train.log").read_text()
         assert not list(job.glob(".*.tmp")), output  # no write cut short
-    assert "the sweep was stopped; the same command finishes it" in output
+    assert f"the sweep was stopped; the same command with hydra.sweep.dir={sweep}" in output
     return output
 
 

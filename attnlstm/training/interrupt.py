@@ -20,7 +20,7 @@ import signal
 import threading
 from types import FrameType, TracebackType
 
-from attnlstm.sigint import Interrupted, take_start_up_interrupt
+from attnlstm.sigint import Interrupted, announce_stop, take_start_up_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,12 @@ class StopRequest:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested and signum == signal.SIGINT:
             raise Interrupted  # second Ctrl-C: stop now
+        first = not self.requested
         self.requested = True
         if signum in _CHAINED:
             self._pending = signum
+        if first:
+            announce_stop()
         name = signal.Signals(signum).name
         log.warning(
             "%s received: stopping after the current update (Ctrl-C again to stop now)", name
