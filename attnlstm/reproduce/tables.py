@@ -623,8 +623,8 @@ TABLES: dict[str, Table] = {
                     ("experiment=pos_ewt",),
                     ("none", *ALL_METHODS),
                     "26-35 min a run on one AMD EPYC core, 42-46 on an Intel Xeon one, 75-90"
-                    " on an AVX2-only AMD EPYC one (concat and additive, which score every"
-                    " pair of words through a hidden layer: about 140 there)",
+                    " on an AVX2-only AMD EPYC one (concat, which scores every pair of words"
+                    " through a hidden layer: about 145 there; additive builds the same tensor)",
                 ),
             ),
             _tagging,
