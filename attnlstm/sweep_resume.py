@@ -9,9 +9,13 @@ Each job's folder tells what to do with it (:func:`job_plan`):
   continues from its checkpoint, as ``resume=<job folder>`` would;
 - ``new``: it never trained: it starts.
 
+A job that a stopped sweep (:mod:`attnlstm.sweep_stop`) never starts records
+``not_started``, so the summary counts every job of the sweep.
+
 Each job appends its plan to ``<sweep dir>/.sweep_plans.jsonl``; the :class:`SweepSummary`
 callback (``hydra.callbacks`` in ``conf/train.yaml``) empties the file when the sweep starts
-and prints one line when it ends: how many jobs were skipped, resumed and started.
+and prints one line when it ends: how many jobs were skipped, resumed, started and (after a
+stop) not started.
 """
 
 from __future__ import annotations
@@ -93,16 +97,22 @@ def record_plan(sweep_dir: Path, job: str, plan: str) -> None:
 
 
 def summary_line(sweep_dir: Path) -> str | None:
-    """``sweep <dir>: N jobs: a skipped (finished before), b resumed, c started``."""
+    """``sweep <dir>: N jobs: a skipped (finished before), b resumed, c started``, and
+    ``, d not started (the sweep was stopped)`` when a stop left jobs unstarted."""
     try:
         lines = (sweep_dir / PLANS_FILE).read_text().splitlines()
     except OSError:
         return None
     plans = Counter(json.loads(line)["plan"] for line in lines if line.strip())
     total = sum(plans.values())
+    not_started = (
+        f", {plans['not_started']} not started (the sweep was stopped)"
+        if plans["not_started"]
+        else ""
+    )
     return (
         f"sweep {sweep_dir}: {total} jobs: {plans['done']} skipped (finished before),"
-        f" {plans['resumed']} resumed from their last.pt, {plans['new']} started"
+        f" {plans['resumed']} resumed from their last.pt, {plans['new']} started{not_started}"
     )
 
 

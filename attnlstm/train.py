@@ -536,6 +536,8 @@ def _job(cfg: DictConfig) -> dict[str, Any] | None:
             fail(str(failure))
     try:
         if sweeping and stop_requested(Path(hydra_cfg.sweep.dir)):
+            # counted in the sweep's summary line, so that its total is every job
+            record_plan(Path(hydra_cfg.sweep.dir), job, "not_started")
             raise _NotStarted
         summary = run(cfg)
         if summary.get("status") == "diverged":

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from attnlstm.sweep_resume import job_plan, start_up_leftovers
+from attnlstm.sweep_resume import (
+    PLANS_FILE,
+    job_plan,
+    record_plan,
+    start_up_leftovers,
+    summary_line,
+)
 from tests.conftest import TINY, run_cli
 
 SWEEP = ["-m", *TINY, "trainer.max_epochs=1", "trainer.attention_images=0"]
@@ -63,3 +69,20 @@ def test_job_plans_follow_the_folder(tmp_path: Path) -> None:
     assert job_plan(job) == "resumed"
     (job / "metrics.json").write_text(json.dumps({"status": "early_stopped"}))
     assert job_plan(job) == "done"
+
+
+def test_the_summary_counts_jobs_a_stop_left_unstarted(tmp_path: Path) -> None:
+    assert summary_line(tmp_path) is None  # no plans file: no sweep ran here
+    for job, plan in [("seed=0", "done"), ("seed=1", "resumed"), ("seed=2", "new")]:
+        record_plan(tmp_path, job, plan)
+    line = summary_line(tmp_path)
+    assert line is not None and line.endswith(
+        "3 jobs: 1 skipped (finished before), 1 resumed from their last.pt, 1 started"
+    )  # nothing about a stop when none happened
+    record_plan(tmp_path, "seed=3", "not_started")
+    record_plan(tmp_path, "seed=4", "not_started")
+    assert len((tmp_path / PLANS_FILE).read_text().splitlines()) == 5
+    assert summary_line(tmp_path) == (
+        f"sweep {tmp_path}: 5 jobs: 1 skipped (finished before), 1 resumed from their"
+        " last.pt, 1 started, 2 not started (the sweep was stopped)"
+    )

@@ -270,7 +270,11 @@ def _workers(parent: int) -> list[int]:
     return found
 
 
-def _assert_stopped_and_saved(sweep: Path, process: subprocess.Popen[str]) -> str:
+def _assert_stopped_and_saved(
+    sweep: Path, process: subprocess.Popen[str], not_started: int = 1
+) -> str:
+    """Both running jobs saved; ``not_started`` jobs never started, and the summary line
+    counts them (it used to count only the jobs that ran)."""
     output = process.communicate(timeout=240)[0]
     assert process.returncode == 130, output
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
@@ -280,6 +284,11 @@ def _assert_stopped_and_saved(sweep: Path, process: subprocess.Popen[str]) -> st
         assert "the checkpoint holds the run up to update" in (job / "train.log").read_text()
         assert not list(job.glob(".*.tmp")), output  # no write cut short
     assert f"the sweep was stopped; the same command with hydra.sweep.dir={sweep}" in output
+    counted = f"{2 + not_started} jobs: 0 skipped (finished before), 0 resumed from their"
+    counted += " last.pt, 2 started"
+    if not_started:
+        counted += f", {not_started} not started (the sweep was stopped)"
+    assert counted in output, output
     return output
 
 
@@ -305,7 +314,7 @@ def test_ctrl_c_reaching_an_idle_worker_breaks_nothing(tmp_path: Path) -> None:
     process = _start_sweep(sweep, tmp_path, n_jobs=3, seeds="0,1")
     _wait_until_both_train(sweep, process)
     os.killpg(process.pid, signal.SIGINT)
-    _assert_stopped_and_saved(sweep, process)
+    _assert_stopped_and_saved(sweep, process, not_started=0)
 
 
 @pytest.mark.slow
