@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,22 @@ def test_sweep_command_is_one_resumable_multirun(tmp_path: Path) -> None:
         ([], "name a table: raffel, "),
         (["sst2", "--out", "my runs"], "--out my runs: use a folder name of letters"),
         (["sst2", "--out", "o", "--keep", "o/sst2/kept"], "overlap; keep the records elsewhere"),
+        (["pos_ewt", "--only", "attention"], "--only attention: write KEY=VALUE or KEY=V1,V2"),
+        (["pos_ewt", "--only", "attention="], "--only attention=: write KEY=VALUE"),
+        (["pos_ewt", "--only", "seed=1"], "choose seeds with --seeds"),
+        (["pos_ewt", "--only", "task=x"], "no sweep of table pos_ewt sets task; they set"),
+        (
+            ["pos_ewt", "--only", "attention=dot,lstm"],
+            "give attention no value lstm; they give none, dot, general,",
+        ),
+        (
+            ["raffel", "--sweeps", "lstm", "--only", "model=ffattn"],
+            "the sweeps of table raffel give model no value ffattn; they give lstm",
+        ),
+        (
+            ["raffel", "--only", "model=mean", "--only", "model=ffattn"],
+            "give model no value ffattn; they give mean",  # what the first --only left
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -436,3 +453,54 @@ def test_sst2_rows_say_whether_the_runs_read_subwords() -> None:
     assert lines[0].startswith("| model | attention | subword buckets | seeds | test acc |")
     assert lines[2].startswith("| lstm_attn | additive | 20000 | 0, 1 | 86.00 ± 0.00 (n=2) |")
     assert lines[3].startswith("| lstm_attn | additive | 0 | 0, 1 | 84.00 ± 0.00 (n=2) |")
+
+
+def test_only_narrows_a_sweep_to_some_of_its_values_in_its_own_order() -> None:
+    sweep = Sweep("s", ("experiment=x", "attention=none,dot,general", "m.cut=[1,2]"), cost="c")
+    assert sweep.values("attention") == ("none", "dot", "general")
+    assert sweep.values("m.cut") == ("[1,2]",)  # a list in brackets is one value
+    assert sweep.values("task") is None
+    narrowed = sweep.only("attention", ["general", "none", "feedforward"])
+    assert narrowed is not None
+    assert narrowed.overrides == ("experiment=x", "attention=none,general", "m.cut=[1,2]")
+    assert (narrowed.name, narrowed.cost) == ("s", "c")
+    assert sweep.only("attention", ["concat"]) is None
+    assert sweep.only("task", ["addition"]) is None  # left to the config: not this sweep's jobs
+
+
+@pytest.mark.parametrize(
+    ("table", "only"),
+    [
+        ("pos_ewt", ["attention=feedforward,scaled_dot"]),
+        ("raffel", ["model=mean"]),
+        ("raffel", ["model=ffattn", "task.min_length=100,10000"]),
+        ("seq2seq", ["attention=dot,feedforward", "model.attention_style=bahdanau"]),
+    ],
+)
+def test_only_runs_a_subset_of_the_tables_jobs_in_the_same_folders(
+    table: str, only: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    def jobs_of(lines: list[str]) -> set[frozenset[tuple[str, str]]]:
+        """Every job (its key=value pairs) of the printed multiruns, with their folder."""
+        jobs = set()
+        for line in lines:
+            pairs = [a.split("=", 1) for a in shlex.split(line)[3:]]
+            lists = [
+                [(k, x) for x in ([v] if v.startswith("[") else v.split(","))] for k, v in pairs
+            ]
+            jobs |= {frozenset(job) for job in itertools.product(*lists)}
+        return jobs
+
+    argv = [table, "--dry-run", "--jobs", "1"]
+    assert main(argv) == 0
+    full = jobs_of(capsys.readouterr().out.splitlines())
+    assert main([*argv, *(a for o in only for a in ("--only", o))]) == 0
+    narrowed = jobs_of(capsys.readouterr().out.splitlines())
+    wanted = {k: v.split(",") for k, v in (o.split("=", 1) for o in only)}
+
+    def keeps(job: frozenset[tuple[str, str]]) -> bool:
+        values = dict(job)
+        return all(k in values and values[k] in v for k, v in wanted.items())
+
+    # the same runs (hydra.sweep.dir included, so the same folders), exactly those wanted
+    assert narrowed and narrowed == {job for job in full if keeps(job)}

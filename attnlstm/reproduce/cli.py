@@ -6,6 +6,7 @@ behind a table of the docs, then print the table.
     attnlstm-reproduce sst2 --jobs 2 --seeds 0 1 2 # two runs at a time, one thread each
     attnlstm-reproduce sst2 --print-only           # the table from the runs already there
     attnlstm-reproduce raffel --sweeps fixed --dry-run   # the commands, without running
+    attnlstm-reproduce pos_ewt --only attention=scaled_dot,feedforward   # some methods only
     attnlstm-reproduce sst2 --keep docs/results    # keep the finished runs' records there
     attnlstm-reproduce sst2 --print-only --doc     # write the table into docs/sst2.md
 
@@ -17,8 +18,11 @@ exits with 130). ``--keep DIR`` keeps each finished run's record
 (``config.yaml`` and ``metrics.json``, a few KB; no checkpoints) under ``DIR/<table>`` and,
 before the sweeps start, puts the records kept there back into ``<out>`` where a run is
 missing, so that a fresh checkout (or another machine) skips the runs already made and the
-table counts them. Exit status: 0; 2 for bad input (an unknown table or sweep); 130 when
-interrupted; 1 when a sweep failed (the table is printed from what finished all the same).
+table counts them. ``--only KEY=V1,V2`` runs only the jobs of the table whose ``KEY`` is
+one of those values (a sweep that gives ``KEY`` none of them, or leaves it to the config, is
+skipped); the runs land in the same folders as with the full table. Exit status: 0; 2 for
+bad input (an unknown table or sweep); 130 when interrupted; 1 when a sweep failed (the table
+is printed from what finished all the same).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from pathlib import Path
 
 from attnlstm.compare import Run, find_runs
 from attnlstm.io import write_text
-from attnlstm.reproduce.tables import TABLES, Table, finished_runs
+from attnlstm.reproduce.tables import TABLES, Sweep, Table, finished_runs
 
 DEFAULT_OUT = Path("outputs/reproduce")
 
@@ -67,10 +71,12 @@ def run_sweep(command: Sequence[str]) -> int:
 
 
 def sweep_command(
-    table: Table, sweep_name: str, out: Path, seeds: Sequence[int], jobs: int
+    table: Table, sweep: Sweep | str, out: Path, seeds: Sequence[int], jobs: int
 ) -> list[str]:
-    """The ``python -m attnlstm -m ...`` command line of one sweep of ``table``."""
-    sweep = next(s for s in table.sweeps if s.name == sweep_name)
+    """The ``python -m attnlstm -m ...`` command line of one sweep of ``table`` (a sweep of
+    it, perhaps narrowed by :meth:`Sweep.only`, or its name)."""
+    if isinstance(sweep, str):
+        sweep = next(s for s in table.sweeps if s.name == sweep)
     command = [sys.executable, "-m", "attnlstm", "-m", *sweep.arguments(seeds)]
     command.append(f"hydra.sweep.dir={out / table.name / sweep.name}")
     command.append("trainer.progress_bar=false")  # parallel bars would interleave
@@ -176,6 +182,32 @@ def list_tables() -> str:
     return "\n".join(lines)
 
 
+def _narrow(sweeps: list[Sweep], text: str, table: str) -> str | None:
+    """Narrow ``sweeps`` in place to the jobs that ``--only KEY=V1,V2`` (``text``) keeps,
+    dropping a sweep with none of them; return the error to show for bad input, else None.
+    Several ``--only`` narrow in turn: each one sees the sweeps the ones before it left."""
+    key, equals, value = text.partition("=")
+    wanted = [v for v in value.split(",") if v]
+    if not equals or not key or not wanted:
+        return f"--only {text}: write KEY=VALUE or KEY=V1,V2 (for example attention=dot,general)"
+    if key == "seed":
+        return "--only seed=...: choose seeds with --seeds"
+    given = [v for sweep in sweeps for v in sweep.values(key) or ()]
+    if not given:
+        keys = sorted({o.partition("=")[0] for sweep in sweeps for o in sweep.overrides})
+        return f"--only {text}: no sweep of table {table} sets {key}; they set {', '.join(keys)}"
+    unknown = [v for v in wanted if v not in given]
+    if unknown:
+        return (
+            f"--only {text}: the sweeps of table {table} give {key} no value"
+            f" {', '.join(unknown)}; they give {', '.join(dict.fromkeys(given))}"
+        )
+    # a wanted value is given by some sweep (checked above), so at least one sweep is left
+    narrowed = [sweep.only(key, wanted) for sweep in sweeps]
+    sweeps[:] = [sweep for sweep in narrowed if sweep is not None]
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnlstm-reproduce",
@@ -193,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs", type=int, default=2, help="runs at a time, sharing the cores (default 2)"
     )
     parser.add_argument("--sweeps", nargs="+", help="run only these sweeps of the table")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="run only the jobs whose KEY is one of these values (for example"
+        " attention=scaled_dot,feedforward); may be given for several keys",
+    )
     parser.add_argument("--print-only", action="store_true", help="print the table; run nothing")
     parser.add_argument(
         "--dry-run", action="store_true", help="print the sweeps' commands; run nothing"
@@ -246,6 +286,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"table {table.name} has no sweep {', '.join(unknown)}; its sweeps are"
             f" {', '.join(names)}"
         )
+    sweeps = [sweep for sweep in table.sweeps if sweep.name in chosen]
+    for text in args.only:
+        error = _narrow(sweeps, text, table.name)
+        if error:
+            parser.error(error)
     failed = []
     folder = args.out / table.name
     if args.keep is not None and (args.keep / table.name).is_dir() and not args.dry_run:
@@ -253,8 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if restored:
             print(f"{len(restored)} finished runs restored from {args.keep / table.name}")
     if not args.print_only:
-        for name in chosen:
-            command = sweep_command(table, name, args.out, args.seeds, args.jobs)
+        for sweep in sweeps:
+            command = sweep_command(table, sweep, args.out, args.seeds, args.jobs)
             print("$ attnlstm-train " + shlex.join(command[3:]), flush=True)
             if args.dry_run:
                 continue
@@ -266,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return EXIT_INTERRUPTED
             if code != 0:
-                failed.append(name)
+                failed.append(sweep.name)
     if args.dry_run:
         return 0
     if args.keep is not None and folder.is_dir():

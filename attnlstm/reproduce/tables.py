@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from attnlstm.compare import SEED_KEY, Run, Summary, differing_keys, group_key, group_runs
@@ -55,6 +55,28 @@ class Sweep:
         """The multirun's overrides with ``seed=<list>`` (this sweep's own seeds, if set)."""
         chosen = self.seeds if self.seeds is not None else tuple(seeds)
         return [*self.overrides, "seed=" + ",".join(str(seed) for seed in chosen)]
+
+    def values(self, key: str) -> tuple[str, ...] | None:
+        """The values this sweep gives ``key`` (a comma list sweeps; a value in brackets is
+        one list, not a sweep), or None when it leaves ``key`` to the config."""
+        for override in self.overrides:
+            name, _, value = override.partition("=")
+            if name == key:
+                return (value,) if value.startswith("[") else tuple(value.split(","))
+        return None
+
+    def only(self, key: str, wanted: Sequence[str]) -> Sweep | None:
+        """This sweep with ``key`` narrowed to the values of ``wanted`` it sweeps (in the
+        sweep's own order, so the runs land in the same folders as the full sweep), or
+        None when it sweeps none of them or leaves ``key`` to the config."""
+        own = self.values(key)
+        kept = [value for value in own or () if value in wanted]
+        if not kept:
+            return None
+        overrides = tuple(
+            f"{key}={','.join(kept)}" if o.partition("=")[0] == key else o for o in self.overrides
+        )
+        return replace(self, overrides=overrides)
 
 
 @dataclass(frozen=True)
