@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from attnlstm.compare import Run, Summary
 from attnlstm.paths import config_dir
@@ -196,7 +198,16 @@ def test_sweep_command_is_one_resumable_multirun(tmp_path: Path) -> None:
         (["pos_ewt", "--only", "attention"], "--only attention: write KEY=VALUE or KEY=V1,V2"),
         (["pos_ewt", "--only", "attention="], "--only attention=: write KEY=VALUE"),
         (["pos_ewt", "--only", "seed=1"], "choose seeds with --seeds"),
-        (["pos_ewt", "--only", "task=x"], "no sweep of table pos_ewt sets task; they set"),
+        (["pos_ewt", "--only", "=dot"], "--only =dot: write KEY=VALUE"),
+        (["pos_ewt", "--only", "attention=[dot"], "--only attention=[dot: write KEY=VALUE"),
+        (
+            ["sst2", "--only", "model=lstm_attn"],
+            "they give lstm, mean (sweeps attention, subwords leave model to their experiment)",
+        ),
+        (
+            ["pos_ewt", "--only", "task=x"],
+            "no sweep of table pos_ewt sets task on its command line",
+        ),
         (
             ["pos_ewt", "--only", "attention=dot,lstm"],
             "give attention no value lstm; they give none, dot, general,",
@@ -475,20 +486,22 @@ def test_only_narrows_a_sweep_to_some_of_its_values_in_its_own_order() -> None:
         ("raffel", ["model=mean"]),
         ("raffel", ["model=ffattn", "task.min_length=100,10000"]),
         ("seq2seq", ["attention=dot,feedforward", "model.attention_style=bahdanau"]),
+        ("lm_wikitext2", ["model.adaptive_cutoffs=[2000,10000]"]),  # a list is one value
+        ("raffel", ["task.mask_padding=True", "task=multiplication"]),
     ],
 )
 def test_only_runs_a_subset_of_the_tables_jobs_in_the_same_folders(
     table: str, only: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def jobs_of(lines: list[str]) -> set[frozenset[tuple[str, str]]]:
-        """Every job (its key=value pairs) of the printed multiruns, with their folder."""
+    def jobs_of(lines: list[str]) -> set[frozenset[str]]:
+        """Every job of the printed multiruns, as Hydra's basic sweeper splits them (its
+        overrides name the job's folder), with the sweep's folder."""
+        parser = OverridesParser.create()
         jobs = set()
         for line in lines:
-            pairs = [a.split("=", 1) for a in shlex.split(line)[3:]]
-            lists = [
-                [(k, x) for x in ([v] if v.startswith("[") else v.split(","))] for k, v in pairs
-            ]
-            jobs |= {frozenset(job) for job in itertools.product(*lists)}
+            overrides = parser.parse_overrides(shlex.split(line)[3:])
+            (batch,) = BasicSweeper.split_arguments(overrides, None)
+            jobs |= {frozenset(job) for job in batch}
         return jobs
 
     argv = [table, "--dry-run", "--jobs", "1"]
@@ -496,11 +509,22 @@ def test_only_runs_a_subset_of_the_tables_jobs_in_the_same_folders(
     full = jobs_of(capsys.readouterr().out.splitlines())
     assert main([*argv, *(a for o in only for a in ("--only", o))]) == 0
     narrowed = jobs_of(capsys.readouterr().out.splitlines())
-    wanted = {k: v.split(",") for k, v in (o.split("=", 1) for o in only)}
+    wanted = {
+        k: [v] if v.startswith("[") else v.split(",") for k, v in (o.split("=", 1) for o in only)
+    }
 
-    def keeps(job: frozenset[tuple[str, str]]) -> bool:
-        values = dict(job)
+    def keeps(job: frozenset[str]) -> bool:
+        values = dict(o.split("=", 1) for o in job)
         return all(k in values and values[k] in v for k, v in wanted.items())
 
     # the same runs (hydra.sweep.dir included, so the same folders), exactly those wanted
     assert narrowed and narrowed == {job for job in full if keeps(job)}
+
+
+def test_sweeps_run_in_the_order_given_and_once(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["raffel", "--sweeps", "lstm", "fixed", "lstm", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("hydra.sweep.dir=")[1].split()[0] for line in lines] == [
+        "outputs/reproduce/raffel/lstm",
+        "outputs/reproduce/raffel/fixed",
+    ]

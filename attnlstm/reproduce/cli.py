@@ -21,8 +21,8 @@ missing, so that a fresh checkout (or another machine) skips the runs already ma
 table counts them. ``--only KEY=V1,V2`` runs only the jobs of the table whose ``KEY`` is
 one of those values (a sweep that gives ``KEY`` none of them, or leaves it to the config, is
 skipped); the runs land in the same folders as with the full table. Exit status: 0; 2 for
-bad input (an unknown table or sweep); 130 when interrupted; 1 when a sweep failed (the table
-is printed from what finished all the same).
+bad input (an unknown table, sweep or ``--only`` value); 130 when interrupted; 1 when a
+sweep failed (the table is printed from what finished all the same).
 """
 
 from __future__ import annotations
@@ -38,7 +38,14 @@ from pathlib import Path
 
 from attnlstm.compare import Run, find_runs
 from attnlstm.io import write_text
-from attnlstm.reproduce.tables import TABLES, Sweep, Table, finished_runs
+from attnlstm.reproduce.tables import (
+    TABLES,
+    Sweep,
+    Table,
+    finished_runs,
+    override_values,
+    parse_override,
+)
 
 DEFAULT_OUT = Path("outputs/reproduce")
 
@@ -185,22 +192,34 @@ def list_tables() -> str:
 def _narrow(sweeps: list[Sweep], text: str, table: str) -> str | None:
     """Narrow ``sweeps`` in place to the jobs that ``--only KEY=V1,V2`` (``text``) keeps,
     dropping a sweep with none of them; return the error to show for bad input, else None.
-    Several ``--only`` narrow in turn: each one sees the sweeps the ones before it left."""
-    key, equals, value = text.partition("=")
-    wanted = [v for v in value.split(",") if v]
-    if not equals or not key or not wanted:
-        return f"--only {text}: write KEY=VALUE or KEY=V1,V2 (for example attention=dot,general)"
+    ``text`` is read as Hydra reads an override (``[1,2]`` is one value, ``true`` is
+    ``True``). Several ``--only`` narrow in turn: each one sees the sweeps the ones before it
+    left, so a key given twice keeps the values common to both."""
+    key = text.partition("=")[0].strip()
     if key == "seed":
         return "--only seed=...: choose seeds with --seeds"
+    try:
+        parsed = parse_override(text)
+        wanted = override_values(parsed) if parsed.value() is not None else ()
+    except Exception:  # Hydra's grammar error: its own message is long; say what is expected
+        wanted = ()
+    if not wanted or "" in wanted or not key or "=" not in text:
+        return f"--only {text}: write KEY=VALUE or KEY=V1,V2 (for example attention=dot,general)"
+    key = parsed.key_or_group
     given = [v for sweep in sweeps for v in sweep.values(key) or ()]
     if not given:
-        keys = sorted({o.partition("=")[0] for sweep in sweeps for o in sweep.overrides})
-        return f"--only {text}: no sweep of table {table} sets {key}; they set {', '.join(keys)}"
+        keys = sorted({parse_override(o).key_or_group for sweep in sweeps for o in sweep.overrides})
+        return (
+            f"--only {text}: no sweep of table {table} sets {key} on its command line (a"
+            f" value its experiment sets is not selectable); they set {', '.join(keys)}"
+        )
     unknown = [v for v in wanted if v not in given]
     if unknown:
+        silent = [sweep.name for sweep in sweeps if sweep.values(key) is None]
+        besides = f" (sweeps {', '.join(silent)} leave {key} to their experiment)" if silent else ""
         return (
             f"--only {text}: the sweeps of table {table} give {key} no value"
-            f" {', '.join(unknown)}; they give {', '.join(dict.fromkeys(given))}"
+            f" {', '.join(unknown)}; they give {', '.join(dict.fromkeys(given))}{besides}"
         )
     # a wanted value is given by some sweep (checked above), so at least one sweep is left
     narrowed = [sweep.only(key, wanted) for sweep in sweeps]
@@ -286,11 +305,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"table {table.name} has no sweep {', '.join(unknown)}; its sweeps are"
             f" {', '.join(names)}"
         )
-    sweeps = [sweep for sweep in table.sweeps if sweep.name in chosen]
+    by_name = {sweep.name: sweep for sweep in table.sweeps}
+    sweeps = [by_name[name] for name in dict.fromkeys(chosen)]  # in the order given, once
     for text in args.only:
         error = _narrow(sweeps, text, table.name)
         if error:
             parser.error(error)
+    if args.only and args.print_only:
+        print("note: --only chooses the runs to make; --print-only prints the whole table")
     failed = []
     folder = args.out / table.name
     if args.keep is not None and (args.keep / table.name).is_dir() and not args.dry_run:

@@ -18,6 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+
 from attnlstm.compare import SEED_KEY, Run, Summary, differing_keys, group_key, group_runs
 from attnlstm.sweep_resume import FINISHED
 
@@ -57,26 +60,46 @@ class Sweep:
         return [*self.overrides, "seed=" + ",".join(str(seed) for seed in chosen)]
 
     def values(self, key: str) -> tuple[str, ...] | None:
-        """The values this sweep gives ``key`` (a comma list sweeps; a value in brackets is
-        one list, not a sweep), or None when it leaves ``key`` to the config."""
+        """The values this sweep gives ``key``, as Hydra writes them into each job's
+        overrides and so into its run folder's name (``x,y`` sweeps; ``[1,2]`` is one list;
+        ``true`` reads ``True``), or None when it leaves ``key`` to the config."""
         for override in self.overrides:
-            name, _, value = override.partition("=")
-            if name == key:
-                return (value,) if value.startswith("[") else tuple(value.split(","))
+            parsed = parse_override(override)
+            if parsed.key_or_group == key:
+                return override_values(parsed)
         return None
 
     def only(self, key: str, wanted: Sequence[str]) -> Sweep | None:
         """This sweep with ``key`` narrowed to the values of ``wanted`` it sweeps (in the
-        sweep's own order, so the runs land in the same folders as the full sweep), or
-        None when it sweeps none of them or leaves ``key`` to the config."""
-        own = self.values(key)
-        kept = [value for value in own or () if value in wanted]
-        if not kept:
-            return None
-        overrides = tuple(
-            f"{key}={','.join(kept)}" if o.partition("=")[0] == key else o for o in self.overrides
-        )
-        return replace(self, overrides=overrides)
+        sweep's own order; each written as Hydra writes it, so the jobs and their folders
+        are those of the full sweep), or None when it sweeps none of them or leaves ``key``
+        to the config."""
+        overrides = []
+        found = False
+        for override in self.overrides:
+            parsed = parse_override(override)
+            if parsed.key_or_group != key:
+                overrides.append(override)
+                continue
+            kept = [value for value in override_values(parsed) if value in wanted]
+            if not kept:
+                return None
+            found = True
+            overrides.append(f"{parsed.get_key_element()}={','.join(kept)}")
+        return replace(self, overrides=tuple(overrides)) if found else None
+
+
+def parse_override(text: str) -> Override:
+    """One command-line override, parsed as Hydra parses it."""
+    return OverridesParser.create().parse_overrides([text])[0]
+
+
+def override_values(override: Override) -> tuple[str, ...]:
+    """The values an override gives its key, one per job of a sweep, written as Hydra's
+    basic sweeper writes them into the jobs' overrides (and so into the run folders)."""
+    if override.is_sweep_override():
+        return tuple(override.sweep_string_iterator())
+    return (override.get_value_element_as_str(),)
 
 
 @dataclass(frozen=True)
