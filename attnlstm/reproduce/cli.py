@@ -36,6 +36,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from hydra.errors import OverrideParseException
+
 from attnlstm.compare import Run, find_runs
 from attnlstm.io import write_text
 from attnlstm.reproduce.tables import (
@@ -201,7 +203,7 @@ def _narrow(sweeps: list[Sweep], text: str, table: str) -> str | None:
     try:
         parsed = parse_override(text)
         wanted = override_values(parsed) if parsed.value() is not None else ()
-    except Exception:  # Hydra's grammar error: its own message is long; say what is expected
+    except OverrideParseException:  # Hydra's message is long; say what is expected instead
         wanted = ()
     if not wanted or "" in wanted or not key or "=" not in text:
         return f"--only {text}: write KEY=VALUE or KEY=V1,V2 (for example attention=dot,general)"
