@@ -667,9 +667,10 @@ TABLES: dict[str, Table] = {
                 _attention_sweeps(
                     ("experiment=pos_ewt",),
                     ("none", *ALL_METHODS),
-                    "26-35 min a run on one AMD EPYC core, 42-46 on an Intel Xeon one, 75-90"
-                    " on an AVX2-only AMD EPYC one (concat, which scores every pair of words"
-                    " through a hidden layer: about 145 there; additive builds the same tensor)",
+                    "26-35 min a run on one AMD EPYC core, 42-46 on an Intel Xeon one, about 61"
+                    " on an AVX-512 AMD EPYC one beside another run, 75-90 on an AVX2-only AMD"
+                    " EPYC one (concat, which scores every pair of words through a hidden"
+                    " layer: about 145 there; additive builds the same tensor)",
                 ),
             ),
             _tagging,
