@@ -10,6 +10,7 @@ pid of its last holder).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,33 @@ from attnlstm.errors import ConfigError
 from attnlstm.io import remove_stray_temporaries
 
 LOCK_NAME = ".lock"
+
+
+def job_dirname(override_dirname: str) -> str:
+    """A multirun job's folder name (``hydra.sweep.subdir``): Hydra's ``override_dirname``,
+    shortened with a hash when it would pass the 255-byte file-name limit."""
+    if len(override_dirname.encode()) <= 200:
+        return override_dirname or "no-overrides"
+    digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
+    return f"{override_dirname.encode()[:180].decode(errors='ignore')}...{digest}"
+
+
+def lock_holder(folder: Path) -> int | None:
+    """The pid of the process training in ``folder`` now (it holds ``folder/.lock``; -1 when
+    the file does not name it yet), or None when none is. Only looks: the lock file is not
+    created, and a shared lock taken to test is given back at once."""
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)  # closing gives back a lock taken above
+    return None
 
 
 def _unused(path: Path) -> bool:

@@ -9,7 +9,6 @@ attnlstm-train resume=outputs/addition/lstm_attn-feedforward/<timestamp> trainer
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import logging
 import shutil
@@ -37,7 +36,7 @@ from attnlstm.io import CHECKPOINT_VERSION, WriteError, load_checkpoint, write_t
 from attnlstm.loggers import LOGGERS
 from attnlstm.models import build_model, check_compatible
 from attnlstm.paths import config_dir
-from attnlstm.runfolder import LOCK_NAME, RunFolder, check_unused, claim
+from attnlstm.runfolder import LOCK_NAME, RunFolder, check_unused, claim, job_dirname
 from attnlstm.runs import family_schemas, saved_config
 from attnlstm.runtime import available_cores
 from attnlstm.sweep_resume import (
@@ -201,17 +200,8 @@ def _hydra_subdir(resume: str | None, output_dir: str, mode: str = "RUN") -> str
     return subdir
 
 
-def _job_dirname(override_dirname: str) -> str:
-    """A multirun job's folder: Hydra's ``override_dirname``, shortened with a hash when it
-    would pass the 255-byte file-name limit."""
-    if len(override_dirname.encode()) <= 200:
-        return override_dirname or "no-overrides"
-    digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
-    return f"{override_dirname.encode()[:180].decode(errors='ignore')}...{digest}"
-
-
 register_configs(family_schemas())
-OmegaConf.register_new_resolver("attnlstm_job_dirname", _job_dirname, replace=True)
+OmegaConf.register_new_resolver("attnlstm_job_dirname", job_dirname, replace=True)
 OmegaConf.register_new_resolver("attnlstm_run_dir", _run_dir, replace=True)
 OmegaConf.register_new_resolver("attnlstm_hydra_subdir", _hydra_subdir, replace=True)
 

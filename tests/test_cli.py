@@ -175,13 +175,13 @@ def test_built_wheel_finds_its_configs_from_another_directory(tmp_path: Path) ->
 
 
 def test_long_job_names_are_shortened() -> None:
-    from attnlstm.train import _job_dirname
+    from attnlstm.runfolder import job_dirname
 
-    assert _job_dirname("attention=dot,optim.lr=0.01") == "attention=dot,optim.lr=0.01"
+    assert job_dirname("attention=dot,optim.lr=0.01") == "attention=dot,optim.lr=0.01"
     long_name = ",".join(f"task.key{i}=value{i}" for i in range(40))
-    short = _job_dirname(long_name)
+    short = job_dirname(long_name)
     assert len(short.encode()) < 255 and short.startswith("task.key0=value0")
-    assert short != _job_dirname(long_name + ",x=1")
+    assert short != job_dirname(long_name + ",x=1")
 
 
 def test_sweep_skips_an_incompatible_combination_and_goes_on(tmp_path: Path) -> None:

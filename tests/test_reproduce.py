@@ -267,6 +267,13 @@ def test_a_table_runs_its_sweep_and_a_second_call_finishes_only_what_is_left(
     folders = sorted(p.parent for p in (tmp_path / "out/tiny/methods").rglob("metrics.json"))
     assert len(folders) == 4
     stamps = [(f / "metrics.json").stat().st_mtime_ns for f in folders]
+    # --left names the folders Hydra made as finished, and the third seed's as not started
+    assert main(["tiny", "--left", "--seeds", "0", "1", "2", "--out", "out"]) == 0
+    left = capfd.readouterr().out
+    assert "Table tiny: 6 runs: 2 not started, 4 finished." in left
+    started = sorted(
+        line.split(": ", 1)[1] for line in left.splitlines() if "not started: " in line
+    )
     # a finished job made under another default (here: its tolerance) is skipped, and named
     config = folders[0] / "config.yaml"
     config.write_text(config.read_text().replace("tolerance: 0.04", "tolerance: 0.05"))
@@ -278,6 +285,8 @@ def test_a_table_runs_its_sweep_and_a_second_call_finishes_only_what_is_left(
     assert "composes today in task.tolerance: move its folder away" in second
     assert [(f / "metrics.json").stat().st_mtime_ns for f in folders] == stamps
     assert "6 finished runs under out/tiny" in second
+    made = sorted(p.parent.name for p in (tmp_path / "out/tiny/methods").rglob("metrics.json"))
+    assert started == sorted(set(made) - {f.name for f in folders})  # what --left foretold
 
     # kept records let a fresh checkout skip the six runs
     keep = ["--keep", "kept"]

@@ -5,6 +5,7 @@ behind a table of the docs, then print the table.
     attnlstm-reproduce raffel                      # run what is left, then print the table
     attnlstm-reproduce sst2 --jobs 2 --seeds 0 1 2 # two runs at a time, one thread each
     attnlstm-reproduce sst2 --print-only           # the table from the runs already there
+    attnlstm-reproduce pos_ewt --left --keep docs/results   # which runs are left, and why
     attnlstm-reproduce raffel --sweeps fixed --dry-run   # the commands, without running
     attnlstm-reproduce pos_ewt --only attention=scaled_dot,feedforward   # some methods only
     attnlstm-reproduce sst2 --keep docs/results    # keep the finished runs' records there
@@ -20,7 +21,10 @@ before the sweeps start, puts the records kept there back into ``<out>`` where a
 missing, so that a fresh checkout (or another machine) skips the runs already made and the
 table counts them. ``--only KEY=V1,V2`` runs only the jobs of the table whose ``KEY`` is
 one of those values (a sweep that gives ``KEY`` none of them, or leaves it to the config, is
-skipped); the runs land in the same folders as with the full table. Exit status: 0; 2 for
+skipped); the runs land in the same folders as with the full table. ``--left`` lists, without
+running or writing anything, each job that is not finished: training now, stopped (it
+resumes from its ``last.pt``, epochs done of how many) or not started, under each sweep's
+cost (:mod:`.left`). Exit status: 0; 2 for
 bad input (an unknown table, sweep or ``--only`` value); 130 when interrupted; 1 when a
 sweep failed (the table is printed from what finished all the same).
 """
@@ -40,6 +44,7 @@ from hydra.errors import OverrideParseException
 
 from attnlstm.compare import Run, find_runs
 from attnlstm.io import write_text
+from attnlstm.reproduce.left import left_report, table_states
 from attnlstm.reproduce.tables import (
     TABLES,
     Sweep,
@@ -256,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--print-only", action="store_true", help="print the table; run nothing")
     parser.add_argument(
+        "--left",
+        action="store_true",
+        help="list the runs not finished (training, stopped with their epochs, not started)"
+        " with each sweep's cost; run and write nothing",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the sweeps' commands; run nothing"
     )
     parser.add_argument(
@@ -313,6 +324,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         error = _narrow(sweeps, text, table.name)
         if error:
             parser.error(error)
+    if args.left:
+        print(
+            left_report(table, sweeps, table_states(table, sweeps, args.out, args.seeds, args.keep))
+        )
+        return 0
     if args.only and args.print_only:
         print("note: --only chooses the runs to make; --print-only prints the whole table")
     failed = []
