@@ -30,12 +30,47 @@ def job_dirname(override_dirname: str) -> str:
     return f"{override_dirname.encode()[:180].decode(errors='ignore')}...{digest}"
 
 
+def _flock_holders(path: Path) -> list[int] | None:
+    """The pids holding a ``flock`` on ``path``, from ``/proc/locks`` (Linux), or None when
+    that file cannot be read. Reading it takes no lock, so it can never make a process that
+    locks the file at that moment fail."""
+    try:
+        table = Path("/proc/locks").read_text()
+        stat = path.stat()
+    except OSError:
+        return None
+    holders = []
+    for line in table.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 15018 fe:00:5498296 0 EOF" (blocked waiters: "-> FLOCK")
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        try:
+            major, minor, inode = fields[5].split(":")
+            found = (int(major, 16), int(minor, 16), int(inode))
+        except ValueError:
+            continue
+        if found == (os.major(stat.st_dev), os.minor(stat.st_dev), stat.st_ino):
+            holders.append(int(fields[4]) if fields[4].isdigit() else -1)
+    return holders
+
+
 def lock_holder(folder: Path) -> int | None:
     """The pid of the process training in ``folder`` now (it holds ``folder/.lock``; -1 when
-    the file does not name it yet), or None when none is. Only looks: the lock file is not
-    created, and a shared lock taken to test is given back at once."""
+    neither the file nor the system names it), or None when none is. Only looks: the lock
+    file is not created, and no lock is taken where ``/proc/locks`` tells (elsewhere a shared
+    lock is taken to test and given back at once)."""
+    path = Path(folder) / LOCK_NAME
+    if not path.is_file():
+        return None
+    holders = _flock_holders(path)
+    if holders is not None:
+        if not holders:
+            return None
+        text = path.read_text(errors="replace").strip()
+        return int(text) if text.isdigit() else holders[0]
     try:
-        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:

@@ -13,9 +13,10 @@ from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from attnlstm.reproduce import TABLES, Sweep
+from attnlstm import runfolder
+from attnlstm.reproduce import TABLES, Sweep, Table
 from attnlstm.reproduce.cli import main
-from attnlstm.reproduce.left import DirnameRule, sweep_jobs
+from attnlstm.reproduce.left import DirnameRule, sweep_jobs, table_states
 from attnlstm.runfolder import claim, job_dirname, lock_holder
 
 RULE = DirnameRule.from_config()
@@ -139,6 +140,81 @@ def test_lock_holder_sees_a_training_process_and_only_looks(tmp_path: Path) -> N
     assert lock_holder(tmp_path) is None
     assert not (tmp_path / ".lock").exists()  # looking creates no lock file
     folder = claim(tmp_path, fresh=True)
+    assert lock_holder(tmp_path) == os.getpid()
+    folder.release()
+    assert lock_holder(tmp_path) is None
+
+
+def test_a_kept_record_counts_only_where_the_command_restores_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record under --keep is put back only into a folder without its own metrics.json,
+    and only when it has test metrics (cli.copy_records): elsewhere the job is not done."""
+    out, keep = tmp_path / "out", tmp_path / "keep"
+    sweep, kept = out / "pos_ewt/attention", keep / "pos_ewt/attention"
+    name = "attention={},experiment=pos_ewt,seed=0"
+    # stopped here, finished on another machine: the command resumes it here
+    _folder(sweep, name.format("none"), "running", 4, last=True)
+    _folder(kept, name.format("none"), "completed", 25)
+    # a kept record without test metrics (it diverged) is not restored: the job starts
+    (_folder(kept, name.format("dot"), None) / "metrics.json").write_text('{"status": "diverged"}')
+    # training now, whatever is kept
+    training = claim(_folder(sweep, name.format("general"), "running", 1, last=True), False)
+    _folder(kept, name.format("general"), "completed", 25)
+    argv = ["pos_ewt", "--left", "--seeds", "0", "--out", str(out), "--keep", str(keep)]
+    try:
+        assert main([*argv, "--only", "attention=none,dot,general"]) == 0
+    finally:
+        training.release()
+    text = capsys.readouterr().out
+    assert "Table pos_ewt: 3 runs: 1 training, 1 stopped, 1 not started." in text
+    assert f"stopped: {name.format('none')}, 4 epochs done of 25" in text
+    assert f"not started: {name.format('dot')}" in text
+
+
+def test_a_folder_the_command_cannot_train_in_is_called_blocked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = tmp_path / "pos_ewt/attention"
+    name = "attention={},experiment=pos_ewt,seed=0"
+    (_folder(sweep, name.format("dot"), None) / "metrics.json").write_text("{corrupt")
+    _folder(sweep, name.format("general"), "running", 3)  # its last.pt was removed
+    leftovers = _folder(sweep, name.format("concat"), None)  # killed while starting
+    (leftovers / "train.log").write_text("starting\n")
+    (leftovers / ".hydra").mkdir()
+    argv = ["pos_ewt", "--left", "--seeds", "0", "--out", str(tmp_path)]
+    assert main([*argv, "--only", "attention=dot,general,concat"]) == 0
+    text = capsys.readouterr().out
+    assert "3 runs: 2 blocked, 1 not started." in text
+    assert f"blocked: {name.format('dot')}; holds files but no last.pt" in text
+    assert f"blocked: {name.format('general')}; " in text
+    assert f"not started: {name.format('concat')}" in text
+
+
+def test_a_folder_hydra_names_per_job_is_unknown(tmp_path: Path) -> None:
+    table = Table("odd", "odd", "tests", (Sweep("s", ("task.note='${seed}'",)),), str)
+    (state,) = table_states(table, table.sweeps, tmp_path, [0])
+    assert state.state == "unknown" and "the folder is not known" in state.describe()
+
+
+@pytest.mark.parametrize("other", [["--print-only"], ["--dry-run"], ["--doc"], ["--doc", "x.md"]])
+def test_left_with_an_option_that_runs_or_writes_is_refused(
+    other: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["sst2", "--left", "--out", str(tmp_path), *other])
+    assert exit_.value.code == 2
+    assert "--left lists what is left and runs and writes nothing" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_lock_holder_without_proc_locks_tests_with_a_shared_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = claim(tmp_path, fresh=True)
+    if runfolder._flock_holders(tmp_path / ".lock") is not None:  # Linux: read, no lock taken
+        assert runfolder._flock_holders(tmp_path / ".lock") == [os.getpid()]
+    monkeypatch.setattr(runfolder, "_flock_holders", lambda path: None)
     assert lock_holder(tmp_path) == os.getpid()
     folder.release()
     assert lock_holder(tmp_path) is None

@@ -9,7 +9,8 @@ the mean ± standard deviation over the seeds (:class:`attnlstm.compare.Summary`
 published anchors, and, for tables that compare attention methods, which one wins and whether
 the gap exceeds the seed spread.
 
-Modules: :mod:`.tables` (what each table runs and how it prints), :mod:`.cli` (the command).
+Modules: :mod:`.tables` (what each table runs and how it prints), :mod:`.left` (which of its
+runs are left: ``--left``), :mod:`.cli` (the command).
 """
 
 from attnlstm.reproduce.tables import TABLES, Sweep, Table

@@ -304,6 +304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--out {args.out}: use a folder name of letters, digits and . _ - / only (it"
             " becomes a Hydra override, where , = and spaces have meanings)"
         )
+    if args.left and (args.print_only or args.dry_run or args.doc is not None):
+        parser.error(
+            "--left lists what is left and runs and writes nothing: use it without"
+            " --print-only, --dry-run and --doc"
+        )
     args.seeds = list(dict.fromkeys(args.seeds))  # a seed given twice is one run
     if args.keep is not None and _nested(args.keep, args.out / args.table):
         parser.error(

@@ -6,9 +6,14 @@ named as ``conf/train.yaml`` tells Hydra to (``hydra.sweep.subdir``: the job's o
 sorted and joined, less ``hydra.job.config.override_dirname.exclude_keys``; shortened by
 :func:`attnlstm.runfolder.job_dirname` when long). A job is
 
-- ``finished``: its ``metrics.json`` (or the record kept under ``--keep``) has a final status;
+- ``finished``: its ``metrics.json`` has a final status, or ``--keep`` holds a record the
+  command restores (:func:`restorable`);
 - ``training``: a process holds its folder's lock now;
 - ``stopped``: it has a ``last.pt``, so the table's command resumes it;
+- ``blocked``: its folder holds files but nothing to resume (say a ``metrics.json`` whose
+  ``last.pt`` was removed): the command refuses to train over them and its sweep stops there;
+- ``unknown``: its overrides hold a ``${...}`` that Hydra resolves in each job, so its folder
+  cannot be named beforehand;
 - ``not started``: nothing to resume (the command starts it).
 
 So a user reads, before a long session, exactly which runs the command would make and which
@@ -27,12 +32,18 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from attnlstm.paths import config_dir
-from attnlstm.reproduce.tables import Sweep, Table, override_values, parse_override
+from attnlstm.reproduce.tables import (
+    Sweep,
+    Table,
+    is_finished_record,
+    override_values,
+    parse_override,
+)
 from attnlstm.runfolder import job_dirname, lock_holder
-from attnlstm.sweep_resume import job_plan, read_summary
+from attnlstm.sweep_resume import job_plan, read_summary, start_up_leftovers
 
 #: the states of a job, in the order the report lists them
-STATES = ("training", "stopped", "not started", "finished")
+STATES = ("training", "stopped", "blocked", "unknown", "not started", "finished")
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,13 @@ class JobState:
             state += f" now (pid {self.pid})" if self.pid and self.pid > 0 else " now"
         elif self.state == "stopped":
             progress += "; resumes from its last.pt"
+        elif self.state == "blocked":
+            progress = (
+                "; holds files but no last.pt, so the command stops there: move the folder"
+                " away (or finish it with resume=<folder>)"
+            )
+        elif self.state == "unknown":
+            progress = " (a ${...} that Hydra resolves in each job: the folder is not known)"
         return f"{state}: {self.folder.name}{progress}"
 
 
@@ -110,19 +128,34 @@ def _max_epochs(folder: Path) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def restorable(kept: Path, folder: Path) -> bool:
+    """Whether ``--keep`` would put the record ``kept`` into the job folder ``folder``, which
+    the command then skips: the record is finished (:func:`is_finished_record`) and the
+    folder has no ``metrics.json`` of its own (as :func:`.cli.copy_records` decides)."""
+    summary = read_summary(kept)
+    return (
+        summary is not None
+        and is_finished_record(summary)
+        and not (folder / "metrics.json").exists()
+    )
+
+
 def job_state(sweep: str, folder: Path, kept: Path | None = None) -> JobState:
-    """The state of the job whose folder is ``folder`` (``kept``: where ``--keep`` would hold
-    its record, which counts as finished)."""
-    if job_plan(folder) == "done" or (kept is not None and job_plan(kept) == "done"):
+    """The state of the job whose folder is ``folder`` (``kept``: where ``--keep`` holds its
+    record, if it does)."""
+    if job_plan(folder) == "done":
         return JobState(sweep, folder, "finished")
     summary = read_summary(folder) or {}
     epochs = summary.get("epochs") if isinstance(summary.get("epochs"), int) else None
-    max_epochs = _max_epochs(folder)
     pid = lock_holder(folder)
     if pid is not None:
-        return JobState(sweep, folder, "training", epochs, max_epochs, pid)
+        return JobState(sweep, folder, "training", epochs, _max_epochs(folder), pid)
+    if kept is not None and restorable(kept, folder):
+        return JobState(sweep, folder, "finished")
     if job_plan(folder) == "resumed":
-        return JobState(sweep, folder, "stopped", epochs, max_epochs)
+        return JobState(sweep, folder, "stopped", epochs, _max_epochs(folder))
+    if folder.is_dir() and any(folder.iterdir()) and not start_up_leftovers(folder):
+        return JobState(sweep, folder, "blocked")
     return JobState(sweep, folder, "not started")
 
 
@@ -140,8 +173,12 @@ def table_states(
     for sweep in sweeps:
         for job in sweep_jobs(sweep, seeds):
             name = rule.name(job)
+            folder = out / table.name / sweep.name / name
+            if "${" in name:  # Hydra resolves it in the job: "${seed}" becomes "0"
+                states.append(JobState(sweep.name, folder, "unknown"))
+                continue
             kept = keep / table.name / sweep.name / name if keep is not None else None
-            states.append(job_state(sweep.name, out / table.name / sweep.name / name, kept))
+            states.append(job_state(sweep.name, folder, kept))
     return states
 
 

@@ -120,7 +120,13 @@ def finished_runs(runs: Sequence[Run]) -> list[Run]:
     """The runs with a final status (completed, solved, early-stopped, diverged) and test
     metrics; runs still training, stopped or crashed are left out (re-running the table's
     command finishes them)."""
-    return [r for r in runs if r.metrics.get("status") in FINISHED and r.metrics.get("test")]
+    return [r for r in runs if is_finished_record(r.metrics)]
+
+
+def is_finished_record(metrics: dict[str, Any]) -> bool:
+    """Whether a run's ``metrics.json`` is one the tables count (and ``--keep`` keeps and
+    restores): a final status and test metrics."""
+    return metrics.get("status") in FINISHED and bool(metrics.get("test"))
 
 
 def spread(summary: Summary, scale: float = 1.0, digits: int = 2, count: str = " (n={})") -> str:
