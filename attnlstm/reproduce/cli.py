@@ -23,8 +23,9 @@ table counts them. ``--only KEY=V1,V2`` runs only the jobs of the table whose ``
 one of those values (a sweep that gives ``KEY`` none of them, or leaves it to the config, is
 skipped); the runs land in the same folders as with the full table. ``--left`` lists, without
 running or writing anything, each job that is not finished: training now, stopped (it
-resumes from its ``last.pt``, epochs done of how many) or not started, under each sweep's
-cost (:mod:`.left`). Exit status: 0; 2 for
+resumes from its ``last.pt``, epochs done of how many), blocked (its folder holds files but
+nothing to resume), unknown (a ``${...}`` resolved per job) or not started, under each
+sweep's cost (:mod:`.left`). Exit status: 0; 2 for
 bad input (an unknown table, sweep or ``--only`` value); 130 when interrupted; 1 when a
 sweep failed (the table is printed from what finished all the same).
 """
