@@ -43,7 +43,7 @@ from omegaconf.errors import OmegaConfBaseException
 from yaml import YAMLError
 
 from attnlstm.cli.common import ArgumentParser, UsageError, fail
-from attnlstm.config import NOT_A_SETTING
+from attnlstm.config import KEYS_ADDED_SINCE, NOT_A_SETTING, setting_value
 from attnlstm.loggers.base import flatten_config
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ def find_runs(root: Path, warn: Callable[[str], None] = _warn) -> list[Run]:
 def differing_keys(runs: Sequence[Run]) -> list[str]:
     """Config keys whose values are not the same in every run."""
     keys = sorted({k for run in runs for k in run.config} - NOT_A_SETTING)
-    return [k for k in keys if len({repr(run.config.get(k)) for run in runs}) > 1]
+    return [k for k in keys if len({repr(setting_value(run.config, k)) for run in runs}) > 1]
 
 
 @dataclass(frozen=True)
@@ -222,10 +222,16 @@ def _sum(values: Sequence[float]) -> float:
 
 
 def group_key(run: Run) -> tuple[tuple[str, str], ...]:
-    """What runs of one group share: every config key but the seed (and the ignored keys)."""
+    """What runs of one group share: every config key but the seed (and the ignored keys);
+    a key added since (:data:`attnlstm.config.KEYS_ADDED_SINCE`) at the value that does
+    what runs saved before it did counts as absent, so those runs group with today's."""
     return tuple(
         sorted(
-            (k, repr(v)) for k, v in run.config.items() if k != SEED_KEY and k not in NOT_A_SETTING
+            (k, repr(v))
+            for k, v in run.config.items()
+            if k != SEED_KEY
+            and k not in NOT_A_SETTING
+            and not (k in KEYS_ADDED_SINCE and v == KEYS_ADDED_SINCE[k])
         )
     )
 

@@ -793,11 +793,16 @@ class SequenceModelConfig:
     chunk_size: int = 4096  # steps per chunk of the chunked pooling
     embedding_size: int = 128  # token inputs only
     embedding_dropout: float = 0.0  # token inputs only
+    # lstm, lstm_attn: added to every forget gate's initial bias (0: PyTorch's init, the gate
+    # near 0.5; 1: Jozefowicz et al. 2015), attnlstm.models.recurrent.add_forget_gate_bias
+    forget_bias: float = 0.0
 
     def __post_init__(self) -> None:
         _positive(self, "model", "hidden_size", "num_layers", "head_size", "chunk_size")
         _positive(self, "model", "embedding_size")
         _probability(self, "model", "dropout", "embedding_dropout")
+        if not math.isfinite(self.forget_bias):
+            _fail("model.forget_bias", self.forget_bias, "it must be a finite number")
 
 
 @dataclass
@@ -874,6 +879,19 @@ def _check_batch_limit(key: str, value: int | float | None) -> None:
 #: :mod:`attnlstm.compare`'s groups and for a sweep's check that a finished job still matches
 #: today's composition (:mod:`attnlstm.sweep_resume`)
 NOT_A_SETTING = frozenset({"resume", "data_dir", "trainer.progress_bar", "trainer.threads"})
+
+#: flattened keys added after runs were saved, each with the value that does what those runs
+#: did (its default): a saved config without the key is the same setting as one with this
+#: value, for :mod:`attnlstm.compare`'s groups and a finished sweep job's drift check
+KEYS_ADDED_SINCE: dict[str, Any] = {"model.forget_bias": 0.0}
+
+
+def setting_value(config: dict[str, Any], key: str) -> Any:
+    """``config[key]`` of a flattened config; for a key of :data:`KEYS_ADDED_SINCE` that
+    ``config`` lacks (saved before the key existed), the value that did what it did; else
+    None."""
+    return config.get(key, KEYS_ADDED_SINCE.get(key))
+
 
 #: ``trainer.precision`` values: float32, bfloat16 autocast, float16 autocast + grad scaler
 PRECISIONS = ("32", "bf16", "16")

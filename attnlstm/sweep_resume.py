@@ -30,7 +30,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from attnlstm.config import NOT_A_SETTING
+from attnlstm.config import NOT_A_SETTING, setting_value
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,18 @@ _NOT_THE_RUN = NOT_A_SETTING | {"task.vocab_order"}
 def config_drift(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The flattened config keys (``task.second_marker``) whose values differ between a
     finished job's saved config and the one the sweep composes for it today (a preset or a
-    default changed since), apart from :data:`_NOT_THE_RUN`."""
+    default changed since), apart from :data:`_NOT_THE_RUN`. A key the saved config lacks
+    because it was added since (:data:`attnlstm.config.KEYS_ADDED_SINCE`) differs only where
+    today's value does something else than what the job did."""
     from attnlstm.loggers.base import flatten_config
 
     old, new = flatten_config(saved), flatten_config(current)
     keys = (set(old) | set(new)) - _NOT_THE_RUN
-    return sorted(k for k in keys if k.split(".")[0] != "hydra" and old.get(k) != new.get(k))
+    return sorted(
+        k
+        for k in keys
+        if k.split(".")[0] != "hydra" and setting_value(old, k) != setting_value(new, k)
+    )
 
 
 def start_up_leftovers(folder: Path) -> list[Path]:

@@ -537,3 +537,19 @@ def test_sweeps_run_in_the_order_given_and_once(capsys: pytest.CaptureFixture[st
         "outputs/reproduce/raffel/lstm",
         "outputs/reproduce/raffel/fixed",
     ]
+
+
+def test_a_forget_bias_lstm_is_a_row_of_its_own_after_its_model() -> None:
+    runs = [_raffel("addition", "lstm", 50, 0, None), _raffel("addition", "lstm", 50, 1, 3)]
+    runs[1].config["model.forget_bias"] = 1.0
+    runs.append(_raffel("addition", "lstm_attn", 50, 0, 2))
+    runs.append(_raffel("addition", "lstm", 100, 0, None))
+    runs[-1].config["model.forget_bias"] = 0.0  # today's default: the plain LSTM's row
+    lines = raffel_table(runs).splitlines()
+    rows = [line for line in lines if line.startswith("| Addition")]
+    assert rows == [
+        "| Addition, LSTM + attention | 2.0, n=1 | not run |",
+        "| Addition, LSTM | 0/1 solved; mean 50.0% after 40 | 0/1 solved; mean 50.0% after 40 |",
+        "| Addition, LSTM, forget bias 1 | 3.0, n=1 | not run |",
+    ]
+    assert "| addition LSTM, forget bias 1 T0=50 | 0.01 | 1: 3 | 10 |" in lines

@@ -155,6 +155,11 @@ def _check(cfg: SequenceModelConfig, attention_cfg: AttentionConfig) -> None:
         raise ConfigError(
             f"model.bidirectional=true is not allowed: model={cfg.name} has no recurrence"
         )
+    if cfg.forget_bias != 0.0:
+        raise ConfigError(
+            f"model.forget_bias={cfg.forget_bias:g} is not allowed: model={cfg.name} has no"
+            " LSTM (the key sets the forget gates of model=lstm and lstm_attn)"
+        )
     pooling = str(cfg.pooling)
     if pooling in ("chunked", "fused") and (cfg.num_layers != 1 or cfg.dropout > 0):
         raise ConfigError(CHUNKED_POOLING_APPLIES.format(pooling=pooling))

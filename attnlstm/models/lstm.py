@@ -22,7 +22,8 @@ class LSTMPooling(nn.Module):
     With attention (``lstm_attn``): (c, alpha) = attention(h_T or None, [h_1..h_T], mask) and
     features = [c; h_T]: query-based methods use h_T as the query, ``feedforward`` none.
     ``dropout`` drops the states before they are pooled and h_T (once each), and the head's
-    hidden layer.
+    hidden layer. ``forget_bias`` is added to the LSTM's initial forget-gate biases
+    (:func:`attnlstm.models.recurrent.add_forget_gate_bias`).
 
     Padding never reaches a real step's state (:class:`MaskedLSTM`) and is masked in the
     attention: a sequence gives the same output alone as padded next to longer ones.
@@ -39,9 +40,12 @@ class LSTMPooling(nn.Module):
         head_size: int,
         output_activation: str,
         attention: Attention | None,
+        forget_bias: float = 0.0,
     ) -> None:
         super().__init__()
-        self.lstm = MaskedLSTM(input_size, hidden_size, num_layers, bidirectional, dropout)
+        self.lstm = MaskedLSTM(
+            input_size, hidden_size, num_layers, bidirectional, dropout, forget_bias
+        )
         state_size = self.lstm.output_size
         self.attention = attention
         self.dropout = nn.Dropout(dropout)
@@ -89,6 +93,7 @@ def _build(cfg: SequenceModelConfig, attention_cfg: AttentionConfig, spec: TaskS
         cfg.head_size,
         str(cfg.output_activation),
         configured_attention(attention_cfg, state_size, state_size),
+        cfg.forget_bias,
     )
     return with_token_inputs(model, cfg, spec)
 
