@@ -360,14 +360,14 @@ def build_table(
             ]
             name = group_name([_run_name(run, root) for run in group])
             extras = [len(group), _seeds(group)][: len(extra)]
-            rows.append([name, *(group[0].config.get(k) for k in keys), *extras, *cells])
+            rows.append([name, *(setting_value(group[0].config, k) for k in keys), *extras, *cells])
     else:
         for run in runs:
             final = run.final()
             rows.append(
                 [
                     _run_name(run, root),
-                    *(run.config.get(k) for k in keys),
+                    *(setting_value(run.config, k) for k in keys),
                     *(final.get(m) for m in metric_names),
                 ]
             )
@@ -462,7 +462,7 @@ def draw_validation_curves(
     figure, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
     for group in groups:
         first = group[0]
-        label = ", ".join(f"{k}={first.config.get(k)}" for k in keys) or (
+        label = ", ".join(f"{k}={setting_value(first.config, k)}" for k in keys) or (
             group_name([_run_name(run, root) for run in group]) if aggregate else first.path.name
         )
         if aggregate:

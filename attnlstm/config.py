@@ -883,14 +883,18 @@ NOT_A_SETTING = frozenset({"resume", "data_dir", "trainer.progress_bar", "traine
 #: flattened keys added after runs were saved, each with the value that does what those runs
 #: did (its default): a saved config without the key is the same setting as one with this
 #: value, for :mod:`attnlstm.compare`'s groups and a finished sweep job's drift check
-KEYS_ADDED_SINCE: dict[str, Any] = {"model.forget_bias": 0.0}
+KEYS_ADDED_SINCE: dict[str, Any] = {"model.forget_bias": 0.0, "task.subword_buckets": 0}
 
 
 def setting_value(config: dict[str, Any], key: str) -> Any:
     """``config[key]`` of a flattened config; for a key of :data:`KEYS_ADDED_SINCE` that
     ``config`` lacks (saved before the key existed), the value that did what it did; else
-    None."""
-    return config.get(key, KEYS_ADDED_SINCE.get(key))
+    None. A value equal to that one (``0``, ``-0.0``) is returned as it, so that the same
+    setting reads the same everywhere."""
+    value = config.get(key, KEYS_ADDED_SINCE.get(key))
+    if key in KEYS_ADDED_SINCE and value == KEYS_ADDED_SINCE[key]:
+        return KEYS_ADDED_SINCE[key]
+    return value
 
 
 #: ``trainer.precision`` values: float32, bfloat16 autocast, float16 autocast + grad scaler

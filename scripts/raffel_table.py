@@ -23,7 +23,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from attnlstm.reproduce.tables import MODEL_WORDS, PAPER_VARIABLE, table1_grid  # Table 1
+from attnlstm.loggers.base import flatten_config
+from attnlstm.reproduce.tables import (  # Table 1
+    PAPER_VARIABLE,
+    model_key,
+    model_words,
+    table1_grid,
+)
 
 
 def load_runs(roots: list[Path]) -> list[dict[str, Any]]:
@@ -45,8 +51,9 @@ def load_runs(roots: list[Path]) -> list[dict[str, Any]]:
 
 
 def cell_key(run: dict[str, Any]) -> tuple[str, str, int, bool]:
-    task, model = run["config"]["task"], run["config"]["model"]
-    return (task["name"], model["name"], task["min_length"], bool(task["variable_length"]))
+    task = run["config"]["task"]
+    model = model_key(flatten_config(run["config"]))  # a forget-bias LSTM is a row of its own
+    return (task["name"], model, task["min_length"], bool(task["variable_length"]))
 
 
 def best_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -84,7 +91,7 @@ def variable_table(cells: dict[tuple, dict[str, Any]]) -> str:
         accuracy = 100 * run["metrics"]["test"].get("test/accuracy", float("nan"))
         paper = PAPER_VARIABLE.get((key[0], key[1]), "")
         lines.append(
-            f"| {key[0]} | {MODEL_WORDS.get(key[1], key[1])} | {accuracy:.1f}% |"
+            f"| {key[0]} | {model_words(key[1])} | {accuracy:.1f}% |"
             f" {run['metrics']['epochs']} | {paper} |"
         )
     return "\n".join(lines)
@@ -105,7 +112,7 @@ def details(groups: dict[tuple, list[dict[str, Any]]], cells: dict) -> str:
         best = cells[key]
         epochs = max(best["metrics"]["epochs"], 1)
         per_epoch = best["metrics"]["wall_time_s"] / epochs
-        name = f"{key[0]} {MODEL_WORDS.get(key[1], key[1])} T0={key[2]}"
+        name = f"{key[0]} {model_words(key[1])} T0={key[2]}"
         name += " (variable)" if key[3] else ""
         lines.append(
             f"| {name} | {'; '.join(parts)} | lr {best['config']['optim']['lr']} |"

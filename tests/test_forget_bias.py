@@ -74,6 +74,23 @@ def test_zero_is_pytorchs_own_initialisation() -> None:
         assert torch.equal(theirs, mine), name
 
 
+def test_every_layer_and_direction_of_a_bidirectional_nn_lstm() -> None:
+    torch.manual_seed(0)
+    before = nn.LSTM(3, HIDDEN, num_layers=2, bidirectional=True)
+    torch.manual_seed(0)
+    after = nn.LSTM(3, HIDDEN, num_layers=2, bidirectional=True)
+    add_forget_gate_bias(after, -0.5)
+    moved = []
+    for (name, old), new in zip(before.named_parameters(), after.parameters(), strict=True):
+        change = (new - old).detach()
+        if name.startswith("bias_ih"):
+            torch.testing.assert_close(change[HIDDEN : 2 * HIDDEN], torch.full((HIDDEN,), -0.5))
+            change[HIDDEN : 2 * HIDDEN] = 0.0
+            moved.append(name)
+        assert torch.equal(change, torch.zeros_like(change)), name
+    assert moved == ["bias_ih_l0", "bias_ih_l0_reverse", "bias_ih_l1", "bias_ih_l1_reverse"]
+
+
 def test_an_lstm_without_biases_is_refused() -> None:
     with pytest.raises(ValueError, match="no forget-gate bias"):
         add_forget_gate_bias(nn.LSTM(1, HIDDEN, bias=False), 1.0)
@@ -109,7 +126,8 @@ def test_forget_bias_must_be_finite(value: float) -> None:
 
 
 def _run(config: dict[str, Any], seed: int) -> Run:
-    return Run(path=Path(f"run{seed}"), config={**config, "seed": seed}, metrics={})
+    metrics = {"test": {"test/acc": 0.5}}
+    return Run(path=Path(f"run{seed}"), config={**config, "seed": seed}, metrics=metrics)
 
 
 BEFORE = {"model.name": "lstm", "model.hidden_size": 100}  # saved before the key existed
@@ -124,6 +142,20 @@ def test_runs_saved_before_the_key_group_with_todays_default_only() -> None:
     assert [len(g) for g in compare.group_runs([old, today, opened])] == [2, 1]
     assert compare.differing_keys([old, today]) == ["seed"]
     assert compare.differing_keys([old, opened]) == ["model.forget_bias", "seed"]
+
+
+def test_the_default_written_another_way_is_the_same_setting_everywhere() -> None:
+    old = _run(BEFORE, 0)
+    negative_zero = _run({**BEFORE, "model.forget_bias": -0.0}, 1)
+    integer = _run({**BEFORE, "model.forget_bias": 0}, 2)
+    runs = [old, negative_zero, integer]
+    assert len({compare.group_key(run) for run in runs}) == 1
+    assert compare.differing_keys(runs) == ["seed"]
+    # beside another setting, the old run shows the value it stands for, not a blank
+    opened = _run({**BEFORE, "model.forget_bias": 1.0}, 3)
+    for aggregate in (False, True):
+        header, rows = compare.build_table([old, opened], Path("."), None, None, aggregate)
+        assert [row[header.index("model.forget_bias")] for row in rows] == [0.0, 1.0]
 
 
 def test_a_finished_job_saved_before_the_key_has_not_drifted_at_the_default() -> None:

@@ -69,6 +69,17 @@ def test_table_keeps_the_best_rate_and_shows_the_paper(tmp_path: Path) -> None:
     assert "0.003: 1, 100.0%" in out and "lr 0.003" in out
 
 
+def test_a_forget_bias_lstm_is_not_credited_to_the_plain_lstm(tmp_path: Path) -> None:
+    _fake_run(tmp_path, "plain", "addition", "lstm", 50, 0.003, None, 100, 0.162)
+    _fake_run(tmp_path, "opened", "addition", "lstm", 50, 0.001, 5, 5, 1.0)
+    config = OmegaConf.load(tmp_path / "opened" / "config.yaml")
+    config.model.forget_bias = 1.0
+    OmegaConf.save(config, tmp_path / "opened" / "config.yaml")
+    out = _table(str(tmp_path))
+    assert "| Addition, LSTM | 16.2% after 100 |" in out
+    assert "| Addition, LSTM, forget bias 1 | 5 |" in out
+
+
 def test_table_skips_runs_still_training(tmp_path: Path) -> None:
     _fake_run(tmp_path, "done", "addition", "mean", 100, 0.01, 1, 1, 1.0)
     _fake_run(tmp_path, "busy", "addition", "mean", 500, 0.01, None, 1, 0.5)

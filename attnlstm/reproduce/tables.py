@@ -174,12 +174,11 @@ class Column:
     digits: int = 2
 
 
-#: config keys added after some kept records were written, and the value those runs had
-KEY_DEFAULTS = {"task.subword_buckets": "0"}
-
-
 def _row_label(run: Run, keys: Sequence[tuple[str, str]]) -> tuple[str, ...]:
-    return tuple(str(run.config.get(key, KEY_DEFAULTS.get(key, ""))) for _, key in keys)
+    """The values of ``keys`` in ``run``'s config (a key added since the run was saved: the
+    value that did what it did, :func:`attnlstm.config.setting_value`); "" where absent."""
+    values = (setting_value(run.config, key) for _, key in keys)
+    return tuple("" if value is None else str(value) for value in values)
 
 
 def unique_runs(runs: Sequence[Run]) -> list[Run]:
