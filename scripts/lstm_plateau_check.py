@@ -14,8 +14,10 @@ that bias. It prints the mean training MSE over each window of updates beside th
 variance (1/24 for addition, 7/144 for multiplication): a loss near the variance means the
 network predicts the mean.
 
-    python scripts/lstm_plateau_check.py --problem addition --min-length 50 \
-        --forget-bias 0 1 --updates 6000 --lr 0.003
+    python scripts/lstm_plateau_check.py --min-length 50 --forget-bias 0 1 --updates 6000 --lr 0.003
+    python scripts/lstm_plateau_check.py --min-length 50 --forget-bias 0 1 --updates 3000 --lr 0.001
+
+(the two commands behind the table in docs/raffel.md, "Why the LSTM alone stays at the mean").
 """
 
 from __future__ import annotations
