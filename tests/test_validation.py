@@ -260,6 +260,8 @@ RANGE_CASES = [
     _case("default", "model.head_size=0 ", model__head_size=0),
     _case("default", "model.chunk_size=0 ", model__chunk_size=0),
     _case("default", "model.embedding_size=0 ", model__embedding_size=0),
+    _case("default", "model.forget_bias=nan ", model__forget_bias=float("nan")),
+    _case("default", "model.forget_bias=inf ", model__forget_bias=float("inf")),
     _case("default", "model.dropout=1 ", model__dropout=1.0),
     _case("default", "model.embedding_dropout=-0.1 ", model__embedding_dropout=-0.1),
     # model: language model
