@@ -157,3 +157,24 @@ def test_presets_have_the_papers_settings(preset: str) -> None:
     if preset == "raffel_variable":
         assert cfg.task.variable_length and cfg.task.eval_batch_size == 10
         assert (cfg.task.min_length, cfg.task.max_length) == (50, 10000)
+
+
+def test_lstm_plateau_check_compares_the_forget_biases_on_the_same_batches() -> None:
+    script = str(REPO / "scripts" / "lstm_plateau_check.py")
+    tiny = ["--min-length", "20", "--hidden-size", "4", "--updates", "4", "--window", "2"]
+    out = subprocess.run(
+        [sys.executable, script, *tiny, "--forget-bias", "0", "0", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "addition, T0 = 20, target variance 0.04167" in out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| 0 |")]
+    # the same bias twice: the same weights and batches, so the same losses
+    assert len(rows) == 2 and rows[0] == rows[1]
+    opened = [line for line in out.splitlines() if line.startswith("| 1 |")]
+    assert len(opened) == 1 and opened[0] != "| 1 " + " | ".join(rows[0][1:])
+    refused = subprocess.run(
+        [sys.executable, script, "--updates", "1", "--window", "2"], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "--updates must be at least --window" in refused.stderr
