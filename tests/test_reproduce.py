@@ -17,7 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from attnlstm.compare import Run, Summary
 from attnlstm.paths import config_dir
 from attnlstm.reproduce import TABLES, Sweep, Table
-from attnlstm.reproduce.cli import doc_markers, machines_line, main, sweep_command
+from attnlstm.reproduce.cli import doc_markers, machines_line, main, runs_count, sweep_command
 from attnlstm.reproduce.tables import Column, method_table, raffel_table, spread, winner
 from attnlstm.train import check_config
 from tests.conftest import TINY
@@ -243,7 +243,7 @@ def test_print_only_reads_what_is_there(tmp_path: Path, capsys: pytest.CaptureFi
     (run / "metrics.json").write_text(json.dumps(metrics))
     assert main(["sst2", "--print-only", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "1 finished runs under" in out and "| lstm_attn | dot | 0 | 0 | 80.00 (n=1) |" in out
+    assert "1 finished run under" in out and "| lstm_attn | dot | 0 | 0 | 80.00 (n=1) |" in out
 
 
 @pytest.mark.slow
@@ -347,8 +347,21 @@ def test_the_table_says_when_and_where_its_runs_were_written() -> None:
     runs[2].metrics["written"] = written("2026-12-03", "Xeon") | {"device": "cuda:0"}
     assert machines_line(runs) == (
         "Written 2026-12-02 to 2026-12-04 on EPYC (2 cores), torch 2.13.0, cpu: 2 runs;"
-        " Xeon (2 cores), torch 2.13.0, cuda:0: 1 runs. 1 runs do not record their machine."
+        " Xeon (2 cores), torch 2.13.0, cuda:0: 1 run. 1 run does not record its machine."
     )
+    runs[3].metrics["written"] = written("2026-12-04", "EPYC") | {"device": "cpu"}
+    runs.append(_classifier("dot", 4, 0.8))
+    runs.append(_classifier("dot", 5, 0.8))
+    assert machines_line(runs).endswith(
+        "cpu: 3 runs; Xeon (2 cores), torch 2.13.0, cuda:0: 1 run."
+        " 2 runs do not record their machine."
+    )
+
+
+def test_runs_are_counted_in_words() -> None:
+    assert [runs_count(n) for n in (0, 1, 2)] == ["0 runs", "1 run", "2 runs"]
+    assert runs_count(1, "finished") == "1 finished run"
+    assert runs_count(21, "finished") == "21 finished runs"
 
 
 def test_ctrl_c_waits_for_the_sweep_to_save_and_exits_130(tmp_path: Path) -> None:
@@ -435,8 +448,8 @@ def test_diverged_runs_are_named_not_averaged_nor_called_unfinished(
     (folder / "metrics.json").write_text(json.dumps({"status": "diverged", "test": {}}))
     assert main(["sst2", "--print-only", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "1 finished runs under" in out and "unfinished" not in out
-    assert "1 runs diverged before a test and are left out: attention/attention=dot,seed=1." in out
+    assert "1 finished run under" in out and "unfinished" not in out
+    assert "1 run diverged before a test and are left out: attention/attention=dot,seed=1." in out
 
 
 def test_doc_writes_the_table_between_its_markers_and_nowhere_else(

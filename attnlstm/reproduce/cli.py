@@ -123,6 +123,12 @@ def copy_records(source: Path, target: Path) -> list[Path]:
     return copied
 
 
+def runs_count(count: int, adjective: str = "") -> str:
+    """``1 run``, ``2 runs``; with an adjective, ``1 finished run``."""
+    words = f"{adjective} run" if adjective else "run"
+    return f"{count} {words}" + ("" if count == 1 else "s")
+
+
 def machines_line(runs: Sequence[Run]) -> str:
     """When and where the runs were written (``metrics.json``'s ``written``): the dates'
     range and each machine with its count of runs."""
@@ -136,10 +142,14 @@ def machines_line(runs: Sequence[Run]) -> str:
     if known:
         days = sorted(str(w["at"])[:10] for w in known)
         span = days[0] if days[0] == days[-1] else f"{days[0]} to {days[-1]}"
-        on = "; ".join(f"{machine}: {count} runs" for machine, count in machines.items())
+        on = "; ".join(f"{machine}: {runs_count(count)}" for machine, count in machines.items())
         parts.append(f"Written {span} on {on}.")
     if len(known) < len(records):
-        parts.append(f"{len(records) - len(known)} runs do not record their machine.")
+        missing = len(records) - len(known)
+        parts.append(
+            f"{runs_count(missing)} "
+            + ("does not record its machine." if missing == 1 else "do not record their machine.")
+        )
     return " ".join(parts)
 
 
@@ -151,12 +161,14 @@ def report(table: Table, folder: Path) -> str:
     diverged = [r for r in runs if r not in done and r.metrics.get("status") == "diverged"]
     unfinished = len(runs) - len(done) - len(diverged)
     lines = [
-        f"`attnlstm-reproduce {table.name}`: {len(done)} finished runs under {folder}"
+        f"`attnlstm-reproduce {table.name}`: {runs_count(len(done), 'finished')} under {folder}"
         + (f" ({unfinished} unfinished: run the command again)." if unfinished else ".")
     ]
     if diverged:  # finished, without test metrics: they are not re-run, and not averaged
         names = ", ".join(str(r.path.relative_to(folder)) for r in diverged)
-        lines.append(f"{len(diverged)} runs diverged before a test and are left out: {names}.")
+        lines.append(
+            f"{runs_count(len(diverged))} diverged before a test and are left out: {names}."
+        )
     lines += ["", table.render(done) if done else "No finished runs yet."]
     if done:
         lines += ["", machines_line(done)]

@@ -742,7 +742,7 @@ TABLES: dict[str, Table] = {
                 _attention_sweeps(
                     ("experiment=lm_ptb_small", "task=lm_wikitext2"),
                     ("none", "general"),
-                    "about 100 min a run (17 min an epoch)",
+                    "6 epochs of 17 min alone (100 min a run) or of 31 min two side by side (3 h)",
                 ),
                 Sweep(
                     "adaptive",
