@@ -449,7 +449,13 @@ def test_diverged_runs_are_named_not_averaged_nor_called_unfinished(
     assert main(["sst2", "--print-only", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "1 finished run under" in out and "unfinished" not in out
-    assert "1 run diverged before a test and are left out: attention/attention=dot,seed=1." in out
+    assert "1 run diverged before a test and is left out: attention/attention=dot,seed=1." in out
+    second = tmp_path / "sst2/attention/attention=dot,seed=2"
+    second.mkdir(parents=True)
+    (second / "config.yaml").write_text("seed: 2\nmodel:\n  name: lstm_attn\n")
+    (second / "metrics.json").write_text(json.dumps({"status": "diverged", "test": {}}))
+    assert main(["sst2", "--print-only", "--out", str(tmp_path)]) == 0
+    assert "2 runs diverged before a test and are left out: " in capsys.readouterr().out
 
 
 def test_doc_writes_the_table_between_its_markers_and_nowhere_else(

@@ -167,7 +167,9 @@ def report(table: Table, folder: Path) -> str:
     if diverged:  # finished, without test metrics: they are not re-run, and not averaged
         names = ", ".join(str(r.path.relative_to(folder)) for r in diverged)
         lines.append(
-            f"{runs_count(len(diverged))} diverged before a test and are left out: {names}."
+            f"{runs_count(len(diverged))} diverged before a test and "
+            + ("is" if len(diverged) == 1 else "are")
+            + f" left out: {names}."
         )
     lines += ["", table.render(done) if done else "No finished runs yet."]
     if done:
