@@ -17,8 +17,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from attnlstm.compare import Run, Summary
 from attnlstm.paths import config_dir
 from attnlstm.reproduce import TABLES, Sweep, Table
-from attnlstm.reproduce.cli import doc_markers, machines_line, main, runs_count, sweep_command
-from attnlstm.reproduce.tables import Column, method_table, raffel_table, spread, winner
+from attnlstm.reproduce.cli import doc_markers, machines_line, main, sweep_command
+from attnlstm.reproduce.tables import Column, method_table, raffel_table, runs_count, spread, winner
 from attnlstm.train import check_config
 from tests.conftest import TINY
 

@@ -53,6 +53,7 @@ from attnlstm.reproduce.tables import (
     finished_runs,
     override_values,
     parse_override,
+    runs_count,
 )
 
 DEFAULT_OUT = Path("outputs/reproduce")
@@ -121,12 +122,6 @@ def copy_records(source: Path, target: Path) -> list[Path]:
                 write_text((run.path / name).read_text(encoding="utf-8"), destination / name)
         copied.append(relative)
     return copied
-
-
-def runs_count(count: int, adjective: str = "") -> str:
-    """``1 run``, ``2 runs``; with an adjective, ``1 finished run``."""
-    words = f"{adjective} run" if adjective else "run"
-    return f"{count} {words}" + ("" if count == 1 else "s")
 
 
 def machines_line(runs: Sequence[Run]) -> str:

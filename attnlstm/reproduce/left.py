@@ -38,6 +38,7 @@ from attnlstm.reproduce.tables import (
     is_finished_record,
     override_values,
     parse_override,
+    runs_count,
 )
 from attnlstm.runfolder import job_dirname, lock_holder
 from attnlstm.sweep_resume import job_plan, read_summary, start_up_leftovers
@@ -186,8 +187,7 @@ def left_report(table: Table, sweeps: Sequence[Sweep], states: Sequence[JobState
     """The counts, then each sweep's unfinished jobs with the sweep's cost."""
     counts = Counter(s.state for s in states)
     parts = [f"{counts[state]} {state}" for state in STATES if counts[state]]
-    runs = f"{len(states)} run" + ("" if len(states) == 1 else "s")
-    lines = [f"Table {table.name}: {runs}: {', '.join(parts) or 'none'}."]
+    lines = [f"Table {table.name}: {runs_count(len(states))}: {', '.join(parts) or 'none'}."]
     for sweep in sweeps:
         left = [s for s in states if s.sweep == sweep.name and s.state != "finished"]
         if not left:

@@ -33,6 +33,7 @@ __all__ = [
     "finished_runs",
     "method_table",
     "raffel_table",
+    "runs_count",
     "spread",
 ]
 
@@ -128,6 +129,12 @@ def is_finished_record(metrics: dict[str, Any]) -> bool:
     """Whether a run's ``metrics.json`` is one the tables count (and ``--keep`` keeps and
     restores): a final status and test metrics."""
     return metrics.get("status") in FINISHED and bool(metrics.get("test"))
+
+
+def runs_count(count: int, adjective: str = "") -> str:
+    """``1 run``, ``2 runs``; with an adjective, ``1 finished run``."""
+    words = f"{adjective} run" if adjective else "run"
+    return f"{count} {words}" + ("" if count == 1 else "s")
 
 
 def spread(summary: Summary, scale: float = 1.0, digits: int = 2, count: str = " (n={})") -> str:
