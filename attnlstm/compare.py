@@ -44,6 +44,7 @@ from yaml import YAMLError
 
 from attnlstm.cli.common import ArgumentParser, UsageError, fail
 from attnlstm.config import KEYS_ADDED_SINCE, NOT_A_SETTING, setting_value
+from attnlstm.console import quiet_on_closed_pipe
 from attnlstm.loggers.base import flatten_config
 
 if TYPE_CHECKING:
@@ -572,6 +573,7 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``attnlstm-compare`` with ``argv`` (default: ``sys.argv[1:]``): print the table
     (stdout) and write the plot; returns 0 once the table is shown, even when the plot could

@@ -8,20 +8,27 @@ Exit codes of every attnlstm command (README, "Troubleshooting"):
 - 2: bad input: a config value, a data file, a run folder or a command-line option
 - 3: diverged: the training loss or the validation monitor became NaN or infinite
 - 130: interrupted (Ctrl-C, SIGTERM); a run that trained continues with ``resume=<run dir>``
+- 141: the reader of stdout left before the end (``attnlstm-compare ... | head``): the output
+  stops there, quietly, as a command ended by SIGPIPE does in a shell
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import traceback
-from typing import NoReturn
+from collections.abc import Callable
+from typing import NoReturn, ParamSpec
+
+_Arguments = ParamSpec("_Arguments")
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
+EXIT_CLOSED_PIPE = 141
 
 
 def debug_wanted() -> bool:
@@ -30,6 +37,39 @@ def debug_wanted() -> bool:
     return os.environ.get("ATTNLSTM_DEBUG", "") not in ("", "0") or os.environ.get(
         "HYDRA_FULL_ERROR", ""
     ) not in ("", "0")
+
+
+def stdout_closed() -> int:
+    """The status after a BrokenPipeError: the program reading stdout left early (``| head``).
+
+    Points stdout at the null device first, so that Python's own flush at exit does not fail
+    again and print ``Exception ignored ... BrokenPipeError`` (the recipe of Python's docs,
+    "Note on SIGPIPE"); says nothing on stderr, which may be the same closed pipe. Returns 141,
+    the status a shell shows for a command ended by SIGPIPE.
+    """
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, sys.stdout.fileno())
+    finally:
+        os.close(null)
+    return EXIT_CLOSED_PIPE
+
+
+def quiet_on_closed_pipe(main: Callable[_Arguments, int]) -> Callable[_Arguments, int]:
+    """Wrap a command's ``main`` so that a closed stdout ends it with :func:`stdout_closed`'s
+    status instead of a BrokenPipeError traceback. The command's last output is flushed
+    inside the guard: a closed pipe is often seen only there."""
+
+    @functools.wraps(main)
+    def guarded(*args: _Arguments.args, **kwargs: _Arguments.kwargs) -> int:
+        try:
+            status = main(*args, **kwargs)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return stdout_closed()
+        return status
+
+    return guarded
 
 
 def say_error(message: str, error: BaseException | None = None) -> None:

@@ -15,7 +15,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from attnlstm.console import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, debug_wanted
+from attnlstm.console import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    debug_wanted,
+    quiet_on_closed_pipe,
+)
 from attnlstm.errors import ConfigError
 from attnlstm.io import checkpoint_file
 
@@ -112,14 +118,17 @@ def command(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[s
     A :class:`UsageError`, ConfigError, other ValueError or OSError (no checkpoint, an
     unreadable one, a folder that cannot be written) becomes one ``error:`` line on stderr and
     status 2; any other exception, a bug, one line that says so and status 1; Ctrl-C status
-    130. Nothing goes to stdout, which carries the results only. With ``ATTNLSTM_DEBUG=1``
-    the traceback is printed on stderr too.
+    130; a closed stdout (``| head``) ends it quietly with status 141. Nothing goes to
+    stdout, which carries the results only. With ``ATTNLSTM_DEBUG=1`` the traceback is
+    printed on stderr too.
     """
 
     @functools.wraps(main)
     def guarded(argv: Sequence[str] | None = None) -> int:
         try:
             return main(argv)
+        except BrokenPipeError:
+            raise  # stdout closed: quiet_on_closed_pipe's, not an OSError of the input
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -136,7 +145,7 @@ def command(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[s
             )
             return EXIT_FAILED
 
-    return guarded
+    return quiet_on_closed_pipe(guarded)
 
 
 def _print_traceback(error: BaseException) -> None:

@@ -27,7 +27,8 @@ resumes from its ``last.pt``, epochs done of how many), blocked (its folder hold
 nothing to resume), unknown (a ``${...}`` resolved per job) or not started, under each
 sweep's cost (:mod:`.left`). Exit status: 0; 2 for
 bad input (an unknown table, sweep or ``--only`` value); 130 when interrupted; 1 when a
-sweep failed (the table is printed from what finished all the same).
+sweep failed (the table is printed from what finished all the same); 141, quietly, when the
+reader of stdout leaves early (``--left | head``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pathlib import Path
 from hydra.errors import OverrideParseException
 
 from attnlstm.compare import Run, find_runs
+from attnlstm.console import quiet_on_closed_pipe
 from attnlstm.io import write_text
 from attnlstm.reproduce.left import left_report, table_states
 from attnlstm.reproduce.tables import (
@@ -296,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
