@@ -317,7 +317,7 @@ def test_kept_records_travel_to_a_fresh_checkout_and_are_never_overwritten(
     _record(out / "sst2/attention/attention=general,seed=0", "general", 0.1, status="running")
     (out / "sst2/attention/attention=dot,seed=0/last.pt").write_bytes(b"large")
     assert main(["sst2", "--print-only", "--out", str(out), "--keep", str(keep)]) == 0
-    assert "1 finished runs kept in" in capsys.readouterr().out
+    assert "1 finished run kept in" in capsys.readouterr().out
     kept = keep / "sst2/attention/attention=dot,seed=0"
     assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "metrics.json"]
     assert not (keep / "sst2/attention/attention=general,seed=0").exists()  # not finished
@@ -325,7 +325,7 @@ def test_kept_records_travel_to_a_fresh_checkout_and_are_never_overwritten(
     fresh = tmp_path / "fresh"
     assert main(["sst2", "--print-only", "--out", str(fresh), "--keep", str(keep)]) == 0
     printed = capsys.readouterr().out
-    assert "1 finished runs restored from" in printed
+    assert "1 finished run restored from" in printed
     assert "| lstm_attn | dot | 0 | 0 | 80.00 (n=1) |" in printed
     assert (fresh / "sst2/attention/attention=dot,seed=0/metrics.json").is_file()
 

@@ -354,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.keep is not None and (args.keep / table.name).is_dir() and not args.dry_run:
         restored = copy_records(args.keep / table.name, folder)
         if restored:
-            print(f"{len(restored)} finished runs restored from {args.keep / table.name}")
+            print(f"{runs_count(len(restored), 'finished')} restored from {args.keep / table.name}")
     if not args.print_only:
         for sweep in sweeps:
             command = sweep_command(table, sweep, args.out, args.seeds, args.jobs)
@@ -375,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.keep is not None and folder.is_dir():
         kept = copy_records(folder, args.keep / table.name)
         if kept:
-            print(f"{len(kept)} finished runs kept in {args.keep / table.name}")
+            print(f"{runs_count(len(kept), 'finished')} kept in {args.keep / table.name}")
     text = report(table, folder)
     print(f"\n## {table.title}\n\n{text}")
     if args.doc is not None:
