@@ -20,9 +20,10 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import NoReturn, ParamSpec
+from typing import NoReturn, ParamSpec, TypeVar
 
 _Arguments = ParamSpec("_Arguments")
+_Status = TypeVar("_Status")
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -55,17 +56,44 @@ def stdout_closed() -> int:
     return EXIT_CLOSED_PIPE
 
 
-def quiet_on_closed_pipe(main: Callable[_Arguments, int]) -> Callable[_Arguments, int]:
+def stdout_is_broken() -> bool:
+    """Whether stdout is a pipe whose reader has left: poll reports an error on it. True
+    where poll does not exist (Windows), so that a BrokenPipeError is taken there for the
+    reader of stdout leaving, the usual cause."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return True
+
+
+def quiet_on_closed_pipe(
+    main: Callable[_Arguments, _Status],
+) -> Callable[_Arguments, _Status | int]:
     """Wrap a command's ``main`` so that a closed stdout ends it with :func:`stdout_closed`'s
-    status instead of a BrokenPipeError traceback. The command's last output is flushed
-    inside the guard: a closed pipe is often seen only there."""
+    status instead of a BrokenPipeError traceback.
+
+    The command's last output is flushed inside the guard, after ``main`` returns or exits
+    (argparse's ``--help``, :func:`fail`): a closed pipe is often seen only there. A
+    BrokenPipeError from anything else (stderr closed, stdout a file) is raised as before, and
+    what stdout holds is kept.
+    """
 
     @functools.wraps(main)
-    def guarded(*args: _Arguments.args, **kwargs: _Arguments.kwargs) -> int:
+    def guarded(*args: _Arguments.args, **kwargs: _Arguments.kwargs) -> _Status | int:
         try:
-            status = main(*args, **kwargs)
+            try:
+                status = main(*args, **kwargs)
+            except SystemExit:
+                sys.stdout.flush()
+                raise
             sys.stdout.flush()
         except BrokenPipeError:
+            if not stdout_is_broken():
+                raise
             return stdout_closed()
         return status
 

@@ -4,7 +4,7 @@
 ``attnlstm-train --help`` sees the help's first line at once, from here, and the rest (Hydra's
 ``hydra/help`` template, ``conf/hydra/help/attnlstm.yaml``, which starts after that line) once
 the trainer is imported. This module imports the standard library only (and
-:mod:`attnlstm.sigint`, which does too), and
+:mod:`attnlstm.sigint` and :mod:`attnlstm.console`, which do too), and
 :mod:`attnlstm.runtime` first of all: OpenMP's wait policy and threads are chosen before torch
 is loaded.
 """
@@ -17,6 +17,7 @@ import attnlstm.runtime  # noqa: F401  # before torch: OpenMP reads its settings
 
 import sys
 
+from attnlstm.console import quiet_on_closed_pipe
 from attnlstm.sigint import StartUpInterrupts
 
 #: the first line of ``attnlstm-train --help`` (a blank line follows); the template does not
@@ -33,9 +34,14 @@ def wants_help(argv: list[str]) -> bool:
     return any(arg in _HELP_FLAGS for arg in argv)
 
 
+@quiet_on_closed_pipe
 def main() -> None:
     """Console entry point: the help's first line at once when asked for, then the trainer
-    (:func:`attnlstm.train.main`, which reads ``sys.argv`` through Hydra)."""
+    (:func:`attnlstm.train.main`, which reads ``sys.argv`` through Hydra).
+
+    A closed stdout (``attnlstm-train --cfg job | head``) ends it with status 141 and no
+    traceback, except where Python writes unbuffered (``PYTHONUNBUFFERED=1``) and the write
+    fails inside Hydra's ``--cfg`` or ``--help``: Hydra reports that error itself."""
     if wants_help(sys.argv[1:]):
         print(HELP_FIRST_LINE, end="\n\n", flush=True)
     with StartUpInterrupts():  # Ctrl-C from here on exits 130, wherever it lands
@@ -48,4 +54,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -91,12 +91,12 @@ def _module_level_imports(path: Path) -> set[str]:
 
 
 def test_the_launcher_imports_the_standard_library_only() -> None:
-    """launch.py imports the standard library, attnlstm.runtime and attnlstm.sigint, which
-    import the standard library only (OpenMP's threads must be set before torch loads, and
-    Ctrl-C is handled from the start)."""
+    """launch.py imports the standard library, attnlstm.runtime, attnlstm.sigint and
+    attnlstm.console, which import the standard library only (OpenMP's threads must be set
+    before torch loads, and Ctrl-C is handled from the start)."""
     stdlib = set(sys.stdlib_module_names)
     launcher = _module_level_imports(REPO / "attnlstm" / "launch.py")
-    light = {"attnlstm.runtime", "attnlstm.sigint"}
+    light = {"attnlstm.runtime", "attnlstm.sigint", "attnlstm.console"}
     assert {name for name in launcher if name.split(".")[0] not in stdlib} == light
     for module in light:
         imported = _module_level_imports(REPO / "attnlstm" / f"{module.split('.')[1]}.py")
@@ -142,6 +142,7 @@ def test_help_shows_groups_examples_runs_and_exit_codes(tmp_path: Path, flag: st
         "2": "bad",
         "3": "diverged",
         "130": "interrupted",
+        "141": "output",
     }
     assert not list(tmp_path.iterdir())  # help makes no run folder
 
