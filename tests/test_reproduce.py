@@ -125,6 +125,14 @@ def test_a_lead_inside_the_spread_is_called_so() -> None:
     assert "**b**" in lower
 
 
+def test_a_single_seed_is_said_of_one_or_both_rows() -> None:
+    column = Column("ppl", "test/ppl")
+    one = {"a": Summary((101.0,), 1), "b": Summary((113.7, 114.1), 2)}
+    both = {"a": Summary((101.0,), 1), "b": Summary((113.7,), 1)}
+    assert "; one of them has a single seed" in winner(one, column, higher_is_better=False)
+    assert "; both have a single seed" in winner(both, column, higher_is_better=False)
+
+
 def test_unfinished_runs_stay_out_and_short_groups_say_how_many_seeds() -> None:
     runs = [_classifier("dot", 0, 0.84), _classifier("dot", 1, 0.86)]
     running = _classifier("dot", 2, 0.10)

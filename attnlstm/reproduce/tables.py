@@ -293,7 +293,8 @@ def winner(summaries: dict[str, Summary], column: Column, higher_is_better: bool
         f" ({spread(second, column.scale, digits, ', n={}')})"
     )
     if first.std is None or second.std is None:
-        return text + "; one of them has a single seed, so the spread is unknown."
+        which = "both have" if first.std is None and second.std is None else "one of them has"
+        return text + f"; {which} a single seed, so the spread is unknown."
     noise = math.hypot(first.std, second.std) * column.scale
     verdict = "exceeds" if gap > noise else "is within"
     return text + f"; the gap {verdict} the seed spread (√(s1² + s2²) = {noise:.{digits}f})."
