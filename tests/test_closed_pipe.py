@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,19 +39,28 @@ def closed_pipe() -> int:
     return write_end
 
 
+def run_python(
+    args: list[str], unbuffered: bool = False, **streams: Any
+) -> subprocess.CompletedProcess[str]:
+    """``python args`` from the checkout's root, in the buffering mode asked for; ``streams``
+    are subprocess.run's stdout/stderr (captured where not given)."""
+    streams.setdefault("stdout", subprocess.PIPE)
+    streams.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run(
+        [sys.executable, *args],
+        text=True,
+        cwd=ROOT,
+        env=environment(unbuffered),
+        timeout=120,
+        **streams,
+    )
+
+
 def run_into_closed_pipe(args: list[str], unbuffered: bool) -> tuple[int, str]:
     """Run ``python args`` with stdout a closed pipe; its exit status and stderr."""
     stdout = closed_pipe()
     try:
-        done = subprocess.run(
-            [sys.executable, *args],
-            stdout=stdout,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env=environment(unbuffered),
-            timeout=120,
-        )
+        done = run_python(args, unbuffered, stdout=stdout)
     finally:
         os.close(stdout)
     return done.returncode, done.stderr
@@ -121,27 +131,15 @@ def test_train_show_config_stops_quietly() -> None:
 def test_a_closed_stderr_keeps_the_output(sweep: Path, tmp_path: Path, unbuffered: bool) -> None:
     """stdout a file, stderr a closed pipe: compare's note on stderr ("validation curves:
     <file>") fails, and the table already written to stdout is kept, not thrown away."""
-    command = [sys.executable, "-m", "attnlstm.compare", str(sweep), "--plot"]
-    expected = subprocess.run(
-        [*command, str(tmp_path / "a.png")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env=environment(unbuffered),
-    )
+    command = ["-m", "attnlstm.compare", str(sweep), "--plot"]
+    expected = run_python([*command, str(tmp_path / "a.png")], unbuffered)
     assert expected.returncode == 0 and "validation curves" in expected.stderr
     stderr = closed_pipe()
     table = tmp_path / "table.md"
     try:
         with table.open("w") as stdout:
-            done = subprocess.run(
-                [*command, str(tmp_path / "b.png")],
-                stdout=stdout,
-                stderr=stderr,
-                cwd=ROOT,
-                timeout=120,
-                env=environment(unbuffered),
+            done = run_python(
+                [*command, str(tmp_path / "b.png")], unbuffered, stdout=stdout, stderr=stderr
             )
     finally:
         os.close(stderr)
@@ -151,11 +149,5 @@ def test_a_closed_stderr_keeps_the_output(sweep: Path, tmp_path: Path, unbuffere
 
 def test_an_open_pipe_changes_nothing() -> None:
     """The guard ends in the command's own status when stdout is read to the end."""
-    done = subprocess.run(
-        [sys.executable, "scripts/reproduce.py", "--list"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    done = run_python(["scripts/reproduce.py", "--list"])
     assert done.returncode == 0 and done.stderr == "" and "raffel" in done.stdout
