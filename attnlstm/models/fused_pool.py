@@ -15,8 +15,16 @@ small torch kernels per chunk, each a pass through memory and an OpenMP barrier;
 
 The kernel is compiled on first use with :func:`torch.utils.cpp_extension.load` (a C++
 compiler and ninja are needed; the build is cached under ``TORCH_EXTENSIONS_DIR``, by default
-``~/.cache/torch_extensions``, and takes about a minute once). :func:`fused_kernel` returns
-None where it cannot be built, and ``model.pooling=auto`` then uses the chunked pooling.
+``~/.cache/torch_extensions``, in a folder per Python and torch version, and takes about a
+minute once). :func:`fused_kernel` returns None where it cannot be built, and
+``model.pooling=auto`` then uses the chunked pooling.
+
+Processes that load the kernel at once take turns through an ``flock`` on the build folder
+(:func:`_build_turn`). torch's own guard is a ``lock`` file that its builder deletes when it
+finishes; a builder killed on the way (SIGKILL, a cluster's time limit, the out-of-memory
+killer) leaves the file behind, and every later ``load`` would wait for it forever, silently.
+An ``flock`` dies with its process, so the process holding the turn knows any ``lock`` file it
+finds is such a leftover, and removes it.
 """
 
 from __future__ import annotations
@@ -25,9 +33,18 @@ import hashlib
 import logging
 import os
 import platform
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: torch's own lock file is the only guard
+    fcntl = None  # type: ignore[assignment]
 
 import torch
 from torch import Tensor
@@ -55,6 +72,63 @@ _REORDERED_SUMS = [
 ]
 
 
+#: how long a process waits for another one's build of the kernel before it gives up on the
+#: kernel (and ``pooling=auto`` takes the chunked pooling); a build takes about a minute
+BUILD_WAIT_S = 900.0
+#: torch's lock file in the build folder, present while (or because) a build runs
+TORCH_LOCK_NAME = "lock"
+
+
+def build_directory(name: str) -> Path:
+    """The folder that extension ``name`` is built and cached in:
+    ``$TORCH_EXTENSIONS_DIR`` (or ``~/.cache/torch_extensions``) / ``py<XY>_torch<version>`` /
+    ``name``. The torch version is in the path because the module is linked against it: a torch
+    upgrade builds afresh instead of loading the old one."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if not root:
+        from torch.utils.cpp_extension import get_default_build_root
+
+        root = get_default_build_root()
+    release = torch.__version__.split("+")[0]
+    return Path(root) / f"py{sys.version_info.major}{sys.version_info.minor}_torch{release}" / name
+
+
+@contextmanager
+def _build_turn(directory: Path, wait_s: float) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``directory``/attnlstm.flock while torch loads (and, the
+    first time, builds) the kernel there; yields False, holding nothing, when another process
+    keeps it longer than ``wait_s`` seconds. Holding it, the process removes torch's ``lock``
+    file if one is there: every process of this package takes the turn before torch's lock, so
+    a lock file that outlives the turn was left by a build that was killed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield True
+        return
+    with open(directory / "attnlstm.flock", "a") as turn:
+        deadline = time.monotonic() + wait_s
+        said = False
+        while True:
+            try:
+                fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                if not said:
+                    log.info("waiting for another process that builds the kernel in %s", directory)
+                    said = True
+                time.sleep(0.2)
+        try:
+            leftover = directory / TORCH_LOCK_NAME
+            if leftover.exists():
+                log.warning("removing %s, left by a build of the kernel that was killed", leftover)
+                leftover.unlink(missing_ok=True)
+            yield True
+        finally:
+            fcntl.flock(turn, fcntl.LOCK_UN)
+
+
 def _machine_tag() -> str:
     """8 hex digits naming this CPU's instruction sets: the kernel is built for the machine it
     runs on (``-march=native``), and a home folder shared by different machines (a cluster's)
@@ -79,16 +153,28 @@ def fused_kernel() -> Any | None:
     log.info("loading the fused pooling kernel (compiled on first use: about a minute, once)")
     extra = os.environ.get(CFLAGS_ENV, "").split()
     suffix = f"_{hashlib.sha1(' '.join(extra).encode()).hexdigest()[:6]}" if extra else ""
+    name = f"attnlstm_fused_pool_{_machine_tag()}{suffix}"
+    directory = build_directory(name)
     try:
         from torch.utils.cpp_extension import load
 
-        return load(
-            name=f"attnlstm_fused_pool_{_machine_tag()}{suffix}",
-            sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-march=native", "-fopenmp", *_REORDERED_SUMS, *extra],
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
+        with _build_turn(directory, BUILD_WAIT_S) as my_turn:
+            if not my_turn:
+                log.warning(
+                    "another process has been building the fused pooling kernel in %s for over "
+                    "%.0f s; using the chunked pooling",
+                    directory,
+                    BUILD_WAIT_S,
+                )
+                return None
+            return load(
+                name=name,
+                sources=[str(SOURCE)],
+                extra_cflags=["-O3", "-march=native", "-fopenmp", *_REORDERED_SUMS, *extra],
+                extra_ldflags=["-fopenmp"],
+                build_directory=str(directory),
+                verbose=False,
+            )
     except Exception as error:  # a missing compiler or ninja surfaces as several types
         log.warning(
             "the fused pooling kernel could not be built (%s); using the chunked one",

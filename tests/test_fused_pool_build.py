@@ -1,0 +1,140 @@
+"""Loading the fused pooling kernel never hangs: a ``lock`` file that a killed build left in the
+build folder is removed, and a process that waits for another one's build gives up after
+``BUILD_WAIT_S`` and takes the chunked pooling.
+
+torch's ``load`` is replaced by a stand-in here (these tests check who may call it, and when),
+except in the slow test at the end, which builds the real kernel in a fresh folder with a stale
+lock in it. The CI once waited 600 s on such a lock, left by a test run killed mid-build.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.utils.cpp_extension
+
+from attnlstm.models import fused_pool
+
+
+@pytest.fixture
+def loads(monkeypatch, tmp_path) -> list[dict]:
+    """Build into ``tmp_path``, with torch's ``load`` replaced by one that records its keyword
+    arguments and whether torch's lock file was there when it was called."""
+    calls: list[dict] = []
+
+    def fake_load(**kwargs):
+        lock = Path(kwargs["build_directory"]) / fused_pool.TORCH_LOCK_NAME
+        calls.append({**kwargs, "lock_there": lock.exists(), "at": time.monotonic()})
+        return "the kernel"
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.delenv(fused_pool.DISABLE_ENV, raising=False)
+    monkeypatch.delenv(fused_pool.CFLAGS_ENV, raising=False)
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", fake_load)
+    fused_pool.fused_kernel.cache_clear()
+    yield calls
+    fused_pool.fused_kernel.cache_clear()
+
+
+def _folder() -> Path:
+    return fused_pool.build_directory(f"attnlstm_fused_pool_{fused_pool._machine_tag()}")
+
+
+def test_the_build_folder_is_under_torch_extensions_dir_per_python_and_torch(loads, tmp_path):
+    release = torch.__version__.split("+")[0]
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    assert fused_pool.build_directory("k") == tmp_path / f"{python}_torch{release}" / "k"
+    assert fused_pool.fused_kernel() == "the kernel"
+    assert loads[0]["build_directory"] == str(_folder())
+
+
+def test_a_lock_left_by_a_killed_build_is_removed_before_loading(loads, caplog):
+    """torch's ``lock`` file with no process holding the turn: a build that was killed. Before
+    the fix ``load`` found it and waited for it forever."""
+    folder = _folder()
+    folder.mkdir(parents=True)
+    (folder / fused_pool.TORCH_LOCK_NAME).touch()
+    with caplog.at_level(logging.WARNING, logger=fused_pool.__name__):
+        assert fused_pool.fused_kernel() == "the kernel"
+    assert [call["lock_there"] for call in loads] == [False]
+    assert "left by a build of the kernel that was killed" in caplog.text
+
+
+def test_a_build_under_way_in_another_process_is_waited_for(loads, monkeypatch):
+    """Another process holds the turn (and torch's lock, as a live build does): this one waits
+    until the turn is free, and loads only then."""
+    folder = _folder()
+    folder.mkdir(parents=True)
+    with open(folder / "attnlstm.flock", "a") as holder:  # another open file: another holder
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        (folder / fused_pool.TORCH_LOCK_NAME).touch()
+
+        def finish_build() -> None:
+            (folder / fused_pool.TORCH_LOCK_NAME).unlink()
+            fcntl.flock(holder, fcntl.LOCK_UN)
+
+        released_at = time.monotonic() + 0.6
+        threading.Timer(0.6, finish_build).start()
+        assert fused_pool.fused_kernel() == "the kernel"
+    assert len(loads) == 1 and loads[0]["at"] >= released_at - 0.05
+    assert not loads[0]["lock_there"]
+
+
+def test_a_build_that_takes_too_long_is_given_up_for_the_chunked_pooling(
+    loads, monkeypatch, caplog
+):
+    folder = _folder()
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(fused_pool, "BUILD_WAIT_S", 0.5)
+    with open(folder / "attnlstm.flock", "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger=fused_pool.__name__):
+            assert fused_pool.fused_kernel() is None
+        waited = time.monotonic() - started
+    assert loads == []
+    assert 0.5 <= waited < 30
+    assert "using the chunked pooling" in caplog.text
+
+
+def test_an_unwritable_build_folder_means_no_kernel_not_a_crash(loads, monkeypatch, tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(blocker))
+    assert fused_pool.fused_kernel() is None
+    assert loads == []
+
+
+@pytest.mark.slow
+def test_the_real_kernel_builds_past_a_stale_lock(tmp_path) -> None:
+    """A fresh build folder with torch's lock file already in it, as a killed build leaves it:
+    the kernel builds (about a minute) instead of waiting forever."""
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    env.pop(fused_pool.DISABLE_ENV, None)
+    env.pop(fused_pool.CFLAGS_ENV, None)
+    script = (
+        "import os\n"
+        "from attnlstm.models import fused_pool\n"
+        "folder = fused_pool.build_directory("
+        "f'attnlstm_fused_pool_{fused_pool._machine_tag()}')\n"
+        "folder.mkdir(parents=True)\n"
+        "(folder / fused_pool.TORCH_LOCK_NAME).touch()\n"
+        "print('built' if fused_pool.fused_kernel() is not None else 'none')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=400
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    if "none" in done.stdout and "could not be built" in done.stderr:
+        pytest.skip("no C++ compiler/ninja here")
+    assert done.stdout.strip() == "built", done.stdout + done.stderr[-2000:]
+    assert not list(tmp_path.rglob(fused_pool.TORCH_LOCK_NAME))
