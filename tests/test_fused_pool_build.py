@@ -50,9 +50,9 @@ def _folder() -> Path:
 
 
 def test_the_build_folder_is_under_torch_extensions_dir_per_python_and_torch(loads, tmp_path):
-    release = torch.__version__.split("+")[0]
+    version = torch.__version__.replace("+", "_")  # 2.13.0_cpu
     python = f"py{sys.version_info.major}{sys.version_info.minor}"
-    assert fused_pool.build_directory("k") == tmp_path / f"{python}_torch{release}" / "k"
+    assert fused_pool.build_directory("k") == tmp_path / f"{python}_torch{version}" / "k"
     assert fused_pool.fused_kernel() == "the kernel"
     assert loads[0]["build_directory"] == str(_folder())
 

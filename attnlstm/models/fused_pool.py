@@ -81,16 +81,17 @@ TORCH_LOCK_NAME = "lock"
 
 def build_directory(name: str) -> Path:
     """The folder that extension ``name`` is built and cached in:
-    ``$TORCH_EXTENSIONS_DIR`` (or ``~/.cache/torch_extensions``) / ``py<XY>_torch<version>`` /
-    ``name``. The torch version is in the path because the module is linked against it: a torch
-    upgrade builds afresh instead of loading the old one."""
+    ``$TORCH_EXTENSIONS_DIR`` (or ``~/.cache/torch_extensions``) / ``py<XY>_torch<version>``
+    / ``name``, for example ``py311_torch2.13.0_cpu``. The torch version and build (``+cpu``,
+    ``+cu128``) are in the path because the module is linked against that torch: another one
+    builds afresh instead of loading a module made for the first."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR")
     if not root:
         from torch.utils.cpp_extension import get_default_build_root
 
         root = get_default_build_root()
-    release = torch.__version__.split("+")[0]
-    return Path(root) / f"py{sys.version_info.major}{sys.version_info.minor}_torch{release}" / name
+    version = torch.__version__.replace("+", "_")
+    return Path(root) / f"py{sys.version_info.major}{sys.version_info.minor}_torch{version}" / name
 
 
 @contextmanager
