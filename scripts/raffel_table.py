@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from attnlstm.console import quiet_on_closed_pipe
 from attnlstm.loggers.base import flatten_config
 from attnlstm.reproduce.tables import (  # Table 1
     PAPER_VARIABLE,
@@ -121,6 +123,7 @@ def details(groups: dict[tuple, list[dict[str, Any]]], cells: dict) -> str:
     return "\n".join(lines)
 
 
+@quiet_on_closed_pipe
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("roots", type=Path, nargs="+", help="folders holding run directories")
@@ -148,4 +151,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())  # 141 when stdout closed early (quiet_on_closed_pipe)

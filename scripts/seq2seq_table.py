@@ -23,6 +23,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from attnlstm.console import quiet_on_closed_pipe
+
 
 def find_runs(roots: Sequence[Path]) -> list[Path]:
     runs = []
@@ -49,6 +51,7 @@ def percent(value: float | None, scale: float = 100.0) -> str:
     return "" if value is None else f"{value * scale:.1f}"
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("roots", nargs="+", type=Path, help="folders holding run folders")

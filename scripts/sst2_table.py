@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 from attnlstm.compare import find_runs
+from attnlstm.console import quiet_on_closed_pipe
 from attnlstm.reproduce.tables import TABLES
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("roots", type=Path, nargs="+", help="folders holding SST-2 run folders")

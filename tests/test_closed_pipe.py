@@ -112,7 +112,8 @@ def test_the_commands_wrapper_stops_quietly(unbuffered: bool) -> None:
 @BUFFERING
 def test_the_help_stops_quietly(unbuffered: bool) -> None:
     """``--help`` exits through SystemExit: its output is flushed inside the guard too."""
-    for args in (["scripts/reproduce.py", "--help"], ["-m", "attnlstm", "--help"]):
+    helpers = [[f"scripts/{name}_table.py", "--help"] for name in ("raffel", "seq2seq", "sst2")]
+    for args in (["scripts/reproduce.py", "--help"], ["-m", "attnlstm", "--help"], *helpers):
         code, err = run_into_closed_pipe(args, unbuffered)
         # unbuffered, argparse's own write drops the error: its usual status 0
         assert err == "" and code in (0, EXIT_CLOSED_PIPE), (args, code, err)
