@@ -23,8 +23,10 @@ Processes that load the kernel at once take turns through an ``flock`` on the bu
 (:func:`_build_turn`). torch's own guard is a ``lock`` file that its builder deletes when it
 finishes; a builder killed on the way (SIGKILL, a cluster's time limit, the out-of-memory
 killer) leaves the file behind, and every later ``load`` would wait for it forever, silently.
-An ``flock`` dies with its process, so the process holding the turn knows any ``lock`` file it
-finds is such a leftover, and removes it.
+An ``flock`` dies with its process, so the process holding the turn knows that a ``lock`` file
+it finds was left by a build that does not take turns with it: a killed one, which it removes
+once the file is ``LEFTOVER_AFTER_S`` old, or one on another machine sharing the folder over
+a network file system, which it waits for until then.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ _REORDERED_SUMS = [
 BUILD_WAIT_S = 900.0
 #: torch's lock file in the build folder, present while (or because) a build runs
 TORCH_LOCK_NAME = "lock"
+#: the age at which torch's lock file, found while this process holds the build turn, is taken
+#: for a killed build's and removed (a build takes about a minute; younger ones are waited for)
+LEFTOVER_AFTER_S = 300.0
 
 
 def build_directory(name: str) -> Path:
@@ -98,36 +103,79 @@ def build_directory(name: str) -> Path:
 def _build_turn(directory: Path, wait_s: float) -> Iterator[bool]:
     """Hold an exclusive ``flock`` on ``directory``/attnlstm.flock while torch loads (and, the
     first time, builds) the kernel there; yields False, holding nothing, when another process
-    keeps it longer than ``wait_s`` seconds. Holding it, the process removes torch's ``lock``
-    file if one is there: every process of this package takes the turn before torch's lock, so
-    a lock file that outlives the turn was left by a build that was killed."""
+    keeps it longer than ``wait_s`` seconds. Holding it, the process clears torch's ``lock``
+    file if one is there (:func:`_clear_leftover_lock`): every process of this package takes
+    the turn before torch's lock, so a lock file found inside the turn was left by a build that
+    was killed. Where the file system refuses ``flock`` (some NFS, Lustre or FUSE mounts) the
+    process goes on without a turn, and torch's lock file is the only guard, as before."""
     directory.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
+    if fcntl is None:  # not POSIX
         yield True
         return
     with open(directory / "attnlstm.flock", "a") as turn:
-        deadline = time.monotonic() + wait_s
-        said = False
-        while True:
-            try:
-                fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                if not said:
-                    log.info("waiting for another process that builds the kernel in %s", directory)
-                    said = True
-                time.sleep(0.2)
+        state = _take_turn(turn, directory, wait_s)
+        if state == "timed out":
+            yield False
+            return
         try:
-            leftover = directory / TORCH_LOCK_NAME
-            if leftover.exists():
-                log.warning("removing %s, left by a build of the kernel that was killed", leftover)
-                leftover.unlink(missing_ok=True)
+            if state == "held":
+                _clear_leftover_lock(directory)
             yield True
         finally:
-            fcntl.flock(turn, fcntl.LOCK_UN)
+            if state == "held":
+                fcntl.flock(turn, fcntl.LOCK_UN)
+
+
+def _take_turn(turn: Any, directory: Path, wait_s: float) -> str:
+    """``"held"`` once this process holds the ``flock`` on ``turn``; ``"timed out"`` after
+    ``wait_s`` seconds of another's holding it; ``"unsupported"`` where ``flock`` fails."""
+    deadline = time.monotonic() + wait_s
+    said = False
+    while True:
+        try:
+            fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return "held"
+        except BlockingIOError:
+            pass
+        except OSError as error:  # ENOLCK, ENOSYS, EOPNOTSUPP: no flock on this mount
+            log.info("no flock in %s (%s): torch's lock file alone guards it", directory, error)
+            return "unsupported"
+        if time.monotonic() >= deadline:
+            return "timed out"
+        if not said:
+            log.info("waiting for another process that builds the kernel in %s", directory)
+            said = True
+        time.sleep(0.2)
+
+
+def _clear_leftover_lock(directory: Path) -> None:
+    """Remove torch's lock file from ``directory`` once it is ``LEFTOVER_AFTER_S`` old; wait
+    for a younger one to go. A young lock may belong to a build that does not take turns with
+    this process: on another machine, where a network file system keeps each machine's
+    ``flock`` to itself, or a compiler still running after its Python parent was killed."""
+    lock = directory / TORCH_LOCK_NAME
+    said = False
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age >= LEFTOVER_AFTER_S:
+            log.warning(
+                "removing %s (%.0f s old), left by a build of the kernel that was killed", lock, age
+            )
+            lock.unlink(missing_ok=True)
+            return
+        if not said:
+            log.warning(
+                "%s is %.0f s old: a build elsewhere, or one that was killed; waiting until it "
+                "goes or is %.0f s old",
+                lock,
+                age,
+                LEFTOVER_AFTER_S,
+            )
+            said = True
+        time.sleep(0.5)
 
 
 def _machine_tag() -> str:
@@ -155,9 +203,10 @@ def fused_kernel() -> Any | None:
     extra = os.environ.get(CFLAGS_ENV, "").split()
     suffix = f"_{hashlib.sha1(' '.join(extra).encode()).hexdigest()[:6]}" if extra else ""
     name = f"attnlstm_fused_pool_{_machine_tag()}{suffix}"
-    directory = build_directory(name)
     try:
         from torch.utils.cpp_extension import load
+
+        directory = build_directory(name)
 
         with _build_turn(directory, BUILD_WAIT_S) as my_turn:
             if not my_turn:
