@@ -106,7 +106,8 @@ def _build_turn(directory: Path, wait_s: float) -> Iterator[bool]:
     keeps it longer than ``wait_s`` seconds. Holding it, the process clears torch's ``lock``
     file if one is there (:func:`_clear_leftover_lock`): every process of this package takes
     the turn before torch's lock, so a lock file found inside the turn was left by a build that
-    was killed. Where the file system refuses ``flock`` (some NFS, Lustre or FUSE mounts) the
+    does not take turns with this one, most often a killed one. Where the file system refuses
+    ``flock`` (some NFS, Lustre or FUSE mounts) the
     process goes on without a turn, and torch's lock file is the only guard, as before."""
     directory.mkdir(parents=True, exist_ok=True)
     if fcntl is None:  # not POSIX
