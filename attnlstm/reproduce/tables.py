@@ -750,7 +750,8 @@ TABLES: dict[str, Table] = {
                 _attention_sweeps(
                     ("experiment=lm_ptb_small", "task=lm_wikitext2"),
                     ("none", "general"),
-                    "6 epochs of 17 min alone (100 min a run) or of 31 min two side by side (3 h)",
+                    "6 epochs of 17-19 min alone (100-117 min a run)"
+                    " or of 31 min two side by side (3 h)",
                 ),
                 Sweep(
                     "adaptive",
