@@ -14,47 +14,40 @@ behind a table of the docs, then print the table.
 Each sweep is one ``attnlstm-train -m`` run in ``<out>/<table>/<sweep>`` with Hydra's joblib
 launcher (``--jobs`` parallel runs share the cores) or, with ``--jobs 1``, one run after the
 other. Re-running the same command finishes what is left: finished runs are skipped, stopped
-ones resume from their checkpoint (Ctrl-C or ``kill -INT <pid>`` stops the runs at a
-checkpoint, ``kill <pid>`` hands SIGTERM to the sweep: :func:`run_sweep`; the command exits
-with 130). ``--keep DIR`` keeps each finished run's record
-(``config.yaml`` and ``metrics.json``, a few KB; no checkpoints) under ``DIR/<table>`` and,
-before the sweeps start, puts the records kept there back into ``<out>`` where a run is
-missing, so that a fresh checkout (or another machine) skips the runs already made and the
-table counts them. ``--only KEY=V1,V2`` runs only the jobs of the table whose ``KEY`` is
-one of those values (a sweep that gives ``KEY`` none of them, or leaves it to the config, is
-skipped); the runs land in the same folders as with the full table. ``--left`` lists, without
-running or writing anything, each job that is not finished: training now, stopped (it
-resumes from its ``last.pt``, epochs done of how many), blocked (its folder holds files but
-nothing to resume), unknown (a ``${...}`` resolved per job) or not started, under each
-sweep's cost (:mod:`.left`). Exit status: 0; 2 for
-bad input (an unknown table, sweep or ``--only`` value); 130 when interrupted; 1 when a
-sweep failed (the table is printed from what finished all the same); 141, quietly, when the
-reader of stdout leaves early (``--left | head``).
+ones resume from their checkpoint (Ctrl-C, ``kill -INT <pid>`` or ``kill <pid>`` stops the
+runs at a checkpoint and the command exits with 130: :mod:`.sweep_process`). ``--keep DIR``
+keeps each finished run's record (``config.yaml`` and ``metrics.json``, a few KB; no
+checkpoints) under ``DIR/<table>`` and, before the sweeps start, puts the records kept there
+back into ``<out>`` where a run is missing, so that a fresh checkout (or another machine)
+skips the runs already made and the table counts them. ``--only KEY=V1,V2`` runs only the jobs
+of the table whose ``KEY`` is one of those values (a sweep that gives ``KEY`` none of them, or
+leaves it to the config, is skipped); the runs land in the same folders as with the full
+table. ``--left`` lists, without running or writing anything, each job that is not finished:
+training now, stopped (it resumes from its ``last.pt``, epochs done of how many), blocked (its
+folder holds files but nothing to resume), unknown (a ``${...}`` resolved per job) or not
+started, under each sweep's cost (:mod:`.left`). Exit status: 0; 2 for bad input (an unknown
+table, sweep or ``--only`` value); 130 when interrupted; 1 when a sweep failed (the table is
+printed from what finished all the same); 141, quietly, when the reader of stdout leaves early
+(``--left | head``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import os
 import re
 import shlex
-import signal
-import subprocess
 import sys
-import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from hydra.errors import OverrideParseException
 
 from attnlstm.compare import Run, find_runs
-from attnlstm.console import quiet_on_closed_pipe
+from attnlstm.console import EXIT_INTERRUPTED, quiet_on_closed_pipe
 from attnlstm.io import write_text
 from attnlstm.reproduce.left import left_report, table_states
+from attnlstm.reproduce.sweep_process import run_sweep
 from attnlstm.reproduce.tables import (
     TABLES,
     Sweep,
@@ -67,8 +60,6 @@ from attnlstm.reproduce.tables import (
 
 DEFAULT_OUT = Path("outputs/reproduce")
 
-
-EXIT_INTERRUPTED = 130
 #: what a folder given to ``--out`` may be named: it goes into a Hydra override unquoted
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9._/~-]+")
 
@@ -77,112 +68,6 @@ def _nested(a: Path, b: Path) -> bool:
     """Whether one of two folders lies inside the other (or they are the same)."""
     a, b = a.resolve(), b.resolve()
     return a == b or a in b.parents or b in a.parents
-
-
-#: the signals :func:`run_sweep` hands on to the sweep
-_HANDED_ON = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()),
-)
-
-
-def run_sweep(command: Sequence[str]) -> int:
-    """Run one sweep and return its exit status (130 when stopped by a signal).
-
-    The sweep runs in a session of its own, and the signals that stop a run are handed on
-    to it the way ``attnlstm-train -m`` takes them (docs/sweeps.md): SIGINT (Ctrl-C, or
-    ``kill -INT`` of this process alone) goes to the sweep's whole process group, as a
-    terminal's Ctrl-C would, so each running job saves a checkpoint at its current update
-    and stops (a second one stops them at once); SIGTERM and SIGHUP go to the sweep's own
-    process as SIGTERM (``kill <pid>``: no new job starts, the running ones finish; a
-    second stops at once). This then waits for the sweep, as long as it takes, instead of
-    killing it (:func:`subprocess.run` would, a quarter second after the interrupt).
-
-    Why a session of its own: sharing this process group, a terminal's Ctrl-C reached the
-    sweep directly while a ``kill -INT`` or ``kill`` of this process alone did not reach it at
-    all (the run went on, or went on without its parent); handing each signal on once keeps
-    both cases the same and never signals a job twice for one Ctrl-C. A SIGKILL of this
-    process cannot be handed on: on Linux the kernel then sends the sweep SIGTERM
-    (:func:`_stop_when_orphaned`)."""
-    if os.name != "posix" or threading.current_thread() is not threading.main_thread():
-        return _wait_through_ctrl_c(subprocess.Popen(list(command)))
-    process: subprocess.Popen[bytes] | None = None
-    received: list[int] = []  # every signal taken
-    waiting: list[int] = []  # those taken before the sweep started, to hand on once it has
-
-    def hand_on(signum: int) -> None:
-        assert process is not None
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # the sweep has ended
-            if signum == signal.SIGINT:
-                os.killpg(process.pid, signal.SIGINT)
-            else:
-                os.kill(process.pid, signal.SIGTERM)
-
-    def take(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        if process is None:
-            waiting.append(signum)
-        else:
-            hand_on(signum)
-
-    # A signal ignored here (``nohup``'s SIGHUP, SIGINT under a shell's ``&``) stays ignored.
-    previous = {
-        sig: signal.signal(sig, take)
-        for sig in _HANDED_ON
-        if signal.getsignal(sig) is not signal.SIG_IGN
-    }
-    try:
-        # taken from before the start, so that no signal finds the sweep without its parent
-        process = subprocess.Popen(
-            list(command), start_new_session=True, preexec_fn=_stop_when_orphaned()
-        )
-        while waiting:
-            hand_on(waiting.pop(0))
-        code = process.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return EXIT_INTERRUPTED if received else code
-
-
-#: ``prctl`` option: the signal the kernel sends a process when its parent dies (Linux)
-_PR_SET_PDEATHSIG = 1
-
-
-def _stop_when_orphaned() -> Callable[[], None] | None:
-    """What the sweep runs before its program (``preexec_fn``), on Linux: have the kernel
-    send it SIGTERM when this process dies, so that a SIGKILL of this command (``kill -9``,
-    ``timeout -k``, the OOM killer), which cannot be handed on, still stops the sweep rather
-    than leave it training with no parent. None elsewhere, and where other threads run here
-    (a ``preexec_fn`` may then deadlock the child before it starts)."""
-    if not sys.platform.startswith("linux") or threading.active_count() > 1:
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # it died before the request was in place
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
-
-
-def _wait_through_ctrl_c(process: subprocess.Popen[bytes]) -> int:
-    """Wait for ``process`` through any Ctrl-C (it reached the child too): 130 if one came.
-    Where signals cannot be handed on (not POSIX, or not the main thread)."""
-    interrupted = False
-    while True:
-        try:
-            code = process.wait()
-            break
-        except KeyboardInterrupt:
-            interrupted = True  # keep waiting: the runs are writing their checkpoints
-    return EXIT_INTERRUPTED if interrupted else code
 
 
 def sweep_command(
