@@ -44,6 +44,10 @@ from attnlstm.console import EXIT_INTERRUPTED
 _STOPPING = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
+#: every signal :func:`run_sweep` takes: the stopping ones, then those that pause or quit
+_TAKEN = _STOPPING + tuple(
+    getattr(signal, name) for name in ("SIGTSTP", "SIGQUIT") if hasattr(signal, name)
+)
 #: ``prctl`` option: the signal the kernel sends a process when its parent dies (Linux)
 _PR_SET_PDEATHSIG = 1
 
@@ -88,12 +92,9 @@ def run_sweep(command: Sequence[str]) -> int:
         else:
             hand_on(signum)
 
-    taken = _STOPPING + tuple(
-        getattr(signal, name) for name in ("SIGTSTP", "SIGQUIT") if hasattr(signal, name)
-    )
     previous = {
         sig: signal.signal(sig, take)
-        for sig in taken
+        for sig in _TAKEN
         if signal.getsignal(sig) is not signal.SIG_IGN
     }
     try:
