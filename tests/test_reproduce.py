@@ -15,8 +15,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from attnlstm.compare import Run, Summary
+from attnlstm.console import EXIT_INTERRUPTED
 from attnlstm.paths import config_dir
-from attnlstm.reproduce import TABLES, Sweep, Table
+from attnlstm.reproduce import TABLES, Sweep, Table, cli
 from attnlstm.reproduce.cli import doc_markers, machines_line, main, sweep_command
 from attnlstm.reproduce.tables import Column, method_table, raffel_table, runs_count, spread, winner
 from attnlstm.train import check_config
@@ -343,6 +344,28 @@ def test_kept_records_travel_to_a_fresh_checkout_and_are_never_overwritten(
     assert main(["sst2", "--print-only", "--out", str(fresh), "--keep", str(keep)]) == 0
     assert json.loads((kept / "metrics.json").read_text())["test"] == {}
     assert (keep / "sst2/attention/attention=concat,seed=0/metrics.json").is_file()
+
+
+def test_a_stopped_command_still_keeps_the_runs_that_finished_before_the_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sweep stopped (Ctrl-C, ``kill``) after one of its runs finished: that run's record
+    is kept at once, not only by a later command; the unfinished one is not."""
+    out, keep = tmp_path / "out", tmp_path / "keep"
+
+    def a_sweep_stopped_after_one_run(command: list[str]) -> int:
+        _record(out / "sst2/attention/attention=dot,seed=0", "dot", 0.8)
+        _record(out / "sst2/attention/attention=general,seed=0", "general", 0.1, "interrupted")
+        return EXIT_INTERRUPTED
+
+    monkeypatch.setattr(cli, "run_sweep", a_sweep_stopped_after_one_run)
+    argv = ["sst2", "--seeds", "0", "--out", str(out), "--keep", str(keep)]
+    assert main(argv) == EXIT_INTERRUPTED
+    captured = capsys.readouterr()
+    assert "1 finished run kept in" in captured.out
+    assert "interrupted; run the same command again" in captured.err
+    assert (keep / "sst2/attention/attention=dot,seed=0/metrics.json").is_file()
+    assert not (keep / "sst2/attention/attention=general,seed=0").exists()
 
 
 def test_the_table_says_when_and_where_its_runs_were_written() -> None:

@@ -17,9 +17,10 @@ other. Re-running the same command finishes what is left: finished runs are skip
 ones resume from their checkpoint (Ctrl-C, ``kill -INT <pid>`` or ``kill <pid>`` stops the
 runs at a checkpoint and the command exits with 130: :mod:`.sweep_process`). ``--keep DIR``
 keeps each finished run's record (``config.yaml`` and ``metrics.json``, a few KB; no
-checkpoints) under ``DIR/<table>`` and, before the sweeps start, puts the records kept there
-back into ``<out>`` where a run is missing, so that a fresh checkout (or another machine)
-skips the runs already made and the table counts them. ``--only KEY=V1,V2`` runs only the jobs
+checkpoints) under ``DIR/<table>``, at the end and when the command is stopped, and, before
+the sweeps start, puts the records kept there back into ``<out>`` where a run is missing, so
+that a fresh checkout (or another machine) skips the runs already made and the table counts
+them. ``--only KEY=V1,V2`` runs only the jobs
 of the table whose ``KEY`` is one of those values (a sweep that gives ``KEY`` none of them, or
 leaves it to the config, is skipped); the runs land in the same folders as with the full
 table. ``--left`` lists, without running or writing anything, each job that is not finished:
@@ -106,6 +107,18 @@ def copy_records(source: Path, target: Path) -> list[Path]:
                 write_text((run.path / name).read_text(encoding="utf-8"), destination / name)
         copied.append(relative)
     return copied
+
+
+def _keep_finished(folder: Path, keep: Path | None) -> None:
+    """With ``--keep``: copy the records of the table's finished runs (``folder`` is
+    ``OUT/<table>``) to ``KEEP/<table>`` (:func:`copy_records`) and say how many. Called at
+    the end and also when a stop signal ends the sweep, so that the runs which finished
+    before the stop are kept without a second command."""
+    if keep is None or not folder.is_dir():
+        return
+    kept = copy_records(folder, keep / folder.name)
+    if kept:
+        print(f"{runs_count(len(kept), 'finished')} kept in {keep / folder.name}", flush=True)
 
 
 def machines_line(runs: Sequence[Run]) -> str:
@@ -345,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             code = run_sweep(command)
             if code == EXIT_INTERRUPTED:
+                _keep_finished(folder, args.keep)  # the runs that finished before the stop
                 print(
                     f"\ninterrupted; run the same command again to finish table {table.name}",
                     file=sys.stderr,
@@ -354,10 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failed.append(sweep.name)
     if args.dry_run:
         return 0
-    if args.keep is not None and folder.is_dir():
-        kept = copy_records(folder, args.keep / table.name)
-        if kept:
-            print(f"{runs_count(len(kept), 'finished')} kept in {args.keep / table.name}")
+    _keep_finished(folder, args.keep)
     text = report(table, folder)
     print(f"\n## {table.title}\n\n{text}")
     if args.doc is not None:
