@@ -178,15 +178,42 @@ def test_an_unwritable_build_folder_means_no_kernel_not_a_crash(loads, monkeypat
     assert loads == []
 
 
+def test_the_kernel_is_built_from_a_copy_of_its_source_in_the_build_folder(loads):
+    """torch names the source in ``build.ninja`` by its path: a copy at a fixed place in the
+    build folder keeps one build for every checkout; it is rewritten only when it differs."""
+    assert fused_pool.fused_kernel() == "the kernel"
+    (staged,) = loads[0]["sources"]
+    staged = Path(staged)
+    assert staged.parent == _folder()
+    assert staged.read_bytes() == fused_pool.SOURCE.read_bytes()
+
+    then = time.time() - 3600
+    os.utime(staged, (then, then))
+    fused_pool.fused_kernel.cache_clear()
+    assert fused_pool.fused_kernel() == "the kernel"
+    assert loads[1]["sources"] == [str(staged)]
+    assert staged.stat().st_mtime == pytest.approx(then)  # the same bytes: left alone
+
+    staged.write_text("// an older version of the kernel\n")
+    fused_pool.fused_kernel.cache_clear()
+    assert fused_pool.fused_kernel() == "the kernel"
+    assert staged.read_bytes() == fused_pool.SOURCE.read_bytes()
+    assert [path.name for path in _folder().iterdir() if "partial" in path.name] == []
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     not (torch.utils.cpp_extension.is_ninja_available() and shutil.which("c++")),
     reason="no C++ compiler or ninja here",
 )
-def test_the_real_kernel_builds_past_a_stale_lock(tmp_path) -> None:
+def test_the_real_kernel_builds_past_a_stale_lock_once_for_every_checkout(tmp_path) -> None:
     """A fresh build folder with an hour-old torch lock file already in it, as a killed build
-    leaves it: the kernel builds (about a minute) instead of waiting forever."""
-    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    leaves it: the kernel builds (about a minute) instead of waiting forever. Then a copy of the
+    package at another path (a second checkout, or an installed copy) loads that build without
+    compiling again: before the source was staged in the build folder, torch's ``build.ninja``
+    named the package's own path, and every change of checkout rebuilt the kernel."""
+    extensions = tmp_path / "extensions"
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions)}
     env.pop(fused_pool.DISABLE_ENV, None)
     env.pop(fused_pool.CFLAGS_ENV, None)
     script = (
@@ -205,4 +232,27 @@ def test_the_real_kernel_builds_past_a_stale_lock(tmp_path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "built", done.stdout + done.stderr[-2000:]
-    assert not list(tmp_path.rglob(fused_pool.TORCH_LOCK_NAME))
+    assert not list(extensions.rglob(fused_pool.TORCH_LOCK_NAME))
+
+    (built,) = extensions.rglob("*.so")
+    stamp = built.stat().st_mtime_ns
+    checkout = tmp_path / "another checkout"
+    shutil.copytree(Path(fused_pool.__file__).parents[1], checkout / "attnlstm")
+    again = (
+        "from attnlstm.models import fused_pool\n"
+        "print(fused_pool.SOURCE)\n"
+        "print('loaded' if fused_pool.fused_kernel() is not None else 'none')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", again],
+        env={**env, "PYTHONPATH": str(checkout)},
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    source, loaded = done.stdout.strip().splitlines()
+    assert Path(source).is_relative_to(checkout)  # the copy, not the package under test
+    assert loaded == "loaded"
+    assert built.stat().st_mtime_ns == stamp  # not compiled again

@@ -16,7 +16,8 @@ small torch kernels per chunk, each a pass through memory and an OpenMP barrier;
 The kernel is compiled on first use with :func:`torch.utils.cpp_extension.load` (a C++
 compiler and ninja are needed; the build is cached under ``TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``, in a folder per Python and torch version, and takes about a
-minute once). :func:`fused_kernel` returns None where it cannot be built, and
+minute once; the folder holds its own copy of the source, so that every checkout of the
+same source shares the build). :func:`fused_kernel` returns None where it cannot be built, and
 ``model.pooling=auto`` then uses the chunked pooling.
 
 Processes that load the kernel at once take turns through an ``flock`` on the build folder
@@ -193,6 +194,26 @@ def _machine_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:8]
 
 
+def _staged_source(directory: Path) -> Path:
+    """A copy of ``fused_pool.cpp`` in the build folder, rewritten (atomically) only when its
+    bytes differ from the package's. torch's ``build.ninja`` names the source by its absolute
+    path, so building from the package's own file rebuilt the kernel (about a minute) whenever
+    another checkout or installation of the same source, at another path, had built it last;
+    the copy's path and time stamp stay the same across them, so ninja finds the build up to
+    date."""
+    staged = directory / SOURCE.name
+    source = SOURCE.read_bytes()
+    try:
+        if staged.read_bytes() == source:
+            return staged
+    except FileNotFoundError:
+        pass
+    partial = staged.with_name(f"{staged.name}.{os.getpid()}.partial")
+    partial.write_bytes(source)
+    os.replace(partial, staged)
+    return staged
+
+
 @cache
 def fused_kernel() -> Any | None:
     """The compiled module (``fused_pool_forward``, ``fused_pool_backward``), or None where it
@@ -220,7 +241,7 @@ def fused_kernel() -> Any | None:
                 return None
             return load(
                 name=name,
-                sources=[str(SOURCE)],
+                sources=[str(_staged_source(directory))],
                 extra_cflags=["-O3", "-march=native", "-fopenmp", *_REORDERED_SUMS, *extra],
                 extra_ldflags=["-fopenmp"],
                 build_directory=str(directory),
