@@ -318,6 +318,29 @@ def _record(folder: Path, method: str, accuracy: float, status: str = "completed
     (folder / "metrics.json").write_text(json.dumps(metrics))
 
 
+def test_the_table_says_how_many_of_its_runs_are_not_finished_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The docs' block counts the table's runs that have no finished record, those of every
+    sweep and value (not only the ones chosen), so a half-run table says so; before, runs not
+    started were not counted at all."""
+    sweeps = (Sweep("methods", ("attention=dot,general",)), Sweep("plain", ("attention=none",)))
+    monkeypatch.setitem(
+        TABLES, "two", Table("two", "two sweeps", "tests", sweeps, TABLES["sst2"].render)
+    )
+    _record(tmp_path / "two/methods/attention=dot,seed=0", "dot", 0.8)
+    argv = ["two", "--print-only", "--seeds", "0", "--out", str(tmp_path)]
+    assert main([*argv, "--sweeps", "methods", "--only", "attention=dot"]) == 0
+    out = capsys.readouterr().out
+    assert "1 finished run under" in out
+    assert "(2 of the table's 3 runs not finished yet: `--left` lists them" in out
+    _record(tmp_path / "two/methods/attention=general,seed=0", "general", 0.7)
+    _record(tmp_path / "two/plain/attention=none,seed=0", "none", 0.6)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "3 finished runs under" in out and "not finished" not in out
+
+
 def test_kept_records_travel_to_a_fresh_checkout_and_are_never_overwritten(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -47,7 +47,7 @@ from hydra.errors import OverrideParseException
 from attnlstm.compare import Run, find_runs
 from attnlstm.console import EXIT_INTERRUPTED, quiet_on_closed_pipe
 from attnlstm.io import write_text
-from attnlstm.reproduce.left import left_report, table_states
+from attnlstm.reproduce.left import JobState, left_report, table_states
 from attnlstm.reproduce.sweep_process import run_sweep
 from attnlstm.reproduce.tables import (
     TABLES,
@@ -145,16 +145,22 @@ def machines_line(runs: Sequence[Run]) -> str:
     return " ".join(parts)
 
 
-def report(table: Table, folder: Path) -> str:
-    """The table from the runs under ``folder``: a line saying how many runs finished (and
-    which diverged), the table, and when and on what its runs were written."""
+def report(table: Table, folder: Path, states: Sequence[JobState] = ()) -> str:
+    """The table from the runs under ``folder``: a line saying how many runs finished, how
+    many of the table's jobs (``states``, from :func:`table_states`) are not finished yet,
+    and which diverged; the table; and when and on what its runs were written."""
     runs = find_runs(folder) if folder.is_dir() else []
     done = finished_runs(runs)
     diverged = [r for r in runs if r not in done and r.metrics.get("status") == "diverged"]
-    unfinished = len(runs) - len(done) - len(diverged)
+    left = sum(state.state != "finished" for state in states)
     lines = [
         f"`attnlstm-reproduce {table.name}`: {runs_count(len(done), 'finished')} under {folder}"
-        + (f" ({unfinished} unfinished: run the command again)." if unfinished else ".")
+        + (
+            f" ({left} of the table's {runs_count(len(states))} not finished yet: `--left`"
+            " lists them, and the same command runs them)."
+            if left
+            else "."
+        )
     ]
     if diverged:  # finished, without test metrics: they are not re-run, and not averaged
         names = ", ".join(str(r.path.relative_to(folder)) for r in diverged)
@@ -369,7 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         return 0
     _keep_finished(folder, args.keep)
-    text = report(table, folder)
+    # every job of the table (not only the sweeps or values chosen), so the docs say what
+    # the table still lacks
+    text = report(table, folder, table_states(table, table.sweeps, args.out, args.seeds, args.keep))
     print(f"\n## {table.title}\n\n{text}")
     if args.doc is not None:
         doc = Path(args.doc or table.doc)
