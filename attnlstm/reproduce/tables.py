@@ -429,17 +429,19 @@ def raffel_table(runs: Sequence[Run]) -> str:
         cell_settings.setdefault(_cell_key(group[0]), []).append(group)
     cells = {key: best_setting(groups) for key, groups in cell_settings.items()}
     fixed = {key[:3]: raffel_cell(group) for key, group in cells.items() if not key[3]}
-    lines = [
-        "Epochs to 100% test accuracy, mean ± std over the seeds, ours (paper); where a seed"
-        " did not solve the cell, how many did and the test accuracy after the epochs"
-        " trained.",
-        "",
-        *(table1_grid(fixed) if fixed else ["No fixed-length runs."]),
-    ]
     variable = {key: group for key, group in cells.items() if key[3]}
-    if variable:
+    lines: list[str] = []
+    if fixed or not variable:  # the variable-length table alone has no Table 1 grid
         lines += [
+            "Epochs to 100% test accuracy, mean ± std over the seeds, ours (paper); where a"
+            " seed did not solve the cell, how many did and the test accuracy after the epochs"
+            " trained.",
             "",
+            *(table1_grid(fixed) if fixed else ["No fixed-length runs."]),
+        ]
+    if variable:
+        lines += [""] if lines else []
+        lines += [
             "Variable length (T0 from 50 to 10000): test accuracy, mean ± std over the seeds.",
             "",
             "| problem | model | seeds | ours: test accuracy (%) | epochs"
