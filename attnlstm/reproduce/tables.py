@@ -629,7 +629,7 @@ TABLES: dict[str, Table] = {
                         "optim.lr=0.01",
                     ),
                     seeds=(0,),
-                    cost="50-120 s an epoch; paper: 100 epochs unsolved (1.5-3.5 h a run)",
+                    cost="22-54 s an epoch at T0 = 5000 (55 min a run); paper: 100 epochs unsolved",
                 ),
                 Sweep(
                     "lstm_attention",
@@ -690,7 +690,7 @@ TABLES: dict[str, Table] = {
                         "model=ffattn,mean",
                         "optim.lr=0.003",
                     ),
-                    cost="80-170 s an epoch; 100 epochs (3-5 h a run)",
+                    cost="17-48 s an epoch; 100 epochs (about 50 min a run)",
                 ),
             ),
             raffel_table,
