@@ -17,8 +17,10 @@ The kernel is compiled on first use with :func:`torch.utils.cpp_extension.load` 
 compiler and ninja are needed; the build is cached under ``TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``, in a folder per Python and torch version, and takes about a
 minute once; the folder holds its own copy of the source, so that every checkout of the
-same source shares the build). :func:`fused_kernel` returns None where it cannot be built, and
-``model.pooling=auto`` then uses the chunked pooling.
+same source run with the same torch installation shares the build: another environment
+builds afresh, since ``build.ninja`` names its torch's include folders).
+:func:`fused_kernel` returns None where it cannot be built, and ``model.pooling=auto`` then
+uses the chunked pooling.
 
 Processes that load the kernel at once take turns through an ``flock`` on the build folder
 (:func:`_build_turn`). torch's own guard is a ``lock`` file that its builder deletes when it
@@ -198,9 +200,10 @@ def _staged_source(directory: Path) -> Path:
     """A copy of ``fused_pool.cpp`` in the build folder, rewritten (atomically) only when its
     bytes differ from the package's. torch's ``build.ninja`` names the source by its absolute
     path, so building from the package's own file rebuilt the kernel (about a minute) whenever
-    another checkout or installation of the same source, at another path, had built it last;
-    the copy's path and time stamp stay the same across them, so ninja finds the build up to
-    date."""
+    another checkout of the same source, at another path, had built it last with the same
+    torch; the copy's path and time stamp stay the same across them, so ninja finds the build
+    up to date. (A fresh virtual environment, a CI's for one, still builds once: the torch
+    include folders in ``build.ninja`` are its own.)"""
     staged = directory / SOURCE.name
     source = SOURCE.read_bytes()
     try:
