@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -66,9 +67,34 @@ def _torch_lock(age_s: float = 0.0) -> Path:
 def test_the_build_folder_is_under_torch_extensions_dir_per_python_and_torch(loads, tmp_path):
     version = torch.__version__.replace("+", "_")  # 2.13.0_cpu
     python = f"py{sys.version_info.major}{sys.version_info.minor}"
-    assert fused_pool.build_directory("k") == tmp_path / f"{python}_torch{version}" / "k"
+    installed = str(Path(torch.__file__).resolve().parent)
+    tag = hashlib.sha1(installed.encode()).hexdigest()[:6]
+    assert fused_pool.build_directory("k") == tmp_path / f"{python}_torch{version}_{tag}" / "k"
     assert fused_pool.fused_kernel() == "the kernel"
     assert loads[0]["build_directory"] == str(_folder())
+
+
+def test_each_torch_installation_builds_in_a_folder_of_its_own(tmp_path, monkeypatch):
+    """Two virtual environments with the same torch version: torch's ``build.ninja`` names the
+    include folders of the torch that built the kernel, so in one shared folder each rebuilt
+    it (about a minute) whenever the other had used it last (measured 2026-12-06, after a CI
+    run's fresh environment). A link to an installation is the installation itself."""
+
+    def folder_for(torch_init: Path) -> Path:
+        monkeypatch.setattr(fused_pool.torch, "__file__", str(torch_init))
+        return fused_pool.build_directory("k")
+
+    first, second = tmp_path / "venv-a" / "torch", tmp_path / "venv-b" / "torch"
+    for installed in (first, second):
+        installed.mkdir(parents=True)
+        (installed / "__init__.py").touch()
+    (tmp_path / "linked").symlink_to(first)
+
+    assert folder_for(first / "__init__.py") != folder_for(second / "__init__.py")
+    assert folder_for(first / "__init__.py") == folder_for(tmp_path / "linked" / "__init__.py")
+    assert folder_for(first / "__init__.py").parent.name.startswith(
+        f"py{sys.version_info.major}{sys.version_info.minor}_torch"
+    )
 
 
 def test_a_lock_left_by_a_killed_build_is_removed_before_loading(loads, caplog):

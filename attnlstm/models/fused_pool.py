@@ -16,9 +16,11 @@ small torch kernels per chunk, each a pass through memory and an OpenMP barrier;
 The kernel is compiled on first use with :func:`torch.utils.cpp_extension.load` (a C++
 compiler and ninja are needed; the build is cached under ``TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``, in a folder per Python and torch version, and takes about a
-minute once; the folder holds its own copy of the source, so that every checkout of the
-same source run with the same torch installation shares the build: another environment
-builds afresh, since ``build.ninja`` names its torch's include folders).
+minute once, in a folder per Python version, torch version and torch installation; the
+folder holds its own copy of the source, so that every checkout of the same source run with
+the same torch installation shares the build; another installation, a CI's fresh virtual
+environment for one, builds once in a folder of its own, since ``build.ninja`` names its
+torch's include folders).
 :func:`fused_kernel` returns None where it cannot be built, and ``model.pooling=auto`` then
 uses the chunked pooling.
 
@@ -89,17 +91,29 @@ LEFTOVER_AFTER_S = 300.0
 
 def build_directory(name: str) -> Path:
     """The folder that extension ``name`` is built and cached in:
-    ``$TORCH_EXTENSIONS_DIR`` (or ``~/.cache/torch_extensions``) / ``py<XY>_torch<version>``
-    / ``name``, for example ``py311_torch2.13.0_cpu``. The torch version and build (``+cpu``,
-    ``+cu128``) are in the path because the module is linked against that torch: another one
-    builds afresh instead of loading a module made for the first."""
+    ``$TORCH_EXTENSIONS_DIR`` (or ``~/.cache/torch_extensions``) /
+    ``py<XY>_torch<version>_<installation>`` / ``name``, for example
+    ``py311_torch2.13.0_cpu_3fa2c1``. The torch version and build (``+cpu``, ``+cu128``) are
+    in the path because the module is linked against that torch: another one builds afresh
+    instead of loading a module made for the first. The installation (:func:`_torch_tag`) is
+    in it because torch's ``build.ninja`` names the include folders of the torch that built
+    it: two virtual environments with the same torch version sharing one folder rebuilt it
+    (about a minute) each time the other had used it last."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR")
     if not root:
         from torch.utils.cpp_extension import get_default_build_root
 
         root = get_default_build_root()
     version = torch.__version__.replace("+", "_")
-    return Path(root) / f"py{sys.version_info.major}{sys.version_info.minor}_torch{version}" / name
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return Path(root) / f"{python}_torch{version}_{_torch_tag()}" / name
+
+
+def _torch_tag() -> str:
+    """6 hex digits naming the folder torch is installed in (its real path, links resolved):
+    the include folders that a build of the kernel is bound to."""
+    installed = Path(torch.__file__).resolve().parent
+    return hashlib.sha1(str(installed).encode()).hexdigest()[:6]
 
 
 @contextmanager
@@ -202,8 +216,8 @@ def _staged_source(directory: Path) -> Path:
     path, so building from the package's own file rebuilt the kernel (about a minute) whenever
     another checkout of the same source, at another path, had built it last with the same
     torch; the copy's path and time stamp stay the same across them, so ninja finds the build
-    up to date. (A fresh virtual environment, a CI's for one, still builds once: the torch
-    include folders in ``build.ninja`` are its own.)"""
+    up to date. (Another torch installation builds in a folder of its own:
+    :func:`build_directory`.)"""
     staged = directory / SOURCE.name
     source = SOURCE.read_bytes()
     try:
