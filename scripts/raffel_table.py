@@ -115,7 +115,9 @@ def details(groups: dict[tuple, list[dict[str, Any]]], cells: dict) -> str:
         epochs = max(best["metrics"]["epochs"], 1)
         per_epoch = best["metrics"]["wall_time_s"] / epochs
         name = f"{key[0]} {model_words(key[1])} T0={key[2]}"
-        name += " (variable)" if key[3] else ""
+        if key[3]:  # min_length is the shortest of the lengths drawn, not the T0 of a cell
+            longest = best["config"]["task"].get("max_length")
+            name = f"{key[0]} {model_words(key[1])}, variable T0 from {key[2]} to {longest}"
         lines.append(
             f"| {name} | {'; '.join(parts)} | lr {best['config']['optim']['lr']} |"
             f" {per_epoch:.1f} |"

@@ -28,7 +28,12 @@ def _fake_run(
     run_dir = root / name
     run_dir.mkdir(parents=True)
     config = {
-        "task": {"name": problem, "min_length": length, "variable_length": variable},
+        "task": {
+            "name": problem,
+            "min_length": length,
+            "max_length": 10000 if variable else length,
+            "variable_length": variable,
+        },
         "model": {"name": model},
         "optim": {"lr": lr},
     }
@@ -67,6 +72,7 @@ def test_table_keeps_the_best_rate_and_shows_the_paper(tmp_path: Path) -> None:
     assert "| Multiplication, unweighted | not run (2) | 95.5% after 40 (33) |" in out
     assert "| addition | attention | 97.0% | 12 | 99.9% |" in out  # variable length
     assert "0.003: 1, 100.0%" in out and "lr 0.003" in out
+    assert "| addition attention, variable T0 from 50 to 10000 | 0.003: 12, 97.0% |" in out
 
 
 def test_a_forget_bias_lstm_is_not_credited_to_the_plain_lstm(tmp_path: Path) -> None:

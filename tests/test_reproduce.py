@@ -186,12 +186,16 @@ def test_raffel_table_shows_epochs_to_solve_beside_the_paper() -> None:
 def test_the_variable_length_table_alone_has_no_table_1_grid() -> None:
     """raffel_variable's runs are all variable-length: its block starts with their table,
     not with Table 1's legend and a "No fixed-length runs." line."""
-    run = _raffel("addition", "ffattn", 0, 0, None)
-    variable = _run({**run.config, "task.variable_length": True}, run.metrics)
+    run = _raffel("addition", "ffattn", 50, 0, None)
+    variable = _run(
+        {**run.config, "task.variable_length": True, "task.max_length": 10000}, run.metrics
+    )
     lines = raffel_table([variable]).splitlines()
     assert lines[0].startswith("Variable length (T0 from 50 to 10000)")
     assert not any("No fixed-length runs" in line or "Epochs to 100%" in line for line in lines)
     assert "| addition | attention | 1 | 50.0 (n=1) | 40 (n=1) | 99.9% |" in lines
+    # its settings line names the range of lengths, not "T0=50" (the shortest drawn)
+    assert "| addition attention, variable T0 from 50 to 10000 | 0.01 | 0: 40 (no) | 10 |" in lines
     both = raffel_table([variable, _raffel("addition", "ffattn", 50, 0, 1)]).splitlines()
     assert both[0].startswith("Epochs to 100%") and "" in both
     assert both[both.index("| Addition, attention | 1.0, n=1 (1) |") + 1] == ""  # one blank line

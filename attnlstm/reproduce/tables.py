@@ -466,7 +466,9 @@ def raffel_table(runs: Sequence[Run]) -> str:
     ]
     for key in sorted(cell_settings):
         name = f"{key[0]} {model_words(key[1])} T0={key[2]}"
-        name += " (variable)" if key[3] else ""
+        if key[3]:  # min_length is the shortest of the lengths drawn, not the T0 of a cell
+            longest = cell_settings[key][0][0].config.get("task.max_length")
+            name = f"{key[0]} {model_words(key[1])}, variable T0 from {key[2]} to {longest}"
         several = len(cell_settings[key]) > 1
         for setting in sorted(
             cell_settings[key], key=lambda g: -float(g[0].config.get("optim.lr", 0))
