@@ -188,17 +188,44 @@ def test_the_variable_length_table_alone_has_no_table_1_grid() -> None:
     not with Table 1's legend and a "No fixed-length runs." line."""
     run = _raffel("addition", "ffattn", 50, 0, None)
     variable = _run(
-        {**run.config, "task.variable_length": True, "task.max_length": 10000}, run.metrics
+        {**run.config, "task.variable_length": True, "task.max_length": 10000},
+        {**run.metrics, "final": {"val/accuracy": 0.25}},
     )
     lines = raffel_table([variable]).splitlines()
     assert lines[0].startswith("Variable length (T0 from 50 to 10000)")
     assert not any("No fixed-length runs" in line or "Epochs to 100%" in line for line in lines)
-    assert "| addition | attention | 1 | 50.0 (n=1) | 40 (n=1) | 99.9% |" in lines
+    assert "| addition | attention | 1 | 50.0 (n=1) | 25.0 (n=1) | 40 (n=1) | 99.9% |" in lines
     # its settings line names the range of lengths, not "T0=50" (the shortest drawn)
     assert "| addition attention, variable T0 from 50 to 10000 | 0.01 | 0: 40 (no) | 10 |" in lines
     both = raffel_table([variable, _raffel("addition", "ffattn", 50, 0, 1)]).splitlines()
     assert both[0].startswith("Epochs to 100%") and "" in both
     assert both[both.index("| Addition, attention | 1.0, n=1 (1) |") + 1] == ""  # one blank line
+
+
+def test_the_variable_length_table_shows_the_last_epoch_beside_the_best_checkpoint() -> None:
+    """The variable-length accuracy swings from epoch to epoch (22% to 99% over the last 50
+    epochs of one run), and the best checkpoint is chosen on the test set itself (no separate
+    validation set, as in the authors' code): the table shows the accuracy after the last
+    epoch beside it, mean ± std over the seeds, and says how the checkpoint was chosen."""
+    runs = []
+    for seed, (best, last) in enumerate([(0.99, 0.96), (0.97, 0.80), (0.98, 0.90)]):
+        run = _raffel("multiplication", "ffattn", 50, seed, None)
+        runs.append(
+            _run(
+                {**run.config, "task.variable_length": True, "task.max_length": 10000},
+                {**run.metrics, "test": {"test/accuracy": best}, "final": {"val/accuracy": last}},
+            )
+        )
+    lines = raffel_table(runs).splitlines()
+    assert "| ours: after the last epoch (%) |" in lines[2]
+    assert "| multiplication | attention | 3 | 98.0 ± 1.0 | 88.7 ± 8.1 | 40 ± 0 | 99.4% |" in lines
+    assert any("best_accuracy" in line and "test set" in line for line in lines)
+    # with a separate validation set the last column is that set's, and the note goes
+    for run in runs:
+        run.config["task.separate_validation"] = True
+    lines = raffel_table(runs).splitlines()
+    assert "| ours: val, after the last epoch (%) |" in lines[2]
+    assert not any("best_accuracy" in line for line in lines)
 
 
 def test_sweep_command_is_one_resumable_multirun(tmp_path: Path) -> None:
