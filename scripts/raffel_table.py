@@ -117,7 +117,8 @@ def details(groups: dict[tuple, list[dict[str, Any]]], cells: dict) -> str:
         name = f"{key[0]} {model_words(key[1])} T0={key[2]}"
         if key[3]:  # min_length is the shortest of the lengths drawn, not the T0 of a cell
             longest = best["config"]["task"].get("max_length")
-            name = f"{key[0]} {model_words(key[1])}, variable T0 from {key[2]} to {longest}"
+            name = f"{key[0]} {model_words(key[1])}, variable T0 from {key[2]}"
+            name += f" to {longest}" if longest is not None else ""
         lines.append(
             f"| {name} | {'; '.join(parts)} | lr {best['config']['optim']['lr']} |"
             f" {per_epoch:.1f} |"

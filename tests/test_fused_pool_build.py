@@ -67,7 +67,7 @@ def _torch_lock(age_s: float = 0.0) -> Path:
 def test_the_build_folder_is_under_torch_extensions_dir_per_python_and_torch(loads, tmp_path):
     version = torch.__version__.replace("+", "_")  # 2.13.0_cpu
     python = f"py{sys.version_info.major}{sys.version_info.minor}"
-    installed = str(Path(torch.__file__).resolve().parent)
+    installed = os.path.dirname(os.path.abspath(torch.__file__))
     tag = hashlib.sha1(installed.encode()).hexdigest()[:6]
     assert fused_pool.build_directory("k") == tmp_path / f"{python}_torch{version}_{tag}" / "k"
     assert fused_pool.fused_kernel() == "the kernel"
@@ -78,7 +78,9 @@ def test_each_torch_installation_builds_in_a_folder_of_its_own(tmp_path, monkeyp
     """Two virtual environments with the same torch version: torch's ``build.ninja`` names the
     include folders of the torch that built the kernel, so in one shared folder each rebuilt
     it (about a minute) whenever the other had used it last (measured 2026-12-06, after a CI
-    run's fresh environment). A link to an installation is the installation itself."""
+    run's fresh environment). A torch reached through a link writes the link's path into
+    ``build.ninja`` (``cpp_extension`` takes ``os.path.abspath``, which keeps links), so it
+    builds apart too; the same path twice shares the folder."""
 
     def folder_for(torch_init: Path) -> Path:
         monkeypatch.setattr(fused_pool.torch, "__file__", str(torch_init))
@@ -91,7 +93,8 @@ def test_each_torch_installation_builds_in_a_folder_of_its_own(tmp_path, monkeyp
     (tmp_path / "linked").symlink_to(first)
 
     assert folder_for(first / "__init__.py") != folder_for(second / "__init__.py")
-    assert folder_for(first / "__init__.py") == folder_for(tmp_path / "linked" / "__init__.py")
+    assert folder_for(first / "__init__.py") == folder_for(first / "__init__.py")
+    assert folder_for(first / "__init__.py") != folder_for(tmp_path / "linked" / "__init__.py")
     assert folder_for(first / "__init__.py").parent.name.startswith(
         f"py{sys.version_info.major}{sys.version_info.minor}_torch"
     )

@@ -197,6 +197,12 @@ def test_the_variable_length_table_alone_has_no_table_1_grid() -> None:
     assert "| addition | attention | 1 | 50.0 (n=1) | 25.0 (n=1) | 40 (n=1) | 99.9% |" in lines
     # its settings line names the range of lengths, not "T0=50" (the shortest drawn)
     assert "| addition attention, variable T0 from 50 to 10000 | 0.01 | 0: 40 (no) | 10 |" in lines
+    # an older record without its longest length: the range says only what it knows
+    del variable.config["task.max_length"]
+    lines = raffel_table([variable]).splitlines()
+    assert lines[0].startswith("Variable length (T0 from 50):")
+    assert "| addition attention, variable T0 from 50 | 0.01 | 0: 40 (no) | 10 |" in lines
+    variable.config["task.max_length"] = 10000
     both = raffel_table([variable, _raffel("addition", "ffattn", 50, 0, 1)]).splitlines()
     assert both[0].startswith("Epochs to 100%") and "" in both
     assert both[both.index("| Addition, attention | 1.0, n=1 (1) |") + 1] == ""  # one blank line
@@ -217,15 +223,47 @@ def test_the_variable_length_table_shows_the_last_epoch_beside_the_best_checkpoi
             )
         )
     lines = raffel_table(runs).splitlines()
-    assert "| ours: after the last epoch (%) |" in lines[2]
+    assert "| ours: best checkpoint (%) | ours: after the last epoch (%) |" in lines[2]
     assert "| multiplication | attention | 3 | 98.0 ± 1.0 | 88.7 ± 8.1 | 40 ± 0 | 99.4% |" in lines
     assert any("best_accuracy" in line and "test set" in line for line in lines)
-    # with a separate validation set the last column is that set's, and the note goes
+    assert not any(line.startswith("(val)") for line in lines)
+    # a row whose runs had a separate validation set is marked, and the note goes with it
     for run in runs:
         run.config["task.separate_validation"] = True
     lines = raffel_table(runs).splitlines()
-    assert "| ours: val, after the last epoch (%) |" in lines[2]
+    assert (
+        "| multiplication | attention | 3 | 98.0 ± 1.0 | 88.7 ± 8.1 (val) | 40 ± 0 | 99.4% |"
+        in lines
+    )
     assert not any("best_accuracy" in line for line in lines)
+    assert any(line.startswith("(val)") for line in lines)
+    # mixed: each row says which set its last-epoch figure is on, and both notes stand
+    addition = _raffel("addition", "ffattn", 50, 0, None)
+    runs.append(
+        _run(
+            {**addition.config, "task.variable_length": True, "task.max_length": 10000},
+            {**addition.metrics, "final": {"val/accuracy": 0.5}},
+        )
+    )
+    lines = raffel_table(runs).splitlines()
+    assert "| addition | attention | 1 | 50.0 (n=1) | 50.0 (n=1) | 40 (n=1) | 99.9% |" in lines
+    assert (
+        "| multiplication | attention | 3 | 98.0 ± 1.0 | 88.7 ± 8.1 (val) | 40 ± 0 | 99.4% |"
+        in lines
+    )
+    assert any("best_accuracy" in line for line in lines)
+    assert any(line.startswith("(val)") for line in lines)
+
+
+def test_a_record_without_a_last_epoch_figure_leaves_its_cell_empty() -> None:
+    """Records whose ``final`` is missing, null, not an object, or not a number: the table is
+    still written (before, a null ``final`` raised AttributeError)."""
+    for final in (None, [], {"val/accuracy": True}, {"val/accuracy": float("nan")}, "x"):
+        run = _raffel("addition", "ffattn", 50, 0, None)
+        metrics = {**run.metrics, "final": final}
+        variable = _run({**run.config, "task.variable_length": True}, metrics)
+        lines = raffel_table([variable]).splitlines()
+        assert "| addition | attention | 1 | 50.0 (n=1) |  | 40 (n=1) | 99.9% |" in lines, final
 
 
 def test_sweep_command_is_one_resumable_multirun(tmp_path: Path) -> None:

@@ -110,10 +110,11 @@ def build_directory(name: str) -> Path:
 
 
 def _torch_tag() -> str:
-    """6 hex digits naming the folder torch is installed in (its real path, links resolved):
-    the include folders that a build of the kernel is bound to."""
-    installed = Path(torch.__file__).resolve().parent
-    return hashlib.sha1(str(installed).encode()).hexdigest()[:6]
+    """6 hex digits naming the folder torch is installed in, by the absolute path that torch's
+    ``cpp_extension`` writes into ``build.ninja`` (``os.path.abspath``, links not resolved: a
+    torch reached through a link writes other include paths, and so builds apart)."""
+    installed = os.path.dirname(os.path.abspath(torch.__file__))
+    return hashlib.sha1(installed.encode()).hexdigest()[:6]
 
 
 @contextmanager

@@ -421,9 +421,28 @@ def table1_grid(cells: dict[tuple[str, str, int], str]) -> list[str]:
 
 
 def _last_epoch_accuracy(run: Run) -> float | None:
-    """The validation accuracy after a run's last epoch (``final`` in its metrics.json)."""
-    value = run.metrics.get("final", {}).get("val/accuracy")
-    return float(value) if isinstance(value, int | float) else None
+    """The validation accuracy after a run's last epoch (``final`` in its metrics.json); None
+    where the record lacks it or holds something else than a number."""
+    final = run.metrics.get("final")
+    value = final.get("val/accuracy") if isinstance(final, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def _checked_on_test_set(run: Run) -> bool:
+    """Whether ``run`` chose its checkpoint on the test set (no separate validation set)."""
+    return not run.config.get("task.separate_validation")
+
+
+def variable_lengths(runs: Sequence[Run]) -> str:
+    """``T0 from 50 to 10000``: the range of lengths that variable-length runs drew (``T0
+    from 50`` where a record lacks its longest length)."""
+    shortest = min(int(run.config.get("task.min_length", 0)) for run in runs)
+    longest = [run.config.get("task.max_length") for run in runs]
+    if any(value is None for value in longest):
+        return f"T0 from {shortest}"
+    return f"T0 from {shortest} to {max(int(value) for value in longest)}"
 
 
 def _variable_table(variable: dict[tuple[str, str, int, bool], list[Run]]) -> list[str]:
@@ -431,28 +450,29 @@ def _variable_table(variable: dict[tuple[str, str, int, bool], list[Run]]) -> li
     the last epoch (mean ± std over the seeds), and the paper's figure. Without a separate
     validation set (the preset, and the authors' code) the checkpoint is chosen on the test set
     itself: the figure is the best of the evaluations after each epoch, as the authors'
-    ``best_accuracy`` was, and the last epoch's shows how far it swings from that."""
+    ``best_accuracy`` was, and the last epoch's shows how far it swings from that. A row whose
+    runs had a separate validation set says "(val)": its last-epoch figure is that set's."""
     runs = [run for group in variable.values() for run in group]
-    on_test_set = not any(run.config.get("task.separate_validation") for run in runs)
-    last_label = "after the last epoch" if on_test_set else "val, after the last epoch"
     lines = [
-        "Variable length (T0 from 50 to 10000): test accuracy, mean ± std over the seeds.",
+        f"Variable length ({variable_lengths(runs)}): test accuracy, mean ± std over the seeds.",
         "",
-        f"| problem | model | seeds | ours: test accuracy (%) | ours: {last_label} (%) | epochs"
-        " | paper (after 100 epochs) |",
+        "| problem | model | seeds | ours: best checkpoint (%) | ours: after the last epoch (%)"
+        " | epochs | paper (100 epochs) |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for key in sorted(variable):
         group = variable[key]
         last = [v for v in map(_last_epoch_accuracy, group) if v is not None]
+        on_test_set = all(map(_checked_on_test_set, group))
         lines.append(
             f"| {key[0]} | {model_words(key[1])} | {len(group)}"
             f" | {spread(_summary(group, 'test/accuracy'), 100, 1)}"
             f" | {spread(Summary(tuple(last), len(group)), 100, 1)}"
-            f" | {spread(_summary(group, 'epochs'), digits=0)}"
+            + ("" if on_test_set or not last else " (val)")
+            + f" | {spread(_summary(group, 'epochs'), digits=0)}"
             f" | {PAPER_VARIABLE.get((key[0], key[1]), '')} |"
         )
-    if on_test_set:
+    if any(map(_checked_on_test_set, runs)):
         lines += [
             "",
             "Without a separate validation set (`task.separate_validation=false`, as in the"
@@ -462,6 +482,8 @@ def _variable_table(variable: dict[tuple[str, str, int, bool], list[Run]]) -> li
             "variable_length_experiments.py in craffel/ff-attention). The accuracy after the"
             " last epoch shows how far the runs swing from it.",
         ]
+    if not all(map(_checked_on_test_set, runs)):
+        lines += ["", "(val): the accuracy after the last epoch on the separate validation set."]
     return lines
 
 
@@ -498,8 +520,8 @@ def raffel_table(runs: Sequence[Run]) -> str:
     for key in sorted(cell_settings):
         name = f"{key[0]} {model_words(key[1])} T0={key[2]}"
         if key[3]:  # min_length is the shortest of the lengths drawn, not the T0 of a cell
-            longest = cell_settings[key][0][0].config.get("task.max_length")
-            name = f"{key[0]} {model_words(key[1])}, variable T0 from {key[2]} to {longest}"
+            lengths = variable_lengths([run for group in cell_settings[key] for run in group])
+            name = f"{key[0]} {model_words(key[1])}, variable {lengths}"
         several = len(cell_settings[key]) > 1
         for setting in sorted(
             cell_settings[key], key=lambda g: -float(g[0].config.get("optim.lr", 0))
