@@ -13,14 +13,13 @@ split over torch's threads in a single parallel region. The chunked pooling runs
 small torch kernels per chunk, each a pass through memory and an OpenMP barrier; here every
 (t, d) element is touched once per pass, in registers.
 
-The kernel is compiled on first use with :func:`torch.utils.cpp_extension.load` (a C++
-compiler and ninja are needed; the build is cached under ``TORCH_EXTENSIONS_DIR``, by default
-``~/.cache/torch_extensions``, in a folder per Python and torch version, and takes about a
-minute once, in a folder per Python version, torch version and torch installation; the
-folder holds its own copy of the source, so that every checkout of the same source run with
-the same torch installation shares the build; another installation, a CI's fresh virtual
-environment for one, builds once in a folder of its own, since ``build.ninja`` names its
-torch's include folders).
+The kernel is compiled on first use with :func:`torch.utils.cpp_extension.load` (a C++ compiler
+and ninja are needed; the build is cached under ``TORCH_EXTENSIONS_DIR``, by default
+``~/.cache/torch_extensions``, in a folder per Python version, torch version and torch
+installation, and takes about a minute once; the folder holds its own copy of the source, so
+that every checkout of the same source run with the same torch installation shares the build;
+another installation, a CI's fresh virtual environment for one, builds once in a folder of its
+own, since ``build.ninja`` names its torch's include folders).
 :func:`fused_kernel` returns None where it cannot be built, and ``model.pooling=auto`` then
 uses the chunked pooling.
 

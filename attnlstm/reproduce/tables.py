@@ -157,7 +157,11 @@ def _value(run: Run, metric: str) -> float | None:
     if metric == "minutes":
         seconds = run.metrics.get("wall_time_s")
         return None if seconds is None else seconds / 60
-    value = run.final().get(metric)
+    return _number(run.final().get(metric))
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float; None for a missing value, a boolean, a non-number or NaN."""
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         return None
     return float(value)
@@ -424,10 +428,7 @@ def _last_epoch_accuracy(run: Run) -> float | None:
     """The validation accuracy after a run's last epoch (``final`` in its metrics.json); None
     where the record lacks it or holds something else than a number."""
     final = run.metrics.get("final")
-    value = final.get("val/accuracy") if isinstance(final, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        return None
-    return float(value)
+    return _number(final.get("val/accuracy") if isinstance(final, dict) else None)
 
 
 def _checked_on_test_set(run: Run) -> bool:
