@@ -891,6 +891,12 @@ TABLES: dict[str, Table] = {
                     ),
                     cost="14 min a run",
                 ),
+                Sweep(
+                    # the two methods left out at first, so the table has every method (issue 16)
+                    "other_methods",
+                    ("experiment=translation_fra_eng", "attention=scaled_dot,feedforward"),
+                    cost="7-10 min a run",
+                ),
             ),
             _seq2seq("test/bleu", "test BLEU (greedy)", 1),
         ),
