@@ -647,7 +647,7 @@ TABLES: dict[str, Table] = {
                         "task.min_length=50,100,500,1000",
                         "optim.lr=0.01",
                     ),
-                    cost="4-30 s an epoch; 1-30 epochs",
+                    cost="7-87 s an epoch; 1-38 epochs",
                 ),
                 Sweep(
                     "long",
@@ -711,7 +711,7 @@ TABLES: dict[str, Table] = {
                         "task.mask_padding=true",
                     ),
                     seeds=(0,),
-                    cost="40-80 s an epoch; up to 100 epochs (2 h a run)",
+                    cost="41-103 s an epoch; up to 100 epochs (1-3 h a run)",
                 ),
                 # the same LSTM with its forget gates started near 0.73 and a lower rate: the
                 # pair that lets a bare nn.LSTM leave the mean-target plateau at T0 = 50
