@@ -344,3 +344,19 @@ def test_a_run_saved_before_the_rule_existed_keeps_the_first_revisions_rule() ->
     assert saved_config(OmegaConf.create(saved)).task.second_marker == "own_half"
     saved["task"]["second_marker"] = "padded_half"
     assert saved_config(OmegaConf.create(saved)).task.second_marker == "padded_half"
+
+
+@pytest.mark.parametrize("preset", ["raffel_fixed", "raffel_variable"])
+@pytest.mark.parametrize("problem", ["addition", "multiplication"])
+def test_the_raffel_presets_draw_n2_by_the_paper_era_rule(preset: str, problem: str) -> None:
+    """The presets behind Table 1 and the variable-length table draw N2 by the rule of the
+    paper-era code (``padded_half``), stated in the preset itself so a change of the task's
+    default cannot move the reproduced tables; composed as ``scripts/reproduce.py`` does."""
+    from tests.conftest import compose_config
+
+    config = compose_config([f"experiment={preset}", f"task={problem}"])
+    assert config.task.second_marker == "padded_half"
+    overridden = compose_config(
+        [f"experiment={preset}", f"task={problem}", "task.second_marker=own_half"]
+    )
+    assert overridden.task.second_marker == "own_half"
