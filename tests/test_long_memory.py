@@ -352,8 +352,13 @@ def test_the_raffel_presets_draw_n2_by_the_paper_era_rule(preset: str, problem: 
     """The presets behind Table 1 and the variable-length table draw N2 by the rule of the
     paper-era code (``padded_half``), stated in the preset itself so a change of the task's
     default cannot move the reproduced tables; composed as ``scripts/reproduce.py`` does."""
+    from omegaconf import OmegaConf
+
+    from attnlstm.paths import config_dir
     from tests.conftest import compose_config
 
+    preset_file = OmegaConf.load(config_dir() / "experiment" / f"{preset}.yaml")
+    assert preset_file.task.second_marker == "padded_half"
     config = compose_config([f"experiment={preset}", f"task={problem}"])
     assert config.task.second_marker == "padded_half"
     overridden = compose_config(

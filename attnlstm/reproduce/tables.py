@@ -880,7 +880,7 @@ TABLES: dict[str, Table] = {
                 Sweep(
                     "luong",
                     ("experiment=translation_fra_eng", "attention=none,dot,general,concat"),
-                    cost="7-10 min a run",
+                    cost="4-8 min a run",
                 ),
                 Sweep(
                     "bahdanau",
@@ -889,13 +889,13 @@ TABLES: dict[str, Table] = {
                         "model.attention_style=bahdanau",
                         "attention=additive",
                     ),
-                    cost="14 min a run",
+                    cost="5-7 min a run",
                 ),
                 Sweep(
                     # the two methods left out at first, so the table has every method (issue 16)
                     "other_methods",
                     ("experiment=translation_fra_eng", "attention=scaled_dot,feedforward"),
-                    cost="7-10 min a run",
+                    cost="7-8 min a run",
                 ),
             ),
             _seq2seq("test/bleu", "test BLEU (greedy)", 1),
