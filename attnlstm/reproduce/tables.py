@@ -746,7 +746,7 @@ TABLES: dict[str, Table] = {
                         "model=ffattn,mean",
                         "optim.lr=0.003",
                     ),
-                    cost="17-48 s an epoch; 100 epochs (about 50 min a run)",
+                    cost="17-70 s an epoch; 100 epochs (44-63 min a run)",
                 ),
             ),
             raffel_table,
