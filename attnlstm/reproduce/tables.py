@@ -685,7 +685,10 @@ TABLES: dict[str, Table] = {
                         "optim.lr=0.01",
                     ),
                     seeds=(0,),
-                    cost="22-54 s an epoch at T0 = 5000 (55 min a run); paper: 100 epochs unsolved",
+                    cost=(
+                        "22-54 s an epoch at T0 = 5000 (55 min a run), 31-79 s at 10000"
+                        " (52-100 min); paper: 100 epochs unsolved"
+                    ),
                 ),
                 Sweep(
                     "lstm_attention",
