@@ -687,7 +687,7 @@ TABLES: dict[str, Table] = {
                     seeds=(0,),
                     cost=(
                         "22-54 s an epoch at T0 = 5000 (55 min a run), 31-79 s at 10000"
-                        " (52-100 min); paper: 100 epochs unsolved"
+                        " (52 min idle, about 1.5 h shared); paper: 100 epochs unsolved"
                     ),
                 ),
                 Sweep(
